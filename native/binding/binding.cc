@@ -1,0 +1,285 @@
+// Addon entry point and the shared glue declared in binding.h.
+#include "binding.h"
+
+#include <cmath>
+#include <mutex>
+
+namespace kiln::binding {
+
+// ---- errors ----------------------------------------------------------------------------------
+
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Value().Set("code", Napi::String::New(env, code));
+  return error;
+}
+
+namespace {
+
+struct AddonData {
+  Napi::FunctionReference tensor_constructor;
+};
+
+using CallJs = std::function<void(Napi::Env)>;
+void call_js(Napi::Env env, Napi::Function, std::nullptr_t*, CallJs* fn) {
+  std::unique_ptr<CallJs> owned(fn);
+  if (!env) return;  // environment is shutting down
+  try {
+    (*owned)(env);
+  } catch (const Napi::Error& e) {
+    // A completion must not throw into the loop; surface it as an uncaught exception.
+    napi_fatal_exception(env, e.Value());
+  }
+}
+using Completion = Napi::TypedThreadSafeFunction<std::nullptr_t, CallJs, call_js>;
+
+Completion completion;
+int pending_posts = 0;  // touched on the JS thread only
+
+Napi::Value call_guarded(Napi::Value (*fn)(const Napi::CallbackInfo&), const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    return fn(info);
+  } catch (const KilnException& e) {
+    throw make_error(env, e.code(), e.what());
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "ERR_OOM", "out of host memory");
+  } catch (const std::exception& e) {
+    throw make_error(env, "ERR_INTERNAL", e.what());
+  }
+}
+
+}  // namespace
+
+void set_function(Napi::Env env, Napi::Object exports, const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+  exports.Set(name, Napi::Function::New(
+                        env, [fn](const Napi::CallbackInfo& info) { return call_guarded(fn, info); }, name));
+}
+
+// ---- arguments -------------------------------------------------------------------------------
+
+static std::string arg_label(size_t i, const char* name) { return std::string(name) + " (argument " + std::to_string(i) + ")"; }
+
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t min_value, int64_t max_value) {
+  if (i >= info.Length() || !info[i].IsNumber()) fail("ERR_ARG", arg_label(i, name) + " must be a number");
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(v) || std::floor(v) != v) fail("ERR_ARG", arg_label(i, name) + " must be an integer, got " + std::to_string(v));
+  if (std::fabs(v) > 9007199254740991.0) fail("ERR_ARG", arg_label(i, name) + " is beyond 2^53");
+  int64_t r = int64_t(v);
+  if (r < min_value || r > max_value) {
+    fail("ERR_ARG", arg_label(i, name) + " = " + std::to_string(r) + " is out of range [" + std::to_string(min_value) +
+                        ", " + std::to_string(max_value) + "]");
+  }
+  return r;
+}
+
+double arg_number(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsNumber()) fail("ERR_ARG", arg_label(i, name) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsBoolean()) fail("ERR_ARG", arg_label(i, name) + " must be a boolean");
+  return info[i].As<Napi::Boolean>().Value();
+}
+
+DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  int64_t code = arg_int(info, i, name, 0, 4);
+  return DType(int32_t(code));
+}
+
+Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  int64_t code = arg_int(info, i, name, -1, 1023);
+  if (code < 0) return Device{};
+  int count = cuda_device_count();
+  if (count == 0) {
+    BuildInfo b = build_info();
+    fail("ERR_NO_CUDA", "cuda:" + std::to_string(code) + " requested but no CUDA device is available (" + b.cuda_status + ")");
+  }
+  if (code >= count) fail("ERR_DEVICE", "cuda:" + std::to_string(code) + " does not exist (" + std::to_string(count) + " CUDA devices)");
+  return Device{DeviceType::cuda, int(code)};
+}
+
+NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Env env = info.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  if (i >= info.Length() || !info[i].IsObject() ||
+      !info[i].As<Napi::Object>().InstanceOf(data->tensor_constructor.Value())) {
+    fail("ERR_ARG", arg_label(i, name) + " must be a native tensor handle");
+  }
+  NativeTensor* t = NativeTensor::Unwrap(info[i].As<Napi::Object>());
+  if (t->disposed()) fail("ERR_DISPOSED", arg_label(i, name) + " was disposed");
+  return *t;
+}
+
+NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  return &arg_tensor(info, i, name);
+}
+
+void require_numel(const NativeTensor& t, int64_t numel, const char* name) {
+  if (t.numel() != numel) {
+    fail("ERR_SHAPE", std::string(name) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(numel));
+  }
+}
+
+void require_dtype(const NativeTensor& t, DType dtype, const char* name) {
+  if (t.dtype() != dtype) {
+    fail("ERR_DTYPE", std::string(name) + " is " + dtype_name(t.dtype()) + ", expected " + dtype_name(dtype));
+  }
+}
+
+void require_same_device(const NativeTensor& a, const NativeTensor& b, const char* a_name, const char* b_name) {
+  if (a.device() != b.device()) {
+    fail("ERR_DEVICE", std::string(a_name) + " is on " + a.device().name() + " but " + b_name + " is on " + b.device().name());
+  }
+}
+
+// ---- scheduling ------------------------------------------------------------------------------
+
+void run_on(Device device, std::vector<std::shared_ptr<Storage>> keep, std::function<void(void* stream)> fn) {
+  enqueue([device, keep = std::move(keep), fn = std::move(fn)]() {
+    if (device.is_cuda()) {
+      cuda_set_device(device.index);
+      fn(cuda_stream(device.index));
+    } else {
+      fn(nullptr);
+    }
+  });
+}
+
+void begin_pending(Napi::Env env) {
+  if (pending_posts++ == 0) completion.Ref(env);
+}
+
+void post_to_js(std::function<void(Napi::Env)> fn) {
+  auto* wrapped = new CallJs([fn = std::move(fn)](Napi::Env env) {
+    if (--pending_posts == 0) completion.Unref(env);
+    fn(env);
+  });
+  if (completion.BlockingCall(wrapped) != napi_ok) delete wrapped;  // only during shutdown
+}
+
+// ---- registry --------------------------------------------------------------------------------
+
+std::vector<Registrar>& registrars() {
+  static std::vector<Registrar> list;
+  return list;
+}
+
+Registration::Registration(Registrar registrar) { registrars().push_back(registrar); }
+
+// ---- NativeTensor ----------------------------------------------------------------------------
+
+Napi::Function NativeTensor::define(Napi::Env env) {
+  return DefineClass(env, "NativeTensor",
+                     {InstanceMethod("dispose", &NativeTensor::dispose), InstanceMethod("view", &NativeTensor::view),
+                      InstanceAccessor("numel", &NativeTensor::get_numel, nullptr),
+                      InstanceAccessor("dtype", &NativeTensor::get_dtype, nullptr),
+                      InstanceAccessor("device", &NativeTensor::get_device, nullptr),
+                      InstanceAccessor("disposed", &NativeTensor::get_disposed, nullptr)});
+}
+
+namespace {
+// Construction from JS is refused: handles come only from the binding's factory functions.
+int construction_token = 0;
+}  // namespace
+
+NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal() || info[0].As<Napi::External<int>>().Data() != &construction_token) {
+    throw make_error(info.Env(), "ERR_ARG", "NativeTensor cannot be constructed directly; use kiln's tensor factories");
+  }
+}
+
+Napi::Object NativeTensor::create(Napi::Env env, std::shared_ptr<Storage> storage, size_t offset_bytes, int64_t numel,
+                                  DType dtype, bool owns_report) {
+  auto* data = env.GetInstanceData<AddonData>();
+  Napi::Object object = data->tensor_constructor.New({Napi::External<int>::New(env, &construction_token)});
+  NativeTensor* t = NativeTensor::Unwrap(object);
+  t->storage_ = std::move(storage);
+  t->offset_bytes_ = offset_bytes;
+  t->numel_ = numel;
+  t->dtype_ = dtype;
+  if (owns_report && !t->storage_->device().is_cuda()) {
+    // V8 sees host bytes only: reporting GPU memory would trigger host GCs that cannot help.
+    t->reported_bytes_ = int64_t(t->storage_->bytes());
+    Napi::MemoryManagement::AdjustExternalMemory(env, t->reported_bytes_);
+  }
+  return object;
+}
+
+void NativeTensor::release(Napi::Env env) {
+  if (reported_bytes_ != 0) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -reported_bytes_);
+    reported_bytes_ = 0;
+  }
+  storage_.reset();  // memory returns once queued ops holding it have run
+}
+
+NativeTensor::~NativeTensor() {
+  // Finalizer (safety net): the env is still valid here; queued ops keep their own references.
+  if (reported_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_bytes_);
+}
+
+Napi::Value NativeTensor::dispose(const Napi::CallbackInfo& info) {
+  release(info.Env());
+  return info.Env().Undefined();
+}
+
+// view(offsetElements, numel[, dtype]): a handle on part of the same storage (slicing along
+// dim 0, reshape, reinterpretation with a same-size dtype are all views).
+Napi::Value NativeTensor::view(const Napi::CallbackInfo& info) {
+  return call_guarded(
+      [](const Napi::CallbackInfo& info) -> Napi::Value {
+        NativeTensor* self = NativeTensor::Unwrap(info.This().As<Napi::Object>());
+        if (self->disposed()) fail("ERR_DISPOSED", "tensor was disposed");
+        int64_t offset = arg_int(info, 0, "offset", 0, self->numel_);
+        int64_t numel = arg_int(info, 1, "numel", 0, self->numel_ - offset);
+        DType dtype = self->dtype_;
+        if (info.Length() > 2 && !info[2].IsUndefined()) {
+          dtype = arg_dtype(info, 2, "dtype");
+          if (dtype_size(dtype) != dtype_size(self->dtype_)) fail("ERR_DTYPE", "a view may only reinterpret a same-size dtype");
+        }
+        size_t offset_bytes = self->offset_bytes_ + size_t(offset) * dtype_size(self->dtype_);
+        return NativeTensor::create(info.Env(), self->storage_, offset_bytes, numel, dtype, false);
+      },
+      info);
+}
+
+Napi::Value NativeTensor::get_numel(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(numel_)); }
+Napi::Value NativeTensor::get_dtype(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), int32_t(dtype_)); }
+Napi::Value NativeTensor::get_device(const Napi::CallbackInfo& info) {
+  if (!storage_) return info.Env().Null();
+  Device d = storage_->device();
+  return Napi::Number::New(info.Env(), d.is_cuda() ? d.index : -1);
+}
+Napi::Value NativeTensor::get_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed()); }
+
+// ---- module init -----------------------------------------------------------------------------
+
+static void shutdown(void*) {
+  // Finish queued work (it may be writing user-visible results), then stop the worker.
+  shutdown_queue();
+}
+
+static Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function ctor = NativeTensor::define(env);
+  data->tensor_constructor = Napi::Persistent(ctor);
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("NativeTensor", ctor);
+
+  completion = Completion::New(env, "kiln-completion", 0, 1);
+  completion.Unref(env);  // referenced only while a promise is pending
+  napi_add_env_cleanup_hook(env, shutdown, nullptr);
+
+  for (Registrar registrar : registrars()) registrar(env, exports);
+  return exports;
+}
+
+}  // namespace kiln::binding
+
+static Napi::Object kiln_init(Napi::Env env, Napi::Object exports) { return kiln::binding::init(env, exports); }
+NODE_API_MODULE(kiln, kiln_init)

@@ -1,0 +1,97 @@
+// Shared N-API glue: argument conversion, error translation, the NativeTensor handle, the op
+// registry and promise completion from the worker. No math here (DESIGN.md).
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../runtime/device.h"
+#include "../runtime/dtype.h"
+#include "../runtime/error.h"
+#include "../runtime/queue.h"
+
+namespace kiln::binding {
+
+// A JS Error carrying `code` (lib/errors.ts turns it into a KilnError).
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message);
+
+// ---- tensors ---------------------------------------------------------------------------------
+
+class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  static Napi::Object create(Napi::Env env, std::shared_ptr<Storage> storage, size_t offset_bytes, int64_t numel,
+                             DType dtype, bool owns_report);
+  explicit NativeTensor(const Napi::CallbackInfo& info);
+  ~NativeTensor() override;
+
+  void* data() const { return static_cast<char*>(storage_->data()) + offset_bytes_; }
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
+  size_t offset_bytes() const { return offset_bytes_; }
+  int64_t numel() const { return numel_; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_->device(); }
+  size_t nbytes() const { return size_t(numel_) * dtype_size(dtype_); }
+  bool disposed() const { return !storage_; }
+
+ private:
+  Napi::Value dispose(const Napi::CallbackInfo& info);
+  Napi::Value view(const Napi::CallbackInfo& info);
+  Napi::Value get_numel(const Napi::CallbackInfo& info);
+  Napi::Value get_dtype(const Napi::CallbackInfo& info);
+  Napi::Value get_device(const Napi::CallbackInfo& info);
+  Napi::Value get_disposed(const Napi::CallbackInfo& info);
+  void release(Napi::Env env);
+
+  std::shared_ptr<Storage> storage_;
+  size_t offset_bytes_ = 0;
+  int64_t numel_ = 0;
+  DType dtype_ = DType::f32;
+  int64_t reported_bytes_ = 0;  // host bytes reported to V8 by this handle (the allocating one)
+};
+
+// ---- argument conversion (each throws KilnException ERR_ARG / ERR_DISPOSED) ------------------
+
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t min_value = INT64_MIN,
+                int64_t max_value = INT64_MAX);
+double arg_number(const Napi::CallbackInfo& info, size_t i, const char* name);
+bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name);
+DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
+Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name);  // -1 cpu, k cuda:k
+NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);
+NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);  // null/undefined -> nullptr
+
+// Cheap re-checks of what lib/ already validated, so a bad call from plain JavaScript or a
+// downstream library gets an error instead of a crash.
+void require_numel(const NativeTensor& t, int64_t numel, const char* name);
+void require_dtype(const NativeTensor& t, DType dtype, const char* name);
+void require_same_device(const NativeTensor& a, const NativeTensor& b, const char* a_name, const char* b_name);
+
+// ---- scheduling ------------------------------------------------------------------------------
+
+// Enqueues fn on the worker; for a CUDA device it runs with that device current and receives
+// its stream (nullptr on the CPU). `keep` holds the storages the op touches alive until it ran.
+void run_on(Device device, std::vector<std::shared_ptr<Storage>> keep, std::function<void(void* stream)> fn);
+
+// Posts fn to the JS thread (from any thread). Each post must be matched by begin_pending()
+// on the JS thread beforehand, which keeps the event loop alive until the post has run.
+void begin_pending(Napi::Env env);
+void post_to_js(std::function<void(Napi::Env)> fn);
+
+// ---- registry --------------------------------------------------------------------------------
+
+using Registrar = void (*)(Napi::Env env, Napi::Object exports);
+struct Registration {
+  explicit Registration(Registrar registrar);
+};
+std::vector<Registrar>& registrars();
+
+// Exports fn under name, translating KilnException and std::exception into coded JS errors.
+void set_function(Napi::Env env, Napi::Object exports, const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&));
+
+}  // namespace kiln::binding
+
+#define KILN_REGISTER_BINDING(fn) static ::kiln::binding::Registration kiln_registration_##fn(fn)

@@ -1,0 +1,54 @@
+// Typed load/store of one element for CPU ops that work in f32 (or f64 for f64 tensors).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "../../runtime/dtype.h"
+#include "../../runtime/error.h"
+#include "../../runtime/half.h"
+
+namespace kiln {
+
+inline double load_as_double(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::f32: return static_cast<const float*>(p)[i];
+    case DType::f64: return static_cast<const double*>(p)[i];
+    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::f16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::i32: return static_cast<const int32_t*>(p)[i];
+  }
+  return 0.0;
+}
+
+inline int32_t saturate_i32(double v) {
+  if (std::isnan(v)) return 0;
+  v = std::nearbyint(v);
+  if (v >= 2147483647.0) return 2147483647;
+  if (v <= -2147483648.0) return -2147483647 - 1;
+  return int32_t(v);
+}
+
+inline void store_from_double(void* p, DType t, int64_t i, double v) {
+  switch (t) {
+    case DType::f32: static_cast<float*>(p)[i] = float(v); break;
+    case DType::f64: static_cast<double*>(p)[i] = v; break;
+    case DType::bf16: static_cast<uint16_t*>(p)[i] = float_to_bf16(float(v)); break;
+    case DType::f16: static_cast<uint16_t*>(p)[i] = float_to_f16(float(v)); break;
+    case DType::i32: static_cast<int32_t*>(p)[i] = saturate_i32(v); break;
+  }
+}
+
+// Calls body.template operator()<T>() with T the compute type of a float dtype (float for
+// f32/bf16/f16, double for f64) — i32 is rejected here; ops that take i32 handle it first.
+template <class F>
+void dispatch_compute_type(DType t, F&& body) {
+  if (t == DType::f64) {
+    body(double(0));
+  } else if (t == DType::i32) {
+    fail("ERR_DTYPE", "this op does not take i32 tensors");
+  } else {
+    body(float(0));
+  }
+}
+
+}  // namespace kiln
