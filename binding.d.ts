@@ -1,0 +1,86 @@
+// The one hand-written contract between lib/ (TypeScript) and the native addon (native/binding/).
+// lib/ validates every argument before calling; the addon re-checks cheaply and throws errors
+// with a `code` (see lib/errors.ts). Integers are JS numbers (exact up to 2^53).
+//
+// Device codes: -1 = cpu, k >= 0 = cuda:k.  DType codes: 0 f32, 1 f64, 2 bf16, 3 f16, 4 i32.
+
+export type DeviceCode = number;
+export type DTypeCode = 0 | 1 | 2 | 3 | 4;
+
+/** An opaque handle on (part of) a block of device memory. Shapes live in lib/. */
+export interface NativeTensor {
+  readonly numel: number;
+  readonly dtype: DTypeCode;
+  /** null once disposed */
+  readonly device: DeviceCode | null;
+  readonly disposed: boolean;
+  /** Releases this handle's reference now; memory returns once queued ops using it have run. */
+  dispose(): void;
+  /** A handle on elements [offset, offset + numel) of the same memory, optionally reinterpreted as a same-size dtype. */
+  view(offset: number, numel: number, dtype?: DTypeCode): NativeTensor;
+}
+
+export interface NativeMemoryStats {
+  allocated: number;
+  reserved: number;
+  peakAllocated: number;
+  allocations: number;
+  deviceAllocations: number;
+}
+
+export interface NativeDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  memoryClockKhz: number;
+  memoryBusWidthBits: number;
+  clockKhz: number;
+  l2Bytes: number;
+  sharedMemoryPerBlockOptin: number;
+  sharedMemoryPerMultiprocessor: number;
+}
+
+export interface NativeBuildInfo {
+  cudaCompiled: boolean;
+  cudaVersion: string;
+  cudaArchs: string;
+  cudaRuntimeVersion: number;
+  cudaDriverVersion: number;
+  cudaStatus: string;
+  cpuThreads: number;
+  devices: NativeDeviceInfo[];
+}
+
+export interface KilnBinding {
+  // ---- runtime (native/binding/tensor_binding.cc) ----
+  empty(device: DeviceCode, dtype: DTypeCode, numel: number): NativeTensor;
+  fromBuffer(device: DeviceCode, dtype: DTypeCode, data: ArrayBufferView): NativeTensor;
+  /** Raw bytes in the tensor's dtype, after every op enqueued before. */
+  read(tensor: NativeTensor): Promise<ArrayBuffer>;
+  /** dst <- src: same dtype and numel, any devices. */
+  copy(dst: NativeTensor, src: NativeTensor): void;
+  fill(tensor: NativeTensor, value: number): void;
+  /** kind 0: uniform [a, b); kind 1: normal(mean a, std b). Philox: identical on CPU and CUDA. */
+  random(tensor: NativeTensor, kind: 0 | 1, seedHigh: number, seedLow: number, offset: number, a: number, b: number): void;
+  synchronize(): Promise<void>;
+  info(): NativeBuildInfo;
+  memoryStats(device: DeviceCode): NativeMemoryStats;
+  resetPeakMemory(device: DeviceCode): void;
+  emptyCache(device: DeviceCode): void;
+
+  // ---- elementwise (native/binding/elementwise_binding.cc) ----
+  /** op 0: out = a + b; op 1: out = a * b */
+  binary(op: 0 | 1, out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
+  scale(out: NativeTensor, a: NativeTensor, alpha: number): void;
+  cast(out: NativeTensor, input: NativeTensor): void;
+  /** in (rows, cols) -> out (rows): sums or means of each row */
+  reduceRows(out: NativeTensor, input: NativeTensor, rows: number, cols: number, mean: boolean): void;
+
+  // ---- matmul (native/binding/matmul_binding.cc) ----
+
+  // ---- attention (native/binding/attention_binding.cc) ----
+
+  // ---- optimizer (native/binding/optimizer_binding.cc) ----
+}

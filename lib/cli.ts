@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+/** The `kiln` command line. */
+import { parseArgs } from 'node:util';
+import { KilnError } from './errors.js';
+import { formatInfo, info } from './info.js';
+import { selfCheck } from './selfcheck.js';
+
+const USAGE = `usage: kiln <command> [options]
+
+commands:
+  info [--json]        the build (CUDA compiled or not, architectures) and each device with its
+                       datasheet peaks
+  selfcheck            run a short check of every device against the CPU reference
+  start                the main job (npm start): info, then the self-check
+  help                 this text
+
+environment:
+  KILN_DEVICE=cpu|cuda:N   device for jobs that pick one; KILN_NUM_THREADS=N   CPU threads
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'help', ...rest] = argv;
+  switch (command) {
+    case 'info': {
+      const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false } }, strict: true });
+      console.log(values.json ? JSON.stringify(info(), null, 2) : formatInfo());
+      return 0;
+    }
+    case 'selfcheck':
+    case 'start': {
+      parseArgs({ args: rest, options: {}, strict: true });
+      if (command === 'start') console.log(formatInfo() + '\n');
+      const results = await selfCheck();
+      for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'} ${r.device}: ${r.detail} (${r.milliseconds.toFixed(0)} ms)`);
+      return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return 0;
+    default:
+      console.error(`kiln: unknown command '${command}'\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof KilnError) {
+      console.error(`kiln: ${error.code}: ${error.message}`);
+    } else if (error instanceof Error && (error as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      console.error(`kiln: ${error.message}`);
+    } else {
+      console.error(error);
+    }
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,128 @@
+/** What kiln was built with and which devices it sees, with datasheet peaks for known GPUs. */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { binding } from './native.js';
+
+/** Dense datasheet figures (shared/REFERENCE.md). Leads, not measurements: benchmarks measure. */
+export interface GpuPeak {
+  name: string;
+  bf16Tflops: number;
+  fp32Tflops: number;
+  memoryBandwidthGBs: number;
+}
+
+// Order matters: the first pattern that matches the device name wins.
+const PEAKS: { pattern: RegExp; peak: GpuPeak }[] = [
+  { pattern: /H200/i, peak: { name: 'H200', bf16Tflops: 989.4, fp32Tflops: 67, memoryBandwidthGBs: 4800 } },
+  { pattern: /H100.*PCIe/i, peak: { name: 'H100 PCIe', bf16Tflops: 756, fp32Tflops: 51, memoryBandwidthGBs: 2000 } },
+  { pattern: /H100/i, peak: { name: 'H100 SXM', bf16Tflops: 989.4, fp32Tflops: 67, memoryBandwidthGBs: 3350 } },
+  { pattern: /A100.*(40GB|PCIE-40)/i, peak: { name: 'A100 40GB', bf16Tflops: 312, fp32Tflops: 19.5, memoryBandwidthGBs: 1555 } },
+  { pattern: /A100/i, peak: { name: 'A100 SXM 80GB', bf16Tflops: 312, fp32Tflops: 19.5, memoryBandwidthGBs: 2039 } },
+  { pattern: /L40S/i, peak: { name: 'L40S', bf16Tflops: 362, fp32Tflops: 91.6, memoryBandwidthGBs: 864 } },
+  { pattern: /A40/i, peak: { name: 'A40', bf16Tflops: 149.7, fp32Tflops: 37.4, memoryBandwidthGBs: 696 } },
+  { pattern: /RTX 3090/i, peak: { name: 'RTX 3090', bf16Tflops: 71, fp32Tflops: 35.6, memoryBandwidthGBs: 936 } },
+  { pattern: /RTX 4090/i, peak: { name: 'RTX 4090', bf16Tflops: 165.2, fp32Tflops: 82.6, memoryBandwidthGBs: 1008 } },
+];
+
+/** Datasheet peak for a device name as CUDA reports it, or undefined for an unknown GPU. */
+export function datasheetPeak(deviceName: string): GpuPeak | undefined {
+  return PEAKS.find((p) => p.pattern.test(deviceName))?.peak;
+}
+
+export interface DeviceInfo {
+  device: `cuda:${number}`;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemoryBytes: number;
+  l2Bytes: number;
+  sharedMemoryPerBlockOptinBytes: number;
+  /** From the memory clock and bus width (2 transfers per clock), when the driver reports them. */
+  theoreticalBandwidthGBs?: number;
+  peak?: GpuPeak;
+}
+
+export interface KilnInfo {
+  version: string;
+  node: string;
+  platform: string;
+  cpuThreads: number;
+  cudaCompiled: boolean;
+  cudaToolkit?: string;
+  cudaArchitectures: string[];
+  cudaDriverVersion?: string;
+  /** Why no CUDA device is usable, when none is. */
+  cudaStatus: string;
+  devices: DeviceInfo[];
+}
+
+function versionString(v: number): string {
+  return `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+}
+
+export function info(): KilnInfo {
+  const raw = binding().info();
+  return {
+    version: PACKAGE_VERSION,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpuThreads: raw.cpuThreads,
+    cudaCompiled: raw.cudaCompiled,
+    cudaToolkit: raw.cudaCompiled ? raw.cudaVersion : undefined,
+    cudaArchitectures: raw.cudaArchs ? raw.cudaArchs.split(',') : [],
+    cudaDriverVersion: raw.cudaDriverVersion > 0 ? versionString(raw.cudaDriverVersion) : undefined,
+    cudaStatus: !raw.cudaCompiled
+      ? 'built without CUDA'
+      : raw.cudaDriverVersion === 0
+        ? 'no NVIDIA driver found'
+        : raw.cudaStatus,
+    devices: raw.devices.map((d) => ({
+      device: `cuda:${d.index}` as const,
+      name: d.name,
+      computeCapability: d.computeCapability,
+      multiprocessors: d.multiprocessors,
+      totalMemoryBytes: d.totalMemory,
+      l2Bytes: d.l2Bytes,
+      sharedMemoryPerBlockOptinBytes: d.sharedMemoryPerBlockOptin,
+      theoreticalBandwidthGBs:
+        d.memoryClockKhz > 0 && d.memoryBusWidthBits > 0 ? (2 * d.memoryClockKhz * 1e3 * (d.memoryBusWidthBits / 8)) / 1e9 : undefined,
+      peak: datasheetPeak(d.name),
+    })),
+  };
+}
+
+/** Human-readable report printed by `kiln info`. */
+export function formatInfo(i: KilnInfo = info()): string {
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  const lines = [
+    `kiln ${i.version} on Node ${i.node} (${i.platform}), ${i.cpuThreads} CPU threads`,
+    i.cudaCompiled
+      ? `CUDA: compiled with toolkit ${i.cudaToolkit} for ${i.cudaArchitectures.join(', ')}; driver ${i.cudaDriverVersion ?? 'none'}`
+      : 'CUDA: not compiled in (nvcc was not found at install time); CPU backend only',
+  ];
+  if (i.devices.length === 0) {
+    lines.push(`devices: cpu only${i.cudaCompiled ? ` (${i.cudaStatus})` : ''}`);
+  }
+  for (const d of i.devices) {
+    lines.push(`${d.device}: ${d.name}, compute capability ${d.computeCapability}, ${d.multiprocessors} SMs, ${gib(d.totalMemoryBytes)}, L2 ${(d.l2Bytes / 2 ** 20).toFixed(0)} MiB`);
+    if (d.peak) {
+      lines.push(`  datasheet (${d.peak.name}): ${d.peak.bf16Tflops} TFLOP/s bf16 dense, ${d.peak.fp32Tflops} TFLOP/s fp32, ${d.peak.memoryBandwidthGBs} GB/s`);
+    } else {
+      lines.push('  datasheet: unknown GPU (no peak figures; benchmarks still measure)');
+    }
+  }
+  return lines.join('\n');
+}
+
+function readVersion(): string {
+  // dist/lib/info.js sits two levels below the package root, lib/info.ts one.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let depth = 0; depth < 3; depth++, dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+  }
+  return 'unknown';
+}
+
+const PACKAGE_VERSION = readVersion();

@@ -1,0 +1,48 @@
+/** Waiting, memory statistics and device discovery. */
+import { type Device, type DeviceLike, deviceCode, parseDevice } from './device.js';
+import { binding } from './native.js';
+
+/**
+ * Resolves when every op enqueued so far has finished on every device. Rejects with the first
+ * error a queued op raised since the last wait (like CUDA's sticky errors).
+ */
+export function synchronize(): Promise<void> {
+  return binding().synchronize();
+}
+
+export interface MemoryStats {
+  /** bytes held by live tensors */
+  allocated: number;
+  /** bytes obtained from the device: allocated plus the caching allocator's free blocks */
+  reserved: number;
+  /** high-water mark of allocated since the last resetPeakMemory */
+  peakAllocated: number;
+  /** allocation requests served */
+  allocations: number;
+  /** requests that reached the device allocator (cudaMalloc / aligned_alloc): cache misses */
+  deviceAllocations: number;
+}
+
+export function memoryStats(device: DeviceLike = 'cpu'): MemoryStats {
+  return binding().memoryStats(deviceCode(parseDevice(device)));
+}
+
+export function resetPeakMemory(device: DeviceLike = 'cpu'): void {
+  binding().resetPeakMemory(deviceCode(parseDevice(device)));
+}
+
+/** Returns the caching allocator's unused blocks to the driver (after queued work finishes). */
+export function emptyCache(device: DeviceLike): void {
+  binding().emptyCache(deviceCode(parseDevice(device)));
+}
+
+export function cudaDeviceCount(): number {
+  return binding().info().devices.length;
+}
+
+/** cuda:0 when a CUDA device is present (and KILN_DEVICE does not say otherwise), else cpu. */
+export function defaultDevice(): Device {
+  const forced = process.env.KILN_DEVICE;
+  if (forced) return parseDevice(forced, 'KILN_DEVICE');
+  return cudaDeviceCount() > 0 ? 'cuda:0' : 'cpu';
+}

@@ -1,0 +1,82 @@
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { info } from '../../lib/index.js';
+
+const test = suite('addon loading and the CLI');
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const cli = join(root, 'dist', 'lib', 'cli.js');
+
+test('the addon loads and computes in a fresh child process', () => {
+  const script = `
+    import('${join(root, 'dist', 'lib', 'index.js')}').then(async (k) => {
+      const t = k.ops.add(k.tensor([1, 2]), k.tensor([3, 4]));
+      console.log(JSON.stringify(Array.from(await t.toArray())));
+    });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  assert.is(r.stdout.trim(), '[4,6]');
+});
+
+test('a missing addon is ERR_NO_ADDON listing the paths tried and the fix', () => {
+  const script = `
+    import('${join(root, 'dist', 'lib', 'index.js')}').then((k) => {
+      try { k.zeros([1]); } catch (e) { console.log(JSON.stringify({ code: e.code, name: e.name, message: e.message })); }
+    });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, KILN_ADDON_PATH: '/nonexistent/kiln.node' },
+  });
+  assert.is(r.status, 0, r.stderr);
+  const error = JSON.parse(r.stdout.trim());
+  assert.is(error.code, 'ERR_NO_ADDON');
+  assert.is(error.name, 'KilnError');
+  assert.ok(error.message.includes('/nonexistent/kiln.node'));
+  assert.ok(error.message.includes('npm rebuild kiln'));
+});
+
+test('the process exits promptly with work still queued', () => {
+  const script = `
+    import('${join(root, 'dist', 'lib', 'index.js')}').then((k) => {
+      for (let i = 0; i < 20; i++) k.ops.sum(k.randn([1 << 18], { seed: i }));
+      console.log('issued');
+    });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 0, r.stderr);
+  assert.is(r.stdout.trim(), 'issued');
+});
+
+test('kiln info reports the build and every device with datasheet peaks', () => {
+  const r = spawnSync(process.execPath, [cli, 'info', '--json'], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  const reported = JSON.parse(r.stdout);
+  const direct = info();
+  assert.is(reported.cudaCompiled, direct.cudaCompiled);
+  assert.equal(reported.cudaArchitectures, direct.cudaArchitectures);
+  assert.is(reported.devices.length, direct.devices.length);
+  if (direct.cudaCompiled) {
+    for (const arch of ['80-real', '86-real', '89-real', '90a-real']) {
+      assert.ok(reported.cudaArchitectures.includes(arch), `architectures include ${arch}`);
+    }
+  }
+  for (const d of reported.devices) {
+    assert.ok(d.name && d.computeCapability && d.multiprocessors > 0 && d.totalMemoryBytes > 0);
+  }
+  const text = spawnSync(process.execPath, [cli, 'info'], { encoding: 'utf8' });
+  assert.is(text.status, 0);
+  assert.ok(text.stdout.includes('kiln '));
+  assert.ok(text.stdout.includes(direct.cudaCompiled ? 'CUDA: compiled' : 'CUDA: not compiled'));
+});
+
+test('kiln rejects unknown commands and options with a usage message', () => {
+  const r = spawnSync(process.execPath, [cli, 'frobnicate'], { encoding: 'utf8' });
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.includes('usage: kiln'));
+  const o = spawnSync(process.execPath, [cli, 'info', '--bogus'], { encoding: 'utf8' });
+  assert.is(o.status, 1);
+  assert.ok(o.stderr.includes('bogus'));
+});
+
+test.run();
