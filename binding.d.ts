@@ -20,6 +20,11 @@ export interface NativeTensor {
   view(offset: number, numel: number, dtype?: DTypeCode): NativeTensor;
 }
 
+/** Opaque benchmark timing mark. */
+export interface TimerMark {
+  readonly __timerMark: unique symbol;
+}
+
 export interface NativeMemoryStats {
   allocated: number;
   reserved: number;
@@ -69,6 +74,12 @@ export interface KilnBinding {
   memoryStats(device: DeviceCode): NativeMemoryStats;
   resetPeakMemory(device: DeviceCode): void;
   emptyCache(device: DeviceCode): void;
+
+  // ---- benchmark timing (native/binding/timer_binding.cc) ----
+  /** A mark recorded when the queue reaches it (CUDA event on the device stream, or a CPU clock reading). */
+  timerMark(device: DeviceCode): TimerMark;
+  /** Device milliseconds between two recorded marks of one device. */
+  timerElapsed(start: TimerMark, end: TimerMark): Promise<number>;
 
   // ---- elementwise (native/binding/elementwise_binding.cc) ----
   /** op 0: out = a + b; op 1: out = a * b */

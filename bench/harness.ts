@@ -1,0 +1,103 @@
+/**
+ * Benchmark harness (METHOD.md): device-side timing marks around the measured ops, a warm-up,
+ * an L2 flush before every repeat on CUDA, medians over repeats, and JSON results that name
+ * the device, driver, commit and date.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Device, type Tensor, empty, info, synchronize } from '../lib/index.js';
+import { deviceCode } from '../lib/device.js';
+import { binding } from '../lib/native.js';
+
+export interface Timing {
+  medianMs: number;
+  p10Ms: number;
+  p90Ms: number;
+  repeats: number;
+}
+
+export interface MeasureOptions {
+  warmup?: number;
+  repeats?: number;
+  /** Overwrite a buffer larger than L2 before each repeat (CUDA), so data comes from DRAM. */
+  flushL2?: boolean;
+}
+
+const flushBuffers = new Map<Device, Tensor>();
+
+function flushL2(device: Device): void {
+  if (device === 'cpu') return;
+  let buffer = flushBuffers.get(device);
+  if (!buffer) {
+    const l2 = info().devices.find((d) => d.device === device)?.l2Bytes ?? 64 << 20;
+    buffer = empty([Math.max(2 * l2, 128 << 20) / 4], { device });
+    flushBuffers.set(device, buffer);
+  }
+  binding().fill(buffer.handle, 0);
+}
+
+function quantile(sorted: number[], q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+/** Times `enqueue` (which only enqueues ops) in device milliseconds. */
+export async function measure(device: Device, enqueue: () => void, options: MeasureOptions = {}): Promise<Timing> {
+  const { warmup = 3, repeats = 20, flushL2: flush = true } = options;
+  for (let i = 0; i < warmup; i++) enqueue();
+  await synchronize();
+  const code = deviceCode(device);
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    if (flush) flushL2(device);
+    const start = binding().timerMark(code);
+    enqueue();
+    const end = binding().timerMark(code);
+    times.push(await binding().timerElapsed(start, end));
+  }
+  times.sort((a, b) => a - b);
+  return { medianMs: quantile(times, 0.5), p10Ms: quantile(times, 0.1), p90Ms: quantile(times, 0.9), repeats };
+}
+
+export function gitCommit(): string {
+  if (process.env.KILN_COMMIT) return process.env.KILN_COMMIT;
+  try {
+    const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export interface ResultFile {
+  benchmark: string;
+  date: string;
+  commit: string;
+  kiln: ReturnType<typeof info>;
+  results: unknown[];
+}
+
+/** Writes results atomically (temp file, fsync, rename) and returns the path. */
+export function writeResults(outDir: string, benchmark: string, results: unknown[]): string {
+  mkdirSync(outDir, { recursive: true });
+  const file: ResultFile = { benchmark, date: new Date().toISOString(), commit: gitCommit(), kiln: info(), results };
+  const stamp = file.date.slice(0, 19).replace(/[:T]/g, '-');
+  const path = join(outDir, `${benchmark}-${stamp}.json`);
+  const temp = `${path}.tmp-${process.pid}`;
+  writeFileSync(temp, JSON.stringify(file, null, 2) + '\n');
+  const fd = openSync(temp, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(temp, path);
+  return path;
+}
+
+export function devicesToBenchmark(): Device[] {
+  const only = process.env.KILN_BENCH_DEVICES;
+  const all: Device[] = ['cpu', ...info().devices.map((d) => d.device)];
+  return only ? all.filter((d) => only.split(',').includes(d)) : all;
+}
