@@ -20,6 +20,42 @@ export interface NativeTensor {
   view(offset: number, numel: number, dtype?: DTypeCode): NativeTensor;
 }
 
+export interface MatmulParams {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  transA: boolean;
+  transB: boolean;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  ldResidual: number;
+  strideA: number;
+  strideB: number;
+  strideC: number;
+  strideResidual: number;
+  alpha: number;
+  beta: number;
+  /** 0 none, 1 residual add, 2 swiglu (b is 2N wide: [gate | up]) */
+  epilogue: 0 | 1 | 2;
+  /** CPU only: run the plain-loop reference */
+  reference: boolean;
+}
+
+export interface AttentionDims {
+  B: number;
+  Tq: number;
+  Tk: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  scale: number;
+  causal: boolean;
+  /** CPU only: the plain-loop reference */
+  reference: boolean;
+}
+
 /** Opaque benchmark timing mark. */
 export interface TimerMark {
   readonly __timerMark: unique symbol;
@@ -89,9 +125,27 @@ export interface KilnBinding {
   /** in (rows, cols) -> out (rows): sums or means of each row */
   reduceRows(out: NativeTensor, input: NativeTensor, rows: number, cols: number, mean: boolean): void;
 
-  // ---- matmul (native/binding/matmul_binding.cc) ----
+  // ---- matmul (native/binding/matmul_binding.cc; contract native/ops/matmul.h) ----
+  /** out = epilogue(alpha · op(a) · op(b) + beta · out), batched with strides (elements). */
+  matmul(out: NativeTensor, a: NativeTensor, b: NativeTensor, residual: NativeTensor | null, params: MatmulParams): void;
 
-  // ---- attention (native/binding/attention_binding.cc) ----
+  // ---- attention (native/binding/attention_binding.cc; contract native/ops/attention.h) ----
+  attentionForward(out: NativeTensor, lse: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, dims: AttentionDims): void;
+  attentionBackward(
+    dq: NativeTensor, dk: NativeTensor, dv: NativeTensor,
+    q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, dout: NativeTensor,
+    dims: AttentionDims,
+  ): void;
+  /** y may be x (in place). */
+  rope(y: NativeTensor, x: NativeTensor, positions: NativeTensor, dims: { B: number; T: number; H: number; D: number; base: number; backward: boolean }): void;
+  kvAppend(
+    kCache: NativeTensor, vCache: NativeTensor, kNew: NativeTensor, vNew: NativeTensor, blockTable: NativeTensor, start: NativeTensor,
+    dims: { B: number; Tnew: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number },
+  ): void;
+  attentionDecode(
+    out: NativeTensor, lse: NativeTensor, q: NativeTensor, kCache: NativeTensor, vCache: NativeTensor, blockTable: NativeTensor, seqLens: NativeTensor,
+    dims: { B: number; Hq: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number; scale: number; maxSeqLen: number; reference: boolean },
+  ): void;
 
   // ---- optimizer (native/binding/optimizer_binding.cc) ----
 }

@@ -1,2 +1,4 @@
 /** The ops namespace: `import { ops } from 'kiln'; ops.add(a, b)`. */
 export { add, cast, mean, mul, scale, sum } from './elementwise.js';
+export { matmul, type MatmulOptions } from './matmul.js';
+export { attention, attentionBackward, attentionDecode, kvAppend, rope, type AttentionOptions, type DecodeOptions, type PagedCache, type RopeOptions } from './attention.js';

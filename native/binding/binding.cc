@@ -119,6 +119,34 @@ NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, cons
   return &arg_tensor(info, i, name);
 }
 
+int64_t field_int(const Napi::Object& o, const char* name, const char* what, int64_t min_value) {
+  Napi::Value v = o.Get(name);
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(d) || std::floor(d) != d || d < double(min_value) || d > 9007199254740991.0) {
+    fail("ERR_ARG", std::string(what) + "." + name + " must be an integer >= " + std::to_string(min_value));
+  }
+  return int64_t(d);
+}
+
+double field_number(const Napi::Object& o, const char* name, const char* what) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) {
+    fail("ERR_ARG", std::string(what) + "." + name + " must be a finite number");
+  }
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool field_bool(const Napi::Object& o, const char* name, const char* what) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsBoolean()) fail("ERR_ARG", std::string(what) + "." + name + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+Napi::Object arg_object(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsObject()) fail("ERR_ARG", arg_label(i, name) + " must be an object");
+  return info[i].As<Napi::Object>();
+}
+
 void require_numel(const NativeTensor& t, int64_t numel, const char* name) {
   if (t.numel() != numel) {
     fail("ERR_SHAPE", std::string(name) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(numel));

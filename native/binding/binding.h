@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -63,6 +64,12 @@ DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
 Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name);  // -1 cpu, k cuda:k
 NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);
 NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);  // null/undefined -> nullptr
+
+// Fields of a params object (e.g. matmul params, attention dims); `what` names the object.
+int64_t field_int(const Napi::Object& o, const char* name, const char* what, int64_t min_value = 0);
+double field_number(const Napi::Object& o, const char* name, const char* what);
+bool field_bool(const Napi::Object& o, const char* name, const char* what);
+Napi::Object arg_object(const Napi::CallbackInfo& info, size_t i, const char* name);
 
 // Cheap re-checks of what lib/ already validated, so a bad call from plain JavaScript or a
 // downstream library gets an error instead of a crash.

@@ -44,7 +44,7 @@ struct AttentionParams {
   void* lse = nullptr;  // f32 (f64 for f64 inputs)
   DType dtype = DType::f32;
   int64_t B = 0, Tq = 0, Tk = 0, Hq = 0, Hkv = 0, D = 0;
-  float scale = 0.0f;
+  float scale = 0.0f;  // applied in f32 (also for f64 inputs)
   bool causal = true;
 };
 
@@ -60,7 +60,7 @@ struct AttentionBackwardParams {
   void* dv = nullptr;
   DType dtype = DType::f32;
   int64_t B = 0, Tq = 0, Tk = 0, Hq = 0, Hkv = 0, D = 0;
-  float scale = 0.0f;
+  float scale = 0.0f;  // applied in f32 (also for f64 inputs)
   bool causal = true;
   // CUDA only: f32 scratch the launcher may use (dq accumulation, Delta); size from
   // attention_backward_workspace_bytes(). nullptr on the CPU.
@@ -98,7 +98,7 @@ struct AttentionDecodeParams {
   void* lse = nullptr;  // optional
   DType dtype = DType::f32;
   int64_t B = 0, Hq = 0, Hkv = 0, D = 0, block_size = 0, max_blocks = 0, num_blocks = 0;
-  float scale = 0.0f;
+  float scale = 0.0f;  // applied in f32 (also for f64 inputs)
   // CUDA only: f32 scratch for split-K partial results; size from attention_decode_workspace_bytes().
   void* workspace = nullptr;
   int64_t max_seq_len = 0;  // an upper bound of seq_lens, used to size splits (CUDA)
