@@ -41,6 +41,8 @@ export interface MatmulParams {
   epilogue: 0 | 1 | 2;
   /** CPU only: run the plain-loop reference */
   reference: boolean;
+  /** CUDA only: run this candidate configuration (tuning); omit for the dispatcher's choice */
+  config?: number;
 }
 
 export interface AttentionDims {
@@ -128,6 +130,14 @@ export interface KilnBinding {
   // ---- matmul (native/binding/matmul_binding.cc; contract native/ops/matmul.h) ----
   /** out = epilogue(alpha · op(a) · op(b) + beta · out), batched with strides (elements). */
   matmul(out: NativeTensor, a: NativeTensor, b: NativeTensor, residual: NativeTensor | null, params: MatmulParams): void;
+  /** CUDA: the candidate configurations that can run this call, and its tune-cache key. */
+  matmulCandidates(
+    out: NativeTensor, a: NativeTensor, b: NativeTensor, residual: NativeTensor | null, params: MatmulParams,
+  ): { key: string; defaultConfig: number; candidates: { config: number; name: string }[] };
+  /** Every CUDA candidate's name by global index (empty without CUDA). */
+  matmulConfigNames(): string[];
+  /** Records the dispatcher's winner for a tune key on a device (-1 erases). */
+  matmulSetTuned(device: DeviceCode, key: string, config: number): void;
 
   // ---- attention (native/binding/attention_binding.cc; contract native/ops/attention.h) ----
   attentionForward(out: NativeTensor, lse: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, dims: AttentionDims): void;

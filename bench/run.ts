@@ -6,10 +6,12 @@
 import { parseArgs } from 'node:util';
 import { formatInfo } from '../lib/index.js';
 import { devicesToBenchmark, writeResults } from './harness.js';
+import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
 
 const BENCHMARKS: Record<string, (devices: ReturnType<typeof devicesToBenchmark>) => Promise<unknown[]>> = {
   memory: benchMemory,
+  matmul: benchMatmul,
 };
 
 const { values } = parseArgs({

@@ -4,6 +4,9 @@ import { parseArgs } from 'node:util';
 import { KilnError } from './errors.js';
 import { formatInfo, info } from './info.js';
 import { selfCheck } from './selfcheck.js';
+import { parseDevice } from './device.js';
+import { parseDType } from './dtype.js';
+import { layerShapes, tuneMatmul } from './tune.js';
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -12,6 +15,9 @@ commands:
                        datasheet peaks
   selfcheck            run a short check of every device against the CPU reference
   start                the main job (npm start): info, then the self-check
+  tune [--device cuda:N] [--tokens 8192,16384] [--dtype bf16]
+                       time every CUDA GEMM candidate on the 1.4B layer shapes and cache the
+                       winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
   help                 this text
 
 environment:
@@ -33,6 +39,24 @@ async function main(argv: string[]): Promise<number> {
       const results = await selfCheck();
       for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'} ${r.device}: ${r.detail} (${r.milliseconds.toFixed(0)} ms)`);
       return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case 'tune': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { device: { type: 'string', default: 'cuda:0' }, tokens: { type: 'string', default: '8192,16384' }, dtype: { type: 'string', default: 'bf16' } },
+        strict: true,
+      });
+      const device = parseDevice(values.device);
+      const tokens = values.tokens!.split(',').map((t) => Number(t));
+      if (tokens.some((t) => !Number.isInteger(t) || t <= 0)) throw new KilnError('ERR_ARG', '--tokens takes positive integers, e.g. 8192,16384');
+      const shapes = tokens.flatMap((t) => layerShapes(t));
+      const { results, file } = await tuneMatmul(device, shapes, parseDType(values.dtype, '--dtype'));
+      for (const r of results) {
+        const gain = r.defaultMs / r.winnerMs;
+        console.log(`${r.shape.name.padEnd(22)} ${r.winner} ${r.winnerMs.toFixed(3)} ms (heuristic ${r.defaultName}: ${gain >= 1.005 ? `${((gain - 1) * 100).toFixed(1)}% slower` : 'same'})`);
+      }
+      console.log(`saved ${results.length} winners to ${file}`);
+      return 0;
     }
     case 'help':
     case '--help':

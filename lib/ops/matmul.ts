@@ -17,6 +17,7 @@ import { deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
+import { loadTuned } from '../tune.js';
 import { Tensor } from '../tensor.js';
 import { checkFiniteNumber, checkOptions, checkSameDevice, checkTensor, sameShape } from '../validate.js';
 
@@ -108,6 +109,7 @@ export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
     fail('ERR_ARG', "residual is only used with epilogue: 'residual'");
   }
 
+  if (x.device !== 'cpu') loadTuned(x.device);
   binding().matmul(out.handle, x.handle, w.handle, residual?.handle ?? null, {
     M, N, K, batch, transA, transB,
     lda: aCols, ldb: bCols, ldc: N, ldResidual: N,
