@@ -7,6 +7,8 @@ import { selfCheck } from './selfcheck.js';
 import { parseDevice } from './device.js';
 import { parseDType } from './dtype.js';
 import { layerShapes, tuneMatmul } from './tune.js';
+import { bundledCorpus, prepareDocuments, prepareFiles } from './data/shards.js';
+import { tokenizerByName } from './data/tokenizer.js';
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -15,6 +17,9 @@ commands:
                        datasheet peaks
   selfcheck            run a short check of every device against the CPU reference
   start                the main job (npm start): info, then the self-check
+  prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
+                       tokenize .txt/.md/.jsonl files (default: the bundled corpus) into
+                       train.bin and val.bin token shards
   tune [--device cuda:N] [--tokens 8192,16384] [--dtype bf16]
                        time every CUDA GEMM candidate on the 1.4B layer shapes and cache the
                        winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
@@ -39,6 +44,25 @@ async function main(argv: string[]): Promise<number> {
       const results = await selfCheck();
       for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'} ${r.device}: ${r.detail} (${r.milliseconds.toFixed(0)} ms)`);
       return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case 'prepare': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: { tokenizer: { type: 'string', default: 'byte' }, val: { type: 'string', default: '0.01' }, out: { type: 'string', default: 'data' }, seed: { type: 'string', default: '0' } },
+        strict: true,
+      });
+      const tokenizer = await tokenizerByName(values.tokenizer!);
+      const options = { valFraction: Number(values.val), seed: Number(values.seed) };
+      const started = performance.now();
+      const result = positionals.length
+        ? prepareFiles(positionals, values.out!, tokenizer, options)
+        : prepareDocuments(await bundledCorpus(), values.out!, tokenizer, options);
+      for (const shard of [result.train, result.val]) {
+        console.log(`${shard.path}: ${shard.tokens.toLocaleString()} ${tokenizer.name} tokens (${shard.bytesPerToken} bytes each)`);
+      }
+      console.log(`prepared in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return 0;
     }
     case 'tune': {
       const { values } = parseArgs({

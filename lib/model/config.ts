@@ -1,0 +1,130 @@
+/**
+ * LLaMA-style model configuration and presets (REFERENCE.md). Field names follow the Hugging
+ * Face LlamaConfig in config.json, so checkpoints load in transformers unchanged.
+ */
+import { fail } from '../errors.js';
+
+export interface ModelConfig {
+  vocabSize: number;
+  dModel: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  ffn: number;
+  context: number;
+  ropeTheta: number;
+  normEps: number;
+  tiedEmbeddings: boolean;
+}
+
+const BASE = { ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: false };
+
+export const PRESETS: Record<string, ModelConfig> = {
+  // trains on a 2-core CPU in minutes: byte-level vocabulary, 4 layers, GQA 4/2
+  tiny: { ...BASE, vocabSize: 256, dModel: 128, layers: 4, heads: 4, kvHeads: 2, headDim: 32, ffn: 352, context: 128 },
+  '125m': { ...BASE, vocabSize: 50304, dModel: 768, layers: 12, heads: 12, kvHeads: 4, headDim: 64, ffn: 2048, context: 2048 },
+  '350m': { ...BASE, vocabSize: 50304, dModel: 1024, layers: 24, heads: 16, kvHeads: 8, headDim: 64, ffn: 2816, context: 2048 },
+  '760m': { ...BASE, vocabSize: 50304, dModel: 1536, layers: 24, heads: 12, kvHeads: 4, headDim: 128, ffn: 4096, context: 2048 },
+  '1.4b': { ...BASE, vocabSize: 50304, dModel: 2048, layers: 24, heads: 16, kvHeads: 8, headDim: 128, ffn: 5632, context: 2048 },
+};
+
+export function preset(name: string): ModelConfig {
+  const config = PRESETS[name];
+  if (!config || !Object.hasOwn(PRESETS, name)) fail('ERR_ARG', `unknown preset '${name}' (known: ${Object.keys(PRESETS).join(', ')})`);
+  return { ...config };
+}
+
+/** Checks a (possibly user-written) config; every failure is ERR_ARG naming the field. */
+export function validateConfig(c: unknown): ModelConfig {
+  if (!c || typeof c !== 'object') fail('ERR_ARG', 'model config must be an object');
+  const o = c as Record<string, unknown>;
+  const positive = (name: keyof ModelConfig) => {
+    const v = o[name];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) fail('ERR_ARG', `config.${name} must be a positive integer, got ${String(v)}`);
+    return v;
+  };
+  const config: ModelConfig = {
+    vocabSize: positive('vocabSize'),
+    dModel: positive('dModel'),
+    layers: positive('layers'),
+    heads: positive('heads'),
+    kvHeads: positive('kvHeads'),
+    headDim: positive('headDim'),
+    ffn: positive('ffn'),
+    context: positive('context'),
+    ropeTheta: typeof o.ropeTheta === 'number' ? o.ropeTheta : BASE.ropeTheta,
+    normEps: typeof o.normEps === 'number' ? o.normEps : BASE.normEps,
+    tiedEmbeddings: typeof o.tiedEmbeddings === 'boolean' ? o.tiedEmbeddings : false,
+  };
+  if (config.heads % config.kvHeads !== 0) fail('ERR_ARG', `config.kvHeads (${config.kvHeads}) must divide config.heads (${config.heads})`);
+  if (config.headDim % 2 !== 0) fail('ERR_ARG', 'config.headDim must be even (rotary embedding)');
+  if (config.vocabSize > 2 ** 31 - 1) fail('ERR_ARG', 'config.vocabSize must fit in i32');
+  if (!(config.ropeTheta > 1)) fail('ERR_ARG', 'config.ropeTheta must be > 1');
+  if (!(config.normEps > 0 && config.normEps < 1)) fail('ERR_ARG', 'config.normEps must be in (0, 1)');
+  return config;
+}
+
+/** Parameters used in matmuls (all but the input embedding; the head counts unless tied). */
+export function matmulParameters(c: ModelConfig): number {
+  const perLayer = c.dModel * c.heads * c.headDim * 2 + c.dModel * c.kvHeads * c.headDim * 2 + 3 * c.dModel * c.ffn;
+  return c.layers * perLayer + c.vocabSize * c.dModel;
+}
+
+export function totalParameters(c: ModelConfig): number {
+  const norms = (2 * c.layers + 1) * c.dModel;
+  const embeddings = c.tiedEmbeddings ? c.vocabSize * c.dModel : 2 * c.vocabSize * c.dModel;
+  return matmulParameters(c) - c.vocabSize * c.dModel + embeddings + norms;
+}
+
+/** Training FLOPs per token: 6·N + 12·L·H·Q·T (PaLM appendix B; attention counted dense). */
+export function trainingFlopsPerToken(c: ModelConfig, seqLen: number): number {
+  return 6 * matmulParameters(c) + 12 * c.layers * c.heads * c.headDim * seqLen;
+}
+
+/** The Hugging Face config.json of this model. */
+export function toHfConfig(c: ModelConfig, dtype = 'float32'): Record<string, unknown> {
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: c.vocabSize,
+    hidden_size: c.dModel,
+    intermediate_size: c.ffn,
+    num_hidden_layers: c.layers,
+    num_attention_heads: c.heads,
+    num_key_value_heads: c.kvHeads,
+    head_dim: c.headDim,
+    max_position_embeddings: c.context,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    tie_word_embeddings: c.tiedEmbeddings,
+    hidden_act: 'silu',
+    attention_bias: false,
+    mlp_bias: false,
+    torch_dtype: dtype,
+  };
+}
+
+export function fromHfConfig(json: unknown): ModelConfig {
+  if (!json || typeof json !== 'object') fail('ERR_CHECKPOINT', 'config.json is not an object');
+  const h = json as Record<string, unknown>;
+  if (h.model_type !== undefined && h.model_type !== 'llama') fail('ERR_CHECKPOINT', `config.json model_type is ${String(h.model_type)}, not llama`);
+  const heads = h.num_attention_heads as number;
+  try {
+    return validateConfig({
+      vocabSize: h.vocab_size,
+      dModel: h.hidden_size,
+      layers: h.num_hidden_layers,
+      heads,
+      kvHeads: h.num_key_value_heads ?? heads,
+      headDim: h.head_dim ?? (h.hidden_size as number) / heads,
+      ffn: h.intermediate_size,
+      context: h.max_position_embeddings,
+      ropeTheta: h.rope_theta,
+      normEps: h.rms_norm_eps,
+      tiedEmbeddings: h.tie_word_embeddings,
+    });
+  } catch (error) {
+    fail('ERR_CHECKPOINT', `config.json: ${(error as Error).message}`);
+  }
+}

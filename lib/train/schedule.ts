@@ -1,0 +1,29 @@
+/** Learning-rate schedules: linear warmup, then cosine decay or warmup-stable-decay (WSD). */
+import { fail } from '../errors.js';
+
+export interface ScheduleConfig {
+  kind: 'cosine' | 'wsd' | 'constant';
+  warmupSteps: number;
+  totalSteps: number;
+  /** final lr as a fraction of the peak (cosine and wsd); default 0.1 */
+  minRatio?: number;
+  /** wsd: share of totalSteps spent in the final linear decay; default 0.2 */
+  decayFraction?: number;
+}
+
+/** Multiplier of the peak lr at `step` (0-based). */
+export function lrMultiplier(s: ScheduleConfig, step: number): number {
+  if (!(s.totalSteps > 0) || s.warmupSteps < 0) fail('ERR_ARG', 'schedule needs totalSteps > 0 and warmupSteps >= 0');
+  const minRatio = s.minRatio ?? 0.1;
+  if (step < s.warmupSteps) return (step + 1) / s.warmupSteps;
+  if (s.kind === 'constant') return 1;
+  const t = Math.min(step, s.totalSteps - 1);
+  if (s.kind === 'cosine') {
+    const progress = s.totalSteps > s.warmupSteps + 1 ? (t - s.warmupSteps) / (s.totalSteps - s.warmupSteps - 1) : 1;
+    return minRatio + (1 - minRatio) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, Math.max(0, progress))));
+  }
+  const decaySteps = Math.max(1, Math.round((s.decayFraction ?? 0.2) * s.totalSteps));
+  const decayStart = s.totalSteps - decaySteps;
+  if (t < decayStart) return 1;
+  return 1 - (1 - minRatio) * ((t - decayStart + 1) / decaySteps);
+}
