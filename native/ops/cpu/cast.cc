@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "../../runtime/parallel.h"
-#include "element_access.h"
+#include "../element_access.h"
 
 namespace kiln {
 

@@ -31,11 +31,14 @@ namespace kiln {
 void matmul_validate(const MatmulParams& p);
 
 // Fast path: cache-blocked GEMM (GotoBLAS/BLIS structure: B panels packed per (NC, KC) block,
-// A panels per (MC, KC) block, register-blocked microkernel). Microkernels: AVX-512 14x32 f32,
-// AVX2+FMA 6x16 f32, portable 4x16 f32 and 4x8 f64, picked at run time (KILN_CPU_ISA=avx512|avx2|
-// generic lowers the choice). Threads: C is cut into tiles over (batch, M, N), one or more per
-// thread of kiln::parallel_for; results do not depend on the thread count (each element's K sum
-// runs in the same order in every tiling). Validates first.
+// A panels per (MC, KC) block, register-blocked microkernel). Microkernels: AVX-512 14x32 f32 and
+// 14x16 f64, AVX2+FMA 6x16 f32 and 6x8 f64, portable 4x8 f32 and 4x4 f64, picked at run time
+// (KILN_CPU_ISA=avx2|generic lowers the choice). M <= 8 (decode) takes an unpacked GEMV-like path.
+// Threads: C is cut into tiles over (batch, M, N), one or more per thread of kiln::parallel_for;
+// results do not depend on the thread count (each element's K sum runs in the same order in every
+// tiling). Each pool thread keeps its packing buffers (about 9 MB for f32) between calls.
+// KILN_GEMM_MC / KILN_GEMM_KC / KILN_GEMM_NC override the blocking (tuning and tests only).
+// Validates first.
 void matmul_cpu(const MatmulParams& p);
 
 // Oracle: plain triple loop, accumulating in double for every dtype, the epilogue in double,

@@ -4,25 +4,14 @@
 #include "../elementwise.h"
 
 #include "../../runtime/parallel.h"
-#include "../../runtime/philox.h"
-#include "element_access.h"
+#include "../element_access.h"
 
 namespace kiln {
 
 void random_cpu(void* out, DType dtype, const RandomParams& p, int64_t n) {
   check(dtype != DType::i32, "ERR_DTYPE", "random fills need a float dtype");
   parallel_for(0, n, 1 << 12, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      double value;
-      if (p.kind == RandomKind::uniform) {
-        float u = philox_uniform(p.seed, p.offset, uint64_t(i));
-        value = float(p.a) + float(p.b - p.a) * u;
-      } else {
-        float z = philox_normal(p.seed, p.offset, uint64_t(i));
-        value = float(p.a) + float(p.b) * z;
-      }
-      store_from_double(out, dtype, i, dtype == DType::f64 ? value : double(float(value)));
-    }
+    for (int64_t i = lo; i < hi; ++i) store_from_double(out, dtype, i, random_value(p, dtype, i));
   });
 }
 

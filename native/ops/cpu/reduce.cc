@@ -3,7 +3,7 @@
 #include "../elementwise.h"
 
 #include "../../runtime/parallel.h"
-#include "element_access.h"
+#include "../element_access.h"
 
 namespace kiln {
 

@@ -3,42 +3,12 @@
 // matches the CPU ops bit for bit for add/mul/scale/cast.
 #include <cuda_runtime.h>
 
-#include "../../../runtime/half.h"
-#include "../../../runtime/philox.h"
+#include "../../element_access.h"
 #include "../../elementwise.h"
 #include "../common.cuh"
 
 namespace kiln {
 namespace {
-
-__device__ __forceinline__ double load_element(const void* p, DType t, int64_t i) {
-  switch (t) {
-    case DType::f32: return static_cast<const float*>(p)[i];
-    case DType::f64: return static_cast<const double*>(p)[i];
-    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::f16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::i32: return static_cast<const int32_t*>(p)[i];
-  }
-  return 0.0;
-}
-
-__device__ __forceinline__ int32_t saturate_i32(double v) {
-  if (isnan(v)) return 0;
-  v = rint(v);
-  if (v >= 2147483647.0) return 2147483647;
-  if (v <= -2147483648.0) return -2147483647 - 1;
-  return int32_t(v);
-}
-
-__device__ __forceinline__ void store_element(void* p, DType t, int64_t i, double v) {
-  switch (t) {
-    case DType::f32: static_cast<float*>(p)[i] = float(v); break;
-    case DType::f64: static_cast<double*>(p)[i] = v; break;
-    case DType::bf16: static_cast<uint16_t*>(p)[i] = float_to_bf16(float(v)); break;
-    case DType::f16: static_cast<uint16_t*>(p)[i] = float_to_f16(float(v)); break;
-    case DType::i32: static_cast<int32_t*>(p)[i] = saturate_i32(v); break;
-  }
-}
 
 #define GRID_STRIDE_LOOP(i, n) \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
@@ -56,8 +26,8 @@ __global__ void binary_generic_kernel(BinaryOp op, void* out, const void* a, con
       double x = static_cast<const double*>(a)[i], y = static_cast<const double*>(b)[i];
       static_cast<double*>(out)[i] = op == BinaryOp::add ? x + y : x * y;
     } else {
-      float x = float(load_element(a, t, i)), y = float(load_element(b, t, i));
-      store_element(out, t, i, op == BinaryOp::add ? x + y : x * y);
+      float x = float(load_as_double(a, t, i)), y = float(load_as_double(b, t, i));
+      store_from_double(out, t, i, op == BinaryOp::add ? x + y : x * y);
     }
   }
 }
@@ -65,9 +35,9 @@ __global__ void binary_generic_kernel(BinaryOp op, void* out, const void* a, con
 __global__ void scale_kernel(void* out, const void* a, double alpha, DType t, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
     if (t == DType::f64 || t == DType::i32) {
-      store_element(out, t, i, alpha * load_element(a, t, i));
+      store_from_double(out, t, i, alpha * load_as_double(a, t, i));
     } else {
-      store_element(out, t, i, float(alpha) * float(load_element(a, t, i)));
+      store_from_double(out, t, i, float(alpha) * float(load_as_double(a, t, i)));
     }
   }
 }
@@ -75,27 +45,17 @@ __global__ void scale_kernel(void* out, const void* a, double alpha, DType t, in
 __global__ void cast_kernel(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n) {
   bool via_f32 = in_dtype != DType::f64 && out_dtype != DType::f64 && in_dtype != DType::i32 && out_dtype != DType::i32;
   GRID_STRIDE_LOOP(i, n) {
-    double v = load_element(in, in_dtype, i);
-    store_element(out, out_dtype, i, via_f32 ? double(float(v)) : v);
+    double v = load_as_double(in, in_dtype, i);
+    store_from_double(out, out_dtype, i, via_f32 ? double(float(v)) : v);
   }
 }
 
 __global__ void fill_kernel(void* out, DType t, double value, int64_t n) {
-  GRID_STRIDE_LOOP(i, n) store_element(out, t, i, value);
+  GRID_STRIDE_LOOP(i, n) store_from_double(out, t, i, value);
 }
 
 __global__ void random_kernel(void* out, DType t, RandomParams p, int64_t n) {
-  GRID_STRIDE_LOOP(i, n) {
-    double value;
-    if (p.kind == RandomKind::uniform) {
-      float u = philox_uniform(p.seed, p.offset, uint64_t(i));
-      value = float(p.a) + float(p.b - p.a) * u;
-    } else {
-      float z = philox_normal(p.seed, p.offset, uint64_t(i));
-      value = float(p.a) + float(p.b) * z;
-    }
-    store_element(out, t, i, t == DType::f64 ? value : double(float(value)));
-  }
+  GRID_STRIDE_LOOP(i, n) store_from_double(out, t, i, random_value(p, t, i));
 }
 
 // One block per row; f32 (f64 for f64) accumulation, warp shuffles then shared memory.
@@ -103,7 +63,7 @@ template <class Acc>
 __global__ void reduce_rows_kernel(void* out, const void* in, DType t, int64_t cols, bool mean) {
   int64_t row = blockIdx.x;
   Acc acc = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) acc += Acc(load_element(in, t, row * cols + c));
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) acc += Acc(load_as_double(in, t, row * cols + c));
   for (int offset = 16; offset > 0; offset >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, offset);
   __shared__ Acc partial[32];
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -115,7 +75,7 @@ __global__ void reduce_rows_kernel(void* out, const void* in, DType t, int64_t c
     if (lane == 0) {
       double result = double(acc);
       if (mean) result = cols > 0 ? result / double(cols) : nan("");
-      store_element(out, t, row, result);
+      store_from_double(out, t, row, result);
     }
   }
 }

@@ -1,15 +1,19 @@
-// Typed load/store of one element for CPU ops that work in f32 (or f64 for f64 tensors).
+// Typed load/store of one element, identical on host and device (CPU ops and the CUDA
+// elementwise kernels share it): loads widen to double; stores round once (nearest even into
+// bf16/f16/i32; i32 saturates and maps NaN to 0).
 #pragma once
 #include <cmath>
 #include <cstdint>
 
-#include "../../runtime/dtype.h"
-#include "../../runtime/error.h"
-#include "../../runtime/half.h"
+#include "../runtime/dtype.h"
+#include "../runtime/error.h"
+#include "../runtime/half.h"
+#include "../runtime/philox.h"
+#include "elementwise.h"
 
 namespace kiln {
 
-inline double load_as_double(const void* p, DType t, int64_t i) {
+KILN_HD double load_as_double(const void* p, DType t, int64_t i) {
   switch (t) {
     case DType::f32: return static_cast<const float*>(p)[i];
     case DType::f64: return static_cast<const double*>(p)[i];
@@ -20,15 +24,20 @@ inline double load_as_double(const void* p, DType t, int64_t i) {
   return 0.0;
 }
 
-inline int32_t saturate_i32(double v) {
+KILN_HD int32_t saturate_i32(double v) {
+#if defined(__CUDA_ARCH__)
+  if (isnan(v)) return 0;
+  v = rint(v);
+#else
   if (std::isnan(v)) return 0;
   v = std::nearbyint(v);
+#endif
   if (v >= 2147483647.0) return 2147483647;
   if (v <= -2147483648.0) return -2147483647 - 1;
   return int32_t(v);
 }
 
-inline void store_from_double(void* p, DType t, int64_t i, double v) {
+KILN_HD void store_from_double(void* p, DType t, int64_t i, double v) {
   switch (t) {
     case DType::f32: static_cast<float*>(p)[i] = float(v); break;
     case DType::f64: static_cast<double*>(p)[i] = v; break;
@@ -36,6 +45,19 @@ inline void store_from_double(void* p, DType t, int64_t i, double v) {
     case DType::f16: static_cast<uint16_t*>(p)[i] = float_to_f16(float(v)); break;
     case DType::i32: static_cast<int32_t*>(p)[i] = saturate_i32(v); break;
   }
+}
+
+// Element i of a random fill (elementwise.h): f32 math rounded once, so CPU and CUDA agree.
+KILN_HD double random_value(const RandomParams& p, DType t, int64_t i) {
+  double value;
+  if (p.kind == RandomKind::uniform) {
+    float u = philox_uniform(p.seed, p.offset, uint64_t(i));
+    value = float(p.a) + float(p.b - p.a) * u;
+  } else {
+    float z = philox_normal(p.seed, p.offset, uint64_t(i));
+    value = float(p.a) + float(p.b) * z;
+  }
+  return t == DType::f64 ? value : double(float(value));
 }
 
 // Calls body.template operator()<T>() with T the compute type of a float dtype (float for
