@@ -76,7 +76,8 @@ export async function benchMatmul(devices: Device[]): Promise<unknown[]> {
           (row.percentOfDatasheetPeak ? `, ${row.percentOfDatasheetPeak.toFixed(0)}% of datasheet peak` : ''),
       );
     }
-    const summary = { device, summary: true, peer: peerName, medianSpeedupVsPeer: median(ratios), medianSpeedupVsPeerPresetShapes: median(presetRatios) };
+    const peerInfo = 'error' in peer ? { error: peer.error } : Object.fromEntries(Object.entries(peer).filter(([k]) => k !== 'results'));
+    const summary = { device, summary: true, peer: peerName, peerInfo, medianSpeedupVsPeer: median(ratios), medianSpeedupVsPeerPresetShapes: median(presetRatios) };
     console.log(`matmul ${device}: median ${(100 * summary.medianSpeedupVsPeer).toFixed(0)}% of ${peerName} (preset shapes ${(100 * summary.medianSpeedupVsPeerPresetShapes).toFixed(0)}%)`);
     results.push(summary);
   }
