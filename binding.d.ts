@@ -93,6 +93,8 @@ export interface NativeBuildInfo {
   cudaDriverVersion: number;
   cudaStatus: string;
   cpuThreads: number;
+  /** vector ISA of the CPU kernels: avx512, avx2 or generic */
+  cpuIsa: string;
   devices: NativeDeviceInfo[];
 }
 

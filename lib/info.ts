@@ -48,6 +48,8 @@ export interface KilnInfo {
   node: string;
   platform: string;
   cpuThreads: number;
+  /** vector instruction set of the CPU kernels (avx512, avx2, generic) */
+  cpuIsa: string;
   cudaCompiled: boolean;
   cudaToolkit?: string;
   cudaArchitectures: string[];
@@ -68,6 +70,7 @@ export function info(): KilnInfo {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cpuThreads: raw.cpuThreads,
+    cpuIsa: raw.cpuIsa,
     cudaCompiled: raw.cudaCompiled,
     cudaToolkit: raw.cudaCompiled ? raw.cudaVersion : undefined,
     cudaArchitectures: raw.cudaArchs ? raw.cudaArchs.split(',') : [],
@@ -96,7 +99,7 @@ export function info(): KilnInfo {
 export function formatInfo(i: KilnInfo = info()): string {
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   const lines = [
-    `kiln ${i.version} on Node ${i.node} (${i.platform}), ${i.cpuThreads} CPU threads`,
+    `kiln ${i.version} on Node ${i.node} (${i.platform}), ${i.cpuThreads} CPU threads, ${i.cpuIsa} kernels`,
     i.cudaCompiled
       ? `CUDA: compiled with toolkit ${i.cudaToolkit} for ${i.cudaArchitectures.join(', ')}; driver ${i.cudaDriverVersion ?? 'none'}`
       : 'CUDA: not compiled in (nvcc was not found at install time); CPU backend only',

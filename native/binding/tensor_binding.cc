@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "../ops/elementwise.h"
+#include "../runtime/cpu_isa.h"
 #include "../runtime/parallel.h"
 #include "binding.h"
 
@@ -153,6 +154,7 @@ Napi::Value info_value(const Napi::CallbackInfo& info) {
   out.Set("cudaDriverVersion", b.cuda_driver_version);
   out.Set("cudaStatus", b.cuda_status);
   out.Set("cpuThreads", num_threads());
+  out.Set("cpuIsa", cpu_isa_name());
   Napi::Array devices = Napi::Array::New(env);
   int count = cuda_device_count();
   for (int i = 0; i < count; ++i) {

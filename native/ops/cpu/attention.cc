@@ -21,6 +21,7 @@
 //     read contiguous, zero-padded memory; D is padded to a multiple of 64 bytes.
 //   The tile GEMMs use GCC vector extensions; the same source is compiled for AVX-512, AVX2+FMA
 //   and the baseline ISA (target attributes) and picked at run time.
+#include "../../runtime/cpu_isa.h"
 #include "attention.h"
 
 #include <algorithm>
@@ -149,40 +150,12 @@ inline int64_t last_visible_key(int64_t i, int64_t Tq, int64_t Tk, bool causal) 
   return causal ? std::min(Tk - 1, i + (Tk - Tq)) : Tk - 1;
 }
 
-// ---------- ISA selection ----------
+// ---------- ISA selection (runtime/cpu_isa.h picks; these attributes compile each variant) ----------
 
-enum class Isa { generic, avx2, avx512 };
-
-#if defined(__x86_64__) || defined(__i386__)
-#define KILN_X86 1
+#if KILN_X86
 #define KILN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,prefer-vector-width=512")))
 #define KILN_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define KILN_X86 0
 #endif
-
-Isa detect_isa() {
-  Isa best = Isa::generic;
-#if KILN_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
-    best = Isa::avx512;
-#endif
-  // KILN_CPU_ISA may only lower the level (a request above what the CPU has is ignored).
-  if (const char* env = std::getenv("KILN_CPU_ISA")) {
-    std::string s(env);
-    if (s == "generic") best = Isa::generic;
-    else if (s == "avx2" && best == Isa::avx512) best = Isa::avx2;
-  }
-  return best;
-}
-
-Isa cpu_isa() {
-  static const Isa isa = detect_isa();
-  return isa;
-}
 
 // Kernel shapes per ISA: vector bytes, rows (R) and vectors per row (NV) of the GEMM micro-tile,
 // sized so R*NV accumulators plus NV operand vectors fit the register file.

@@ -23,6 +23,7 @@
 //   for trans_b, row updates otherwise).
 //   Measured (Zen 4, 2 threads, f32, 2048^3 and the 1.4B shapes): 190-205 GFLOP/s, 0.95-1.0x
 //   numpy/OpenBLAS; bf16 in/out 193, swiglu 186; f64 94. One thread: 104 (OpenBLAS 101).
+#include "../../runtime/cpu_isa.h"
 #include "matmul.h"
 
 #include <algorithm>
@@ -40,13 +41,10 @@
 // Vector types only cross always_inline boundaries, so the ABI note GCC prints for them is moot.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if KILN_X86
 #include <immintrin.h>
-#define KILN_X86 1
 #define KILN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define KILN_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define KILN_X86 0
 #endif
 
 namespace kiln {
@@ -165,30 +163,6 @@ namespace {
 
 // ---------- ISA selection ----------
 
-enum class Isa { generic, avx2, avx512 };
-
-Isa detect_isa() {
-  Isa best = Isa::generic;
-#if KILN_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
-    best = Isa::avx512;
-#endif
-  // KILN_CPU_ISA may only lower the level (a request above what the CPU has is ignored).
-  if (const char* env = std::getenv("KILN_CPU_ISA")) {
-    std::string s(env);
-    if (s == "generic") best = Isa::generic;
-    else if (s == "avx2" && best == Isa::avx512) best = Isa::avx2;
-  }
-  return best;
-}
-
-Isa cpu_isa() {
-  static const Isa isa = detect_isa();
-  return isa;
-}
 
 // ---------- microkernels ----------
 //
@@ -954,13 +928,7 @@ Blocking blocking_from_env(Blocking b) {
 
 }  // namespace
 
-const char* matmul_cpu_isa() {
-  switch (cpu_isa()) {
-    case Isa::avx512: return "avx512";
-    case Isa::avx2: return "avx2";
-    default: return "generic";
-  }
-}
+const char* matmul_cpu_isa() { return cpu_isa_name(); }
 
 void matmul_cpu(const MatmulParams& p) {
   matmul_validate(p);
