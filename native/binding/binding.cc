@@ -153,6 +153,15 @@ void require_numel(const NativeTensor& t, int64_t numel, const char* name) {
   }
 }
 
+int64_t checked_product(std::initializer_list<int64_t> sizes) {
+  __int128 product = 1;
+  for (int64_t size : sizes) {
+    product *= size;
+    if (product > (__int128(1) << 53)) fail("ERR_ARG", "tensor sizes multiply to more than 2^53 elements");
+  }
+  return int64_t(product);
+}
+
 void require_dtype(const NativeTensor& t, DType dtype, const char* name) {
   if (t.dtype() != dtype) {
     fail("ERR_DTYPE", std::string(name) + " is " + dtype_name(t.dtype()) + ", expected " + dtype_name(dtype));

@@ -74,6 +74,8 @@ Napi::Object arg_object(const Napi::CallbackInfo& info, size_t i, const char* na
 // Cheap re-checks of what lib/ already validated, so a bad call from plain JavaScript or a
 // downstream library gets an error instead of a crash.
 void require_numel(const NativeTensor& t, int64_t numel, const char* name);
+// Product of sizes, refusing (ERR_ARG) a product beyond 2^53 instead of wrapping around.
+int64_t checked_product(std::initializer_list<int64_t> sizes);
 void require_dtype(const NativeTensor& t, DType dtype, const char* name);
 void require_same_device(const NativeTensor& a, const NativeTensor& b, const char* a_name, const char* b_name);
 

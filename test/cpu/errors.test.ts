@@ -101,6 +101,13 @@ test('wrong argument types from plain JavaScript reach the addon as errors, not 
       assert.ok(error instanceof KilnError, `${name}(${args.map(String).join(', ')}) threw ${String(error)}`);
     }
   }
+  // sizes whose product wraps around int64 are refused, not matched against a small tensor
+  const huge = 2 ** 40;
+  await assertKilnError(
+    () => binding().attentionForward(zeros([1]).handle, zeros([1]).handle, zeros([1]).handle, zeros([1]).handle, zeros([1]).handle,
+      { B: huge, Tq: huge, Tk: 1, Hq: huge, Hkv: 1, D: 1, scale: 1, causal: true, reference: false }),
+    'ERR_ARG',
+  );
   // the handle class cannot be constructed from JS
   const NativeTensor = (binding() as unknown as { NativeTensor: new (...a: unknown[]) => unknown }).NativeTensor;
   assert.throws(() => new NativeTensor());
