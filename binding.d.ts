@@ -159,5 +159,15 @@ export interface KilnBinding {
     dims: { B: number; Hq: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number; scale: number; maxSeqLen: number; reference: boolean },
   ): void;
 
-  // ---- optimizer (native/binding/optimizer_binding.cc) ----
+  // ---- optimizer (native/binding/optimizer_binding.cc; contract native/ops/optimizer_cpu.h; CPU f32 only) ----
+  newtonSchulz(
+    out: NativeTensor, g: NativeTensor,
+    params: { batch: number; rows: number; cols: number; steps: number; coefficients: number[]; normScale: number; eps: number; compute: DTypeCode; reference: boolean },
+  ): void;
+  /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m */
+  muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
+  /** w = w·(1 - lr·wd) - lr·scale·ortho */
+  muonApply(weight: NativeTensor, ortho: NativeTensor, lr: number, weightDecay: number, scale: number): void;
+  adamw(weight: NativeTensor, m: NativeTensor, v: NativeTensor, grad: NativeTensor, params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
+  newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
 }

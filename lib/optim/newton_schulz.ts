@@ -1,0 +1,83 @@
+/**
+ * ops.newtonSchulz: the quintic Newton–Schulz orthogonalization Muon applies to each update
+ * (REFERENCE.md). X = G / (‖G‖_F·normScale + eps), tall matrices transposed; then per step
+ * A = X·Xᵀ, B = b·A + c·A·A, X = a·X + B·X. The result's singular values land roughly in
+ * (0.5, 1.5) by design (classic coefficients), not exactly 1.
+ */
+import type { DType } from '../dtype.js';
+import { dtypeCode } from '../dtype.js';
+import { fail } from '../errors.js';
+import { binding } from '../native.js';
+import { Tensor, empty } from '../tensor.js';
+import { checkOptions, checkTensor } from '../validate.js';
+
+export const CLASSIC: readonly [number, number, number] = [3.4445, -4.775, 2.0315];
+export const POLAR_EXPRESS: readonly (readonly [number, number, number])[] = [
+  [8.156554524902461, -22.48329292557795, 15.878769915207462],
+  [4.042929935166739, -2.808917465908714, 0.5000178451051316],
+  [3.8916678022926607, -2.772484153217685, 0.5060648178503393],
+  [3.285753657755655, -2.3681294933425376, 0.46449024233003106],
+  [2.3465413258596377, -1.7097828382687081, 0.42323551169305323],
+];
+
+export interface NewtonSchulzOptions {
+  /** 'classic' (default), 'polar-express', or explicit per-step [a, b, c] triples */
+  coefficients?: 'classic' | 'polar-express' | (readonly [number, number, number])[];
+  /** steps (default 5; polar-express and explicit lists set it) */
+  steps?: number;
+  /** default: classic 1 / 1e-7, polar-express 1.02 / 1e-6 */
+  normScale?: number;
+  eps?: number;
+  /** 'bf16' (default, as the reference implementation) rounds X each step; 'f32' does not; 'f64' is the oracle */
+  compute?: Extract<DType, 'bf16' | 'f32' | 'f64'>;
+  /** plain double loops (the oracle) */
+  reference?: boolean;
+}
+
+export function resolveCoefficients(options: NewtonSchulzOptions = {}): { triples: number[][]; normScale: number; eps: number } {
+  const c = options.coefficients ?? 'classic';
+  let triples: number[][];
+  let normScale = 1;
+  let eps = 1e-7;
+  if (c === 'classic') {
+    const steps = options.steps ?? 5;
+    if (!Number.isInteger(steps) || steps < 0 || steps > 100) fail('ERR_ARG', 'steps must be an integer in [0, 100]');
+    triples = Array.from({ length: steps }, () => [...CLASSIC]);
+  } else if (c === 'polar-express') {
+    triples = POLAR_EXPRESS.map((t) => [...t]);
+    normScale = 1.02;
+    eps = 1e-6;
+  } else if (Array.isArray(c)) {
+    triples = c.map((t) => {
+      if (!Array.isArray(t) || t.length !== 3 || !t.every((x) => typeof x === 'number' && Number.isFinite(x))) fail('ERR_ARG', 'coefficients must be [a, b, c] triples of finite numbers');
+      return [...t];
+    });
+  } else {
+    fail('ERR_ARG', `coefficients must be 'classic', 'polar-express' or a list of triples, got ${String(c)}`);
+  }
+  if (options.steps !== undefined && options.steps !== triples.length) fail('ERR_ARG', `steps (${options.steps}) disagrees with the ${triples.length} coefficient triples`);
+  return { triples, normScale: options.normScale ?? normScale, eps: options.eps ?? eps };
+}
+
+/** Orthogonalizes g: (rows, cols) or (batch, rows, cols) f32 on the CPU. */
+export function newtonSchulz(g: Tensor, options?: NewtonSchulzOptions): Tensor {
+  const x = checkTensor(g, 'g');
+  const o = checkOptions(options, ['coefficients', 'steps', 'normScale', 'eps', 'compute', 'reference'], 'newtonSchulz options') as NewtonSchulzOptions;
+  if (x.dtype !== 'f32') fail('ERR_DTYPE', `newtonSchulz takes f32 updates, got ${x.dtype}`);
+  if (x.ndim !== 2 && x.ndim !== 3) fail('ERR_SHAPE', 'newtonSchulz takes (rows, cols) or (batch, rows, cols)');
+  const [batch, rows, cols] = x.ndim === 2 ? [1, ...x.shape] : x.shape;
+  const { triples, normScale, eps } = resolveCoefficients(o);
+  if (!(normScale > 0) || !(eps >= 0)) fail('ERR_ARG', 'normScale must be > 0 and eps >= 0');
+  const compute = o.compute ?? 'bf16';
+  if (!['bf16', 'f32', 'f64'].includes(compute)) fail('ERR_DTYPE', 'compute must be bf16, f32 or f64');
+  const out = empty([...x.shape], { device: x.device });
+  binding().newtonSchulz(out.handle, x.handle, {
+    batch, rows, cols, steps: triples.length, coefficients: triples.flat(), normScale, eps, compute: dtypeCode(compute), reference: o.reference ?? false,
+  });
+  return out;
+}
+
+/** FLOPs of newtonSchulz on `batch` matrices, with or without the symmetric-product saving. */
+export function newtonSchulzFlops(batch: number, rows: number, cols: number, steps = 5, symmetric = false): number {
+  return binding().newtonSchulzFlops(batch, rows, cols, steps, symmetric);
+}

@@ -1,0 +1,47 @@
+// Muon-family optimizer kernels on the CPU (issue 5's CPU path): Newton–Schulz
+// orthogonalization and the fused elementwise updates. Math (REFERENCE.md):
+//
+// Newton–Schulz, for each of `batch` matrices G (rows x cols, contiguous):
+//   X = G / (‖G‖_F · norm_scale + eps); if rows > cols work on Xᵀ (so X is m x n with m <= n)
+//   for step s: A = X·Xᵀ (m x m); B = b_s·A + c_s·A·A; X = a_s·X + B·X
+//   out = X (transposed back for tall G). With compute bf16, X is rounded to bf16 after the
+//   normalization and after every step (what the bf16 PyTorch reference does); f32 keeps f32.
+//   FLOPs per step: 2m²n (A) + 2m³ (A·A) + 2m²n (B·X); A and B are symmetric, so a symmetric
+//   kernel needs about half of the first two (newton_schulz_flops).
+//
+// Momentum (Muon), elementwise over n: m = β·m + (1−β)·g; u = nesterov ? (1−β)·g + β·m : m.
+// Apply: w = w·(1 − lr·wd) − lr·scale·o.
+// AdamW (step t >= 1): m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+//   w = w·(1 − lr·wd) − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps).
+// All state is f32; g and w f32.
+#pragma once
+#include <cstdint>
+
+#include "../runtime/dtype.h"
+
+namespace kiln {
+
+struct NewtonSchulzParams {
+  const float* g = nullptr;  // (batch, rows, cols)
+  float* out = nullptr;      // (batch, rows, cols)
+  int64_t batch = 1, rows = 0, cols = 0;
+  int steps = 5;
+  const double* coefficients = nullptr;  // steps x (a, b, c)
+  double norm_scale = 1.0;
+  double eps = 1e-7;
+  DType compute = DType::f32;  // f32, bf16 (rounded X each step) or f64 (reference only)
+};
+
+// Fast: GEMMs through matmul_cpu in f32 (bf16 rounding emulated when compute is bf16).
+void newton_schulz_cpu(const NewtonSchulzParams& p);
+// Oracle: the same iteration in plain double loops (compute bf16 still rounds X to bf16).
+void newton_schulz_reference_cpu(const NewtonSchulzParams& p);
+// FLOPs of one call, counting the symmetric products in full or as upper triangles.
+double newton_schulz_flops(int64_t batch, int64_t rows, int64_t cols, int steps, bool symmetric);
+
+void muon_momentum_cpu(float* momentum, float* update, const float* grad, int64_t n, float beta, bool nesterov);
+void muon_apply_cpu(float* weight, const float* ortho, int64_t n, float lr, float weight_decay, float scale);
+void adamw_cpu(float* weight, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
+               float eps, float weight_decay, int64_t step);
+
+}  // namespace kiln

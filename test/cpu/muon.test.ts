@@ -1,0 +1,220 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { type Tensor, ops, tensor, zeros } from '../../lib/index.js';
+import { CLASSIC, POLAR_EXPRESS, newtonSchulz, newtonSchulzFlops } from '../../lib/optim/newton_schulz.js';
+import { Optimizer, llamaParamGroups } from '../../lib/optim/optimizer.js';
+import { assertClose, assertKilnError, seededValues } from '../helpers.js';
+
+const test = suite('muon (cpu)');
+
+const matrix = (rows: number, cols: number, seed: number, batch?: number) =>
+  tensor(Float32Array.from(seededValues((batch ?? 1) * rows * cols, seed)), { shape: batch ? [batch, rows, cols] : [rows, cols] });
+
+const shapes: [number, number][] = [[64, 64], [48, 80], [80, 48], [100, 37], [17, 256], [1, 9]];
+
+for (const coefficients of ['classic', 'polar-express'] as const) {
+  for (const [rows, cols] of shapes) {
+    test(`Newton–Schulz f32 matches the f64 iteration: ${rows}x${cols} ${coefficients}`, async () => {
+      const g = matrix(rows, cols, rows * 7 + cols);
+      const fast = await newtonSchulz(g, { coefficients, compute: 'f32' }).toArray();
+      const exact = await newtonSchulz(g, { coefficients, compute: 'f64', reference: true }).toArray();
+      assertClose(fast, exact, 1e-3, 2e-4, 'f32 vs f64');
+      // bf16 compute (as the reference implementation runs it) stays close to the exact iteration
+      const bf = await newtonSchulz(g, { coefficients, compute: 'bf16' }).toArray();
+      let maxAbs = 0;
+      for (const v of exact) maxAbs = Math.max(maxAbs, Math.abs(v));
+      assertClose(bf, exact, 0, 0.08 * maxAbs, 'bf16 vs f64');
+    });
+  }
+}
+
+/** Singular values of a small matrix from the eigenvalues of X·Xᵀ (cyclic Jacobi, f64). */
+function singularValues(x: ArrayLike<number>, rows: number, cols: number): number[] {
+  const m = Math.min(rows, cols);
+  const a = new Float64Array(m * m);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < m; j++) {
+      let s = 0;
+      for (let k = 0; k < Math.max(rows, cols); k++) s += rows <= cols ? x[i * cols + k] * x[j * cols + k] : x[k * cols + i] * x[k * cols + j];
+      a[i * m + j] = s;
+    }
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let off = 0;
+    for (let p = 0; p < m; p++)
+      for (let q = p + 1; q < m; q++) {
+        const apq = a[p * m + q];
+        off += apq * apq;
+        if (Math.abs(apq) < 1e-300) continue;
+        const theta = (a[q * m + q] - a[p * m + p]) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const s = t * c;
+        for (let k = 0; k < m; k++) {
+          const akp = a[k * m + p];
+          const akq = a[k * m + q];
+          a[k * m + p] = c * akp - s * akq;
+          a[k * m + q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < m; k++) {
+          const apk = a[p * m + k];
+          const aqk = a[q * m + k];
+          a[p * m + k] = c * apk - s * aqk;
+          a[q * m + k] = s * apk + c * aqk;
+        }
+      }
+    if (off < 1e-24) break;
+  }
+  return Array.from({ length: m }, (_, i) => Math.sqrt(Math.max(0, a[i * m + i])));
+}
+
+test('classic Newton–Schulz lands singular values in roughly (0.5, 1.5)', async () => {
+  for (const [rows, cols] of [[48, 80], [80, 48], [30, 100]] as [number, number][]) {
+    const out = await newtonSchulz(matrix(rows, cols, 5), { compute: 'f32' }).toArray();
+    const sv = singularValues(out, rows, cols);
+    const lo = Math.min(...sv);
+    const hi = Math.max(...sv);
+    assert.ok(lo > 0.5 && hi < 1.5, `${rows}x${cols}: singular values in [${lo.toFixed(3)}, ${hi.toFixed(3)}]`);
+    // and the input's were far from 1: the iteration did the work
+    const before = singularValues(await matrix(rows, cols, 5).toArray(), rows, cols);
+    assert.ok(Math.max(...before) / Math.min(...before) > 2);
+  }
+});
+
+test('batched Newton–Schulz equals one matrix at a time', async () => {
+  const g = matrix(24, 40, 9, 3);
+  const all = await newtonSchulz(g, { compute: 'f32' }).toArray();
+  for (let z = 0; z < 3; z++) {
+    const one = await newtonSchulz(g.slice(z, z + 1).reshape(24, 40), { compute: 'f32' }).toArray();
+    assert.equal(all.slice(z * 960, (z + 1) * 960), one);
+  }
+});
+
+test('Newton–Schulz options and FLOP counts', async () => {
+  const g = matrix(8, 8, 1);
+  await assertKilnError(() => newtonSchulz(g, { coefficients: 'fast' as never }), 'ERR_ARG');
+  await assertKilnError(() => newtonSchulz(g, { coefficients: 'polar-express', steps: 3 }), 'ERR_ARG');
+  await assertKilnError(() => newtonSchulz(g.cast('bf16')), 'ERR_DTYPE');
+  await assertKilnError(() => newtonSchulz(zeros([2, 2, 2, 2])), 'ERR_SHAPE');
+  const custom = await newtonSchulz(g, { coefficients: [[...CLASSIC], [...CLASSIC]], compute: 'f32' }).toArray();
+  assert.equal(custom, await newtonSchulz(g, { steps: 2, compute: 'f32' }).toArray());
+  assert.is(POLAR_EXPRESS.length, 5);
+  // 2m²n + 2m³ + 2m²n per step for m <= n; the symmetric saving roughly halves the first two
+  const [m, n] = [1024, 4096];
+  assert.is(newtonSchulzFlops(1, m, n, 5, false), 5 * (4 * m * m * n + 2 * m * m * m));
+  const saved = newtonSchulzFlops(1, n, m, 5, true);
+  assert.ok(Math.abs(saved - 5 * ((2 * m * m * n + 2 * m * m * m) * ((m + 1) / (2 * m)) + 2 * m * m * n)) < 1);
+});
+
+function param(name: string, rows: number, cols: number, seed: number) {
+  const value = matrix(rows, cols, seed);
+  const grad = matrix(rows, cols, seed + 100);
+  return { name, value, grad };
+}
+
+test('one Muon step matches the formula (nesterov on and off, both scales)', async () => {
+  for (const nesterov of [true, false]) {
+    for (const scale of ['spectral', 'match-adamw'] as const) {
+      const p = param('w', 32, 16, 3);
+      const w0 = await p.value.toArray();
+      const g = await p.grad.toArray();
+      const opt = new Optimizer([{ rule: 'muon', params: [p], lr: 0.1, weightDecay: 0.01, momentum: 0.9, nesterov, scale, newtonSchulz: { compute: 'f32' } }]);
+      opt.update(0.5);
+      const m = Float32Array.from(g, (x) => 0.1 * x);
+      const u = nesterov ? Float32Array.from(g, (x, i) => 0.1 * x + 0.9 * m[i]) : m;
+      const o = await newtonSchulz(tensor(u, { shape: [32, 16] }), { compute: 'f32' }).toArray();
+      const s = scale === 'spectral' ? Math.sqrt(2) : 0.2 * Math.sqrt(32);
+      const lr = 0.05;
+      assertClose(await p.value.toArray(), Float64Array.from(w0, (w, i) => w * (1 - lr * 0.01) - lr * s * o[i]), 1e-6, 1e-7, `muon nesterov=${nesterov} ${scale}`);
+      assertClose(await opt.stateTensors().tensors.get('w.momentum')!.toArray(), m, 1e-6, 0, 'momentum'); // (1 - β) is rounded to f32
+    }
+  }
+});
+
+test('AdamW steps match the formula with bias correction', async () => {
+  const p = param('b', 7, 5, 11);
+  const w0 = Float64Array.from(await p.value.toArray());
+  const g = Float64Array.from(await p.grad.toArray());
+  const opt = new Optimizer([{ rule: 'adamw', params: [p], lr: 0.01, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.1 }]);
+  opt.update();
+  opt.update();
+  const m = new Float64Array(g.length);
+  const v = new Float64Array(g.length);
+  const w = Float64Array.from(w0);
+  for (let t = 1; t <= 2; t++) {
+    for (let i = 0; i < g.length; i++) {
+      m[i] = 0.9 * m[i] + 0.1 * g[i];
+      v[i] = 0.99 * v[i] + 0.01 * g[i] * g[i];
+      w[i] = w[i] * (1 - 0.01 * 0.1) - (0.01 * (m[i] / (1 - 0.9 ** t))) / (Math.sqrt(v[i] / (1 - 0.99 ** t)) + 1e-8);
+    }
+  }
+  assertClose(await p.value.toArray(), w, 1e-5, 1e-7, 'adamw');
+  assert.is(opt.step, 2);
+});
+
+async function leastSquares(groups: 'muon' | 'adamw', steps: number): Promise<[number, number]> {
+  // minimize mean ||X·Wᵀ - Y||² over W (8 x 16), Y from a hidden W*
+  const N = 256;
+  const X = matrix(N, 16, 1);
+  const wStar = matrix(8, 16, 2);
+  const Y = ops.matmul(X, wStar, { transB: true });
+  const p = { name: 'w', value: zeros([8, 16]), grad: zeros([8, 16]), kind: groups === 'muon' ? ('matrix' as const) : ('norm' as const) };
+  const opt = new Optimizer(llamaParamGroups([p], { muon: { lr: 0.05, newtonSchulz: { compute: 'f32' } }, adamw: { lr: 0.05 } }));
+  const lossOf = async () => {
+    const r = ops.add(ops.matmul(X, p.value, { transB: true }), ops.scale(Y, -1));
+    return { r, loss: (await ops.mean(ops.mul(r, r)).toArray())[0] };
+  };
+  const first = (await lossOf()).loss;
+  let last = first;
+  for (let i = 0; i < steps; i++) {
+    const { r, loss } = await lossOf();
+    last = loss;
+    // dL/dW = (2/N) · rᵀ·X  (W is (8, 16), r (N, 8))
+    ops.matmul(r, X, { transA: true, alpha: 2 / (N * 8), out: p.grad });
+    opt.update(1 - i / steps);
+  }
+  return [first, last];
+}
+
+test('a least-squares problem converges with Muon and with AdamW', async () => {
+  for (const rule of ['muon', 'adamw'] as const) {
+    const [first, last] = await leastSquares(rule, 150);
+    assert.ok(last < first / 20, `${rule}: loss ${first.toFixed(4)} -> ${last.toFixed(6)}`);
+  }
+});
+
+test('optimizer state saves and restores bit for bit', async () => {
+  const make = () => [param('a', 16, 8, 1), param('b', 8, 8, 2)];
+  const run = (ps: ReturnType<typeof make>) =>
+    new Optimizer([
+      { rule: 'muon', params: [ps[0]], lr: 0.02, newtonSchulz: { compute: 'f32' } },
+      { rule: 'adamw', params: [ps[1]], lr: 0.01 },
+    ]);
+  const ps1 = make();
+  const opt1 = run(ps1);
+  for (let i = 0; i < 3; i++) opt1.update();
+  const saved = opt1.stateTensors();
+  const values = new Map<string, Float32Array>();
+  for (const [k, t] of saved.tensors) values.set(k, (await t.toArray()) as Float32Array);
+  const ps2 = make();
+  for (let i = 0; i < 2; i++) ops.cast(ps1[i].value, 'f32'); // no-op reads keep order explicit
+  for (let i = 0; i < 2; i++) (await import('../../lib/native.js')).binding().copy(ps2[i].value.handle, ps1[i].value.handle);
+  const opt2 = run(ps2);
+  await opt2.loadState(saved.step, values);
+  opt1.update();
+  opt2.update();
+  for (let i = 0; i < 2; i++) assert.equal(await ps2[i].value.toArray(), await ps1[i].value.toArray());
+  await assertKilnError(() => opt2.loadState(1, new Map()), 'ERR_CHECKPOINT');
+});
+
+test('bad optimizer configurations are typed errors', async () => {
+  const p = param('w', 4, 4, 1);
+  await assertKilnError(() => new Optimizer([{ rule: 'sgd' as never, params: [p], lr: 1 }]), 'ERR_ARG');
+  await assertKilnError(() => new Optimizer([{ rule: 'adamw', params: [p], lr: NaN }]), 'ERR_ARG');
+  await assertKilnError(() => new Optimizer([{ rule: 'adamw', params: [p, p], lr: 1 }]), 'ERR_ARG', 'two groups');
+  const bias = { name: 'bias', value: zeros([4]), grad: zeros([4]) };
+  const opt = new Optimizer([{ rule: 'muon', params: [bias], lr: 1 }]);
+  await assertKilnError(() => opt.update(), 'ERR_SHAPE');
+  void (null as unknown as Tensor);
+});
+
+test.run();
