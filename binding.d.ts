@@ -159,6 +159,18 @@ export interface KilnBinding {
     dims: { B: number; Hq: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number; scale: number; maxSeqLen: number; reference: boolean },
   ): void;
 
+  // ---- model layers (native/binding/model_binding.cc; contract native/ops/model_layers.h; CPU f32/f64) ----
+  embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor, N: number, V: number, D: number): void;
+  /** dtable += scatter of dout rows by ids */
+  embeddingBackward(dtable: NativeTensor, ids: NativeTensor, dout: NativeTensor, N: number, V: number, D: number): void;
+  rmsnorm(y: NativeTensor, rstd: NativeTensor, x: NativeTensor, weight: NativeTensor, N: number, D: number, eps: number): void;
+  /** dx = ... (+ dresidual); dweight += ... */
+  rmsnormBackward(dx: NativeTensor, dweight: NativeTensor, dy: NativeTensor, x: NativeTensor, weight: NativeTensor, rstd: NativeTensor, dresidual: NativeTensor | null, N: number, D: number): void;
+  swiglu(out: NativeTensor, input: NativeTensor, N: number, F: number): void;
+  swigluBackward(din: NativeTensor, input: NativeTensor, dout: NativeTensor, N: number, F: number): void;
+  /** loss (N); dlogits (may be the logits buffer) = (softmax - onehot) · gradScale */
+  crossEntropy(loss: NativeTensor, dlogits: NativeTensor | null, logits: NativeTensor, targets: NativeTensor, N: number, V: number, gradScale: number): void;
+
   // ---- optimizer (native/binding/optimizer_binding.cc; contract native/ops/optimizer_cpu.h; CPU f32 only) ----
   newtonSchulz(
     out: NativeTensor, g: NativeTensor,

@@ -1,0 +1,119 @@
+/**
+ * The model's layers (contract: native/ops/model_layers.h): embedding, RMSNorm, SwiGLU and the
+ * fused cross-entropy, forward and backward. CPU f32/f64 today; CUDA versions are owed.
+ */
+import { deviceCode } from '../device.js';
+import { dtypeCode } from '../dtype.js';
+import { fail } from '../errors.js';
+import { binding } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { checkFiniteNumber, checkOptions, checkTensor, sameShape } from '../validate.js';
+
+function like(t: Tensor, shape: number[], dtype = t.dtype): Tensor {
+  return new Tensor(binding().empty(deviceCode(t.device), dtypeCode(dtype), shape.reduce((a, b) => a * b, 1)), shape);
+}
+
+function rows(t: Tensor, name: string): [number, number] {
+  if (t.ndim < 1) fail('ERR_SHAPE', `${name} must have at least one dimension`);
+  const width = t.shape[t.ndim - 1];
+  return [width === 0 ? 0 : t.numel / width, width];
+}
+
+/** table (V, D)[ids] -> (...ids.shape, D) */
+export function embedding(table: Tensor, ids: Tensor): Tensor {
+  const t = checkTensor(table, 'table');
+  const i = checkTensor(ids, 'ids');
+  if (t.ndim !== 2) fail('ERR_SHAPE', 'table must be (V, D)');
+  if (i.dtype !== 'i32') fail('ERR_DTYPE', 'ids must be i32');
+  const [V, D] = t.shape;
+  const out = like(t, [...i.shape, D]);
+  binding().embedding(out.handle, t.handle, i.handle, i.numel, V, D);
+  return out;
+}
+
+/** dtable (V, D) += rows of dout (…, D) scattered by ids */
+export function embeddingBackward(dtable: Tensor, ids: Tensor, dout: Tensor): void {
+  const t = checkTensor(dtable, 'dtable');
+  const i = checkTensor(ids, 'ids');
+  const g = checkTensor(dout, 'dout');
+  if (t.ndim !== 2 || i.dtype !== 'i32' || g.numel !== i.numel * t.shape[1]) fail('ERR_SHAPE', 'embeddingBackward needs dtable (V, D), ids (N) i32, dout (N, D)');
+  binding().embeddingBackward(t.handle, i.handle, g.handle, i.numel, t.shape[0], t.shape[1]);
+}
+
+/** y = x / sqrt(mean(x²) + eps) · weight over the last dimension; rstd per row for backward. */
+export function rmsnorm(x: Tensor, weight: Tensor, options?: { eps?: number }): { y: Tensor; rstd: Tensor } {
+  const xt = checkTensor(x, 'x');
+  const w = checkTensor(weight, 'weight');
+  const o = checkOptions(options, ['eps'], 'rmsnorm options');
+  const eps = o.eps === undefined ? 1e-5 : checkFiniteNumber(o.eps, 'eps');
+  const [N, D] = rows(xt, 'x');
+  if (!sameShape(w.shape, [D])) fail('ERR_SHAPE', `weight must be (${D})`);
+  const y = like(xt, [...xt.shape]);
+  const rstd = like(xt, xt.shape.slice(0, -1));
+  binding().rmsnorm(y.handle, rstd.handle, xt.handle, w.handle, N, D, eps);
+  return { y, rstd };
+}
+
+/** dx (+ dresidual, the residual stream's gradient); dweight (D) accumulates (+=). */
+export function rmsnormBackward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, options: { dweight: Tensor; dresidual?: Tensor }): Tensor {
+  const g = checkTensor(dy, 'dy');
+  const xt = checkTensor(x, 'x');
+  const o = checkOptions(options, ['dweight', 'dresidual'], 'rmsnormBackward options');
+  const dw = checkTensor(o.dweight, 'dweight');
+  const res = o.dresidual === undefined ? null : checkTensor(o.dresidual, 'dresidual');
+  const [N, D] = rows(xt, 'x');
+  if (!sameShape(g.shape, xt.shape) || (res && !sameShape(res.shape, xt.shape))) fail('ERR_SHAPE', 'dy and dresidual must have x\'s shape');
+  const dx = like(xt, [...xt.shape]);
+  binding().rmsnormBackward(dx.handle, dw.handle, g.handle, xt.handle, checkTensor(weight, 'weight').handle, checkTensor(rstd, 'rstd').handle, res?.handle ?? null, N, D);
+  return dx;
+}
+
+/** [gate | up] (…, 2F) -> silu(gate)·up (…, F) */
+export function swiglu(gateUp: Tensor): Tensor {
+  const x = checkTensor(gateUp, 'gateUp');
+  const [N, W] = rows(x, 'gateUp');
+  if (W % 2 !== 0) fail('ERR_SHAPE', 'swiglu needs an even last dimension ([gate | up])');
+  const out = like(x, [...x.shape.slice(0, -1), W / 2]);
+  binding().swiglu(out.handle, x.handle, N, W / 2);
+  return out;
+}
+
+export function swigluBackward(gateUp: Tensor, dout: Tensor): Tensor {
+  const x = checkTensor(gateUp, 'gateUp');
+  const g = checkTensor(dout, 'dout');
+  const [N, W] = rows(x, 'gateUp');
+  if (W % 2 !== 0 || g.numel !== N * (W / 2)) fail('ERR_SHAPE', 'dout must be (…, F) for gateUp (…, 2F)');
+  const din = like(x, [...x.shape]);
+  binding().swigluBackward(din.handle, x.handle, g.handle, N, W / 2);
+  return din;
+}
+
+/**
+ * Per-row cross-entropy of logits (N, V) against targets (N) i32 (−1 ignores a row). With
+ * gradScale, the gradient (softmax − onehot)·gradScale is written over the logits (inPlace) or
+ * into a new tensor, in the same pass.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, options?: { gradScale?: number; inPlace?: boolean }): { loss: Tensor; dlogits?: Tensor } {
+  const x = checkTensor(logits, 'logits');
+  const t = checkTensor(targets, 'targets');
+  const o = checkOptions(options, ['gradScale', 'inPlace'], 'crossEntropy options');
+  if (x.ndim !== 2) fail('ERR_SHAPE', 'logits must be (N, V)');
+  const [N, V] = x.shape;
+  if (t.dtype !== 'i32' || t.numel !== N) fail('ERR_SHAPE', `targets must be (${N}) i32`);
+  const loss = like(x, [N]);
+  let dlogits: Tensor | undefined;
+  if (o.gradScale !== undefined) {
+    checkFiniteNumber(o.gradScale, 'gradScale');
+    dlogits = o.inPlace ? x : like(x, [N, V]);
+  }
+  binding().crossEntropy(loss.handle, dlogits?.handle ?? null, x.handle, t.handle, N, V, (o.gradScale as number | undefined) ?? 0);
+  return { loss, dlogits };
+}
+
+/** Sets every element of t to value (in place). */
+export function fill(t: Tensor, value: number): Tensor {
+  const x = checkTensor(t, 't');
+  if (typeof value !== 'number') fail('ERR_ARG', 'value must be a number');
+  binding().fill(x.handle, value);
+  return x;
+}

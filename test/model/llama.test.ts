@@ -1,0 +1,103 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ops, tensor } from '../../lib/index.js';
+import { binding } from '../../lib/native.js';
+import { LlamaModel } from '../../lib/model/llama.js';
+import type { ModelConfig } from '../../lib/model/config.js';
+import { assertKilnError } from '../helpers.js';
+
+const test = suite('llama model (cpu)');
+
+const tinyGqa: ModelConfig = {
+  vocabSize: 11, dModel: 8, layers: 2, heads: 4, kvHeads: 2, headDim: 4, ffn: 12, context: 8,
+  ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: false,
+};
+
+function batch(B: number, T: number, V: number, seed: number) {
+  const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + seed * 3) % V);
+  const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 5 + seed) % V);
+  targets[1] = -1; // one ignored position
+  return { ids: tensor(ids, { shape: [B, T] }), targets: tensor(targets, { shape: [B, T] }), count: targets.filter((t) => t >= 0).length };
+}
+
+async function lossOnly(model: LlamaModel, ids: ReturnType<typeof batch>): Promise<number> {
+  const logits = model.forward(ids.ids, false);
+  const { loss } = ops.crossEntropy(logits, ids.targets.reshape(ids.targets.numel));
+  const total = (await ops.sum(loss).toArray())[0];
+  logits.dispose();
+  return total / ids.count;
+}
+
+for (const tied of [false, true]) {
+  test(`whole-model gradients match f64 finite differences (GQA 4/2${tied ? ', tied embeddings' : ''})`, async () => {
+    const model = new LlamaModel({ ...tinyGqa, tiedEmbeddings: tied }, { paramDType: 'f64', seed: 3 });
+    const data = batch(2, 6, tinyGqa.vocabSize, 1);
+    model.zeroGrad();
+    const logits = model.forward(data.ids);
+    const loss = (await model.backward(logits, data.targets, data.count).toArray())[0];
+    assert.ok(Math.abs(loss - (await lossOnly(model, data))) < 1e-12, 'backward returns the forward loss');
+    const h = 1e-5;
+    let checked = 0;
+    for (const p of model.parameters) {
+      const grad = await p.grad.toArray();
+      const values = Float64Array.from(await p.value.toArray());
+      // a few elements of every parameter, including the first and last
+      const picks = [0, Math.floor(values.length / 2), values.length - 1];
+      for (const i of picks) {
+        const original = values[i];
+        const set = (v: number) => {
+          values[i] = v;
+          binding().copy(p.value.handle, tensor(values, { shape: [...p.value.shape] }).handle);
+        };
+        set(original + h);
+        const plus = await lossOnly(model, data);
+        set(original - h);
+        const minus = await lossOnly(model, data);
+        set(original);
+        const numeric = (plus - minus) / (2 * h);
+        assert.ok(Math.abs(grad[i] - numeric) <= 1e-7 + 1e-5 * Math.abs(numeric), `${p.name}[${i}]: analytic ${grad[i]} vs numeric ${numeric}`);
+        checked++;
+      }
+    }
+    assert.is(checked, 3 * (tied ? 18 : 19)); // embed, 2 x 8 per layer, final norm (+ head)
+    model.dispose();
+  });
+}
+
+test('gradient accumulation over micro-batches equals one big batch', async () => {
+  const config = { ...tinyGqa, layers: 1 };
+  const whole = new LlamaModel(config, { paramDType: 'f64', seed: 5 });
+  const parts = new LlamaModel(config, { paramDType: 'f64', seed: 5 });
+  const a = batch(2, 6, config.vocabSize, 2);
+  const b = batch(2, 6, config.vocabSize, 3);
+  const joined = {
+    ids: tensor(Int32Array.from([...(await a.ids.toArray()), ...(await b.ids.toArray())]), { shape: [4, 6] }),
+    targets: tensor(Int32Array.from([...(await a.targets.toArray()), ...(await b.targets.toArray())]), { shape: [4, 6] }),
+    count: a.count + b.count,
+  };
+  whole.zeroGrad();
+  whole.backward(whole.forward(joined.ids), joined.targets, joined.count);
+  parts.zeroGrad();
+  // each micro-batch scaled by its share of the targets: the sum equals the big batch's mean
+  parts.backward(parts.forward(a.ids), a.targets, a.count, a.count / joined.count);
+  parts.backward(parts.forward(b.ids), b.targets, b.count, b.count / joined.count);
+  for (let i = 0; i < whole.parameters.length; i++) {
+    const x = await whole.parameters[i].grad.toArray();
+    const y = await parts.parameters[i].grad.toArray();
+    for (let j = 0; j < x.length; j++) assert.ok(Math.abs(x[j] - y[j]) <= 1e-12 + 1e-9 * Math.abs(x[j]), `${whole.parameters[i].name}[${j}]`);
+  }
+});
+
+test('bad model inputs are typed errors', async () => {
+  const model = new LlamaModel(tinyGqa, { seed: 1 });
+  await assertKilnError(() => model.forward(tensor([1, 2, 3])), 'ERR_SHAPE');
+  await assertKilnError(() => model.forward(tensor(new Int32Array(20), { shape: [2, 10] })), 'ERR_SHAPE', 'context');
+  await assertKilnError(async () => {
+    model.forward(tensor(new Int32Array([1, 99]), { shape: [1, 2] }), false);
+    await ops.sum(tensor([1])).toArray();
+  }, 'ERR_ARG', 'vocabulary');
+  await assertKilnError(() => model.backward(tensor([1]), tensor(new Int32Array([1]), { shape: [1, 1] }), 1), 'ERR_ARG');
+  model.dispose();
+});
+
+test.run();
