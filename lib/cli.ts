@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { KilnError } from './errors.js';
 import { formatInfo, info } from './info.js';
 import { selfCheck } from './selfcheck.js';
+import { generate, start, train } from './train/commands.js';
 import { parseDevice } from './device.js';
 import { parseDType } from './dtype.js';
 import { layerShapes, tuneMatmul } from './tune.js';
@@ -16,7 +17,13 @@ commands:
   info [--json]        the build (CUDA compiled or not, architectures) and each device with its
                        datasheet peaks
   selfcheck            run a short check of every device against the CPU reference
-  start                the main job (npm start): info, then the self-check
+  start                the main job (npm start): trains the tiny preset on the bundled corpus on
+                       the best device, shows progress, saves a checkpoint, prints a sample
+  train --preset tiny --data DIR --steps N [--batch 16] [--seq 128] [--device cpu] [--out runs/x]
+        [--accumulation 1] [--muon-lr 0.02] [--adamw-lr 0.003] [--eval-every 50] [--checkpoint-every 0]
+        [--resume DIR] [--seed 0]
+                       pretrain; SIGINT saves a checkpoint and exits
+  generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--seed 0]
   prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
                        tokenize .txt/.md/.jsonl files (default: the bundled corpus) into
                        train.bin and val.bin token shards
@@ -37,10 +44,14 @@ async function main(argv: string[]): Promise<number> {
       console.log(values.json ? JSON.stringify(info(), null, 2) : formatInfo());
       return 0;
     }
-    case 'selfcheck':
-    case 'start': {
+    case 'start':
+      return start(rest);
+    case 'train':
+      return train(rest);
+    case 'generate':
+      return generate(rest);
+    case 'selfcheck': {
       parseArgs({ args: rest, options: {}, strict: true });
-      if (command === 'start') console.log(formatInfo() + '\n');
       const results = await selfCheck();
       for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'} ${r.device}: ${r.detail} (${r.milliseconds.toFixed(0)} ms)`);
       return results.every((r) => r.ok) ? 0 : 1;

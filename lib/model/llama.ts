@@ -288,6 +288,24 @@ export class LlamaModel {
     return out;
   }
 
+  /**
+   * Copies checkpoint weights (HF names) into the parameters. Every parameter must be present
+   * with its exact shape; a missing, extra or mis-shaped tensor is ERR_CHECKPOINT.
+   */
+  loadWeights(weights: Map<string, { shape: number[]; values: Float32Array | Float64Array }>): void {
+    const expected = this.namedWeights();
+    for (const name of weights.keys()) if (!expected.has(name)) fail('ERR_CHECKPOINT', `checkpoint tensor ${name} does not belong to this model`);
+    for (const [name, target] of expected) {
+      const w = weights.get(name);
+      if (!w) fail('ERR_CHECKPOINT', `checkpoint is missing ${name}`);
+      if (w.shape.length !== target.shape.length || w.shape.some((d, i) => d !== target.shape[i])) {
+        fail('ERR_CHECKPOINT', `${name} has shape [${w.shape}] in the checkpoint, [${target.shape}] in the model`);
+      }
+      using src = tensor(w.values, { shape: w.shape }).to(this.device, this.paramDType);
+      ops.copyInto(target, src);
+    }
+  }
+
   dispose(): void {
     this.dropSaved();
     for (const p of this.parameters) {

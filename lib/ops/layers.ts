@@ -117,3 +117,12 @@ export function fill(t: Tensor, value: number): Tensor {
   binding().fill(x.handle, value);
   return x;
 }
+
+/** Copies src into dst (same shape and dtype; any devices). */
+export function copyInto(dst: Tensor, src: Tensor): Tensor {
+  const d = checkTensor(dst, 'dst');
+  const s = checkTensor(src, 'src');
+  if (d.dtype !== s.dtype || !sameShape(d.shape, s.shape)) fail('ERR_SHAPE', `copyInto needs the same shape and dtype: [${d.shape}] ${d.dtype} vs [${s.shape}] ${s.dtype}`);
+  binding().copy(d.handle, s.handle);
+  return d;
+}

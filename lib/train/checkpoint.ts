@@ -1,0 +1,118 @@
+/**
+ * Checkpoints in the Hugging Face LLaMA layout plus kiln's training state:
+ *   <dir>/config.json          LlamaConfig (transformers' LlamaForCausalLM loads the directory)
+ *   <dir>/model.safetensors    f32 weights under HF names
+ *   <dir>/optimizer.safetensors  optimizer state (momenta, moments) under "<param>.<state>"
+ *   <dir>/trainer.json         step, data position, options
+ * A checkpoint is written into "<dir>.tmp-<pid>" and renamed into place only when complete;
+ * "<root>/latest" (itself written atomically) names the newest, so a killed process never
+ * leaves a half-written checkpoint under a final name.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { DType } from '../dtype.js';
+import { fail } from '../errors.js';
+import { type RawTensor, atomicWrite, readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import type { Tensor } from '../tensor.js';
+import { type ModelConfig, fromHfConfig, toHfConfig } from '../model/config.js';
+
+async function raw(t: Tensor): Promise<RawTensor> {
+  const values = await t.toArray();
+  return { dtype: t.dtype === 'f64' ? 'f64' : 'f32', shape: [...t.shape], data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+}
+
+export interface TrainerState {
+  step: number;
+  optimizerStep: number;
+  loader: { seed: number; step: number };
+  [key: string]: unknown;
+}
+
+function writeJson(path: string, value: unknown): void {
+  const bytes = Buffer.from(JSON.stringify(value, null, 2) + '\n');
+  atomicWrite(path, (fd) => {
+    writeSync(fd, bytes);
+  });
+}
+
+/** Writes a complete checkpoint to `dir` (replacing one there) and returns its path. */
+export async function saveCheckpoint(
+  dir: string, config: ModelConfig, weights: Map<string, Tensor>, optimizer: Map<string, Tensor> | undefined, trainer: TrainerState | undefined,
+): Promise<string> {
+  mkdirSync(dirname(dir), { recursive: true });
+  const temp = `${dir}.tmp-${process.pid}`;
+  rmSync(temp, { recursive: true, force: true });
+  mkdirSync(temp);
+  writeJson(join(temp, 'config.json'), toHfConfig(config, 'float32'));
+  const model = new Map<string, RawTensor>();
+  for (const [name, t] of weights) model.set(name, await raw(t));
+  writeSafetensors(join(temp, 'model.safetensors'), model, { format: 'pt' });
+  if (optimizer) {
+    const state = new Map<string, RawTensor>();
+    for (const [name, t] of optimizer) state.set(name, await raw(t));
+    writeSafetensors(join(temp, 'optimizer.safetensors'), state);
+  }
+  if (trainer) writeJson(join(temp, 'trainer.json'), trainer);
+  const old = `${dir}.old-${process.pid}`;
+  if (existsSync(dir)) renameSync(dir, old);
+  renameSync(temp, dir);
+  rmSync(old, { recursive: true, force: true });
+  writeJson(join(dirname(dir), 'latest'), { checkpoint: basename(dir) });
+  return dir;
+}
+
+export interface LoadedCheckpoint {
+  config: ModelConfig;
+  weights: Map<string, { dtype: DType; shape: number[]; values: Float32Array | Float64Array }>;
+  optimizer?: Map<string, Float32Array>;
+  trainer?: TrainerState;
+}
+
+/** `path` is a checkpoint directory or a run directory holding a "latest" pointer. */
+export function resolveCheckpoint(path: string): string {
+  const latest = join(path, 'latest');
+  if (existsSync(latest) && !existsSync(join(path, 'config.json'))) {
+    try {
+      return join(path, (JSON.parse(readFileSync(latest, 'utf8')) as { checkpoint: string }).checkpoint);
+    } catch {
+      fail('ERR_CHECKPOINT', `${latest} is corrupt`);
+    }
+  }
+  return path;
+}
+
+function decode(t: RawTensor, name: string): Float32Array | Float64Array {
+  const copy = t.data.slice().buffer;
+  if (t.dtype === 'f32') return new Float32Array(copy);
+  if (t.dtype === 'f64') return new Float64Array(copy);
+  fail('ERR_CHECKPOINT', `${name} is ${t.dtype}: kiln checkpoints hold f32 weights`);
+}
+
+export function loadCheckpoint(path: string): LoadedCheckpoint {
+  const dir = resolveCheckpoint(path);
+  const configPath = join(dir, 'config.json');
+  if (!existsSync(configPath)) fail('ERR_CHECKPOINT', `${dir} has no config.json: not a checkpoint`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(configPath, 'utf8'));
+  } catch {
+    fail('ERR_CHECKPOINT', `${configPath} is not valid JSON`);
+  }
+  const config = fromHfConfig(json);
+  const model = readSafetensors(join(dir, 'model.safetensors'));
+  const weights = new Map<string, { dtype: DType; shape: number[]; values: Float32Array | Float64Array }>();
+  for (const [name, t] of model.tensors) weights.set(name, { dtype: t.dtype, shape: t.shape, values: decode(t, name) });
+  const loaded: LoadedCheckpoint = { config, weights };
+  if (existsSync(join(dir, 'optimizer.safetensors'))) {
+    loaded.optimizer = new Map();
+    for (const [name, t] of readSafetensors(join(dir, 'optimizer.safetensors')).tensors) loaded.optimizer.set(name, decode(t, name) as Float32Array);
+  }
+  if (existsSync(join(dir, 'trainer.json'))) {
+    try {
+      loaded.trainer = JSON.parse(readFileSync(join(dir, 'trainer.json'), 'utf8')) as TrainerState;
+    } catch {
+      fail('ERR_CHECKPOINT', `${dir}/trainer.json is not valid JSON`);
+    }
+  }
+  return loaded;
+}

@@ -1,0 +1,146 @@
+/** `kiln train`, `kiln generate` and `kiln start` (the main job). */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { type Device, parseDevice } from '../device.js';
+import { fail } from '../errors.js';
+import { formatInfo } from '../info.js';
+import { defaultDevice } from '../runtime.js';
+import { preset } from '../model/config.js';
+import { bundledCorpus, prepareDocuments, readShardInfo } from '../data/shards.js';
+import { byteTokenizer, tokenizerByName } from '../data/tokenizer.js';
+import { generateTokens, loadModel } from '../generate.js';
+import { type StepMetrics, Trainer, type TrainOptions } from './trainer.js';
+
+function int(value: string | undefined, name: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) fail('ERR_ARG', `--${name} must be a non-negative integer, got ${value}`);
+  return n;
+}
+
+function num(value: string | undefined, name: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) fail('ERR_ARG', `--${name} must be a non-negative number, got ${value}`);
+  return n;
+}
+
+function format(m: StepMetrics): string {
+  return (
+    `step ${m.step} loss ${m.loss.toFixed(4)}${m.valLoss !== undefined ? ` val ${m.valLoss.toFixed(4)}` : ''} lr×${m.lr.toFixed(3)} ` +
+    `${Math.round(m.tokensPerSecond)} tok/s ${m.stepMs.toFixed(0)} ms (fwd ${m.forwardMs.toFixed(0)} / bwd ${m.backwardMs.toFixed(0)} / opt ${m.optimizerMs.toFixed(0)}) ` +
+    `${(m.achievedTflops * 1e3).toFixed(1)} GFLOP/s${m.mfu !== undefined ? ` MFU ${(100 * m.mfu).toFixed(1)}%` : ''} peak ${(m.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB`
+  );
+}
+
+/** Runs a trainer with a progress bar on a TTY (a log line every `every` steps otherwise) and SIGINT = save and exit. */
+async function runWithProgress(trainer: Trainer, every: number): Promise<StepMetrics[]> {
+  const total = trainer.options.steps;
+  const tty = process.stdout.isTTY;
+  const bar = tty
+    ? new cliProgress.SingleBar({ format: 'train |{bar}| {value}/{total} loss {loss} {tps} tok/s', hideCursor: true }, cliProgress.Presets.shades_classic)
+    : undefined;
+  bar?.start(total, trainer.currentStep, { loss: '-', tps: '-' });
+  const onSigint = () => {
+    trainer.requestStop();
+    process.stderr.write('\nkiln: SIGINT: finishing this step, saving a checkpoint, then exiting\n');
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    return await trainer.run((m) => {
+      bar?.update(m.step, { loss: m.loss.toFixed(3), tps: Math.round(m.tokensPerSecond) });
+      if (!tty && (m.step % every === 0 || m.step === total || m.valLoss !== undefined)) console.log(format(m));
+      else if (tty && m.valLoss !== undefined) bar?.update(m.step, { loss: `${m.loss.toFixed(3)} (val ${m.valLoss.toFixed(3)})` });
+    });
+  } finally {
+    bar?.stop();
+    process.removeListener('SIGINT', onSigint);
+  }
+}
+
+export async function train(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      preset: { type: 'string', default: 'tiny' }, data: { type: 'string' }, steps: { type: 'string', default: '200' },
+      batch: { type: 'string', default: '16' }, seq: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
+      accumulation: { type: 'string', default: '1' }, 'muon-lr': { type: 'string', default: '0.02' }, 'adamw-lr': { type: 'string', default: '0.003' },
+      'eval-every': { type: 'string', default: '50' }, 'checkpoint-every': { type: 'string', default: '0' }, resume: { type: 'string' },
+      seed: { type: 'string', default: '0' }, 'log-every': { type: 'string', default: '10' },
+    },
+    strict: true,
+  });
+  if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
+  const config = preset(values.preset!);
+  const shard = readShardInfo(join(values.data, 'train.bin'));
+  if (shard.vocabSize > config.vocabSize) fail('ERR_ARG', `the data uses the ${shard.tokenizer} tokenizer (${shard.vocabSize} ids): too many for the ${values.preset} preset's vocabulary (${config.vocabSize})`);
+  const options: TrainOptions = {
+    config, data: values.data, steps: int(values.steps, 'steps'), batch: int(values.batch, 'batch'),
+    seqLen: values.seq ? int(values.seq, 'seq') : Math.min(config.context, 128),
+    device: values.device ? parseDevice(values.device) : defaultDevice(), accumulation: int(values.accumulation, 'accumulation'),
+    muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
+    checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
+  };
+  const trainer = new Trainer(options);
+  if (values.resume) {
+    await trainer.resume(values.resume);
+    console.log(`resumed from ${values.resume} at step ${trainer.currentStep}`);
+  }
+  await runWithProgress(trainer, int(values['log-every'], 'log-every') || 10);
+  const saved = await trainer.save();
+  console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
+  trainer.close();
+  return 0;
+}
+
+export async function generate(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      checkpoint: { type: 'string' }, prompt: { type: 'string', default: '' }, tokens: { type: 'string', default: '100' },
+      temperature: { type: 'string', default: '0.8' }, 'top-k': { type: 'string', default: '40' }, seed: { type: 'string', default: '0' },
+      tokenizer: { type: 'string' }, device: { type: 'string', default: 'cpu' },
+    },
+    strict: true,
+  });
+  if (!values.checkpoint) fail('ERR_ARG', '--checkpoint DIR is required');
+  const model = loadModel(values.checkpoint, parseDevice(values.device) as Device);
+  const tokenizer = values.tokenizer ? await tokenizerByName(values.tokenizer) : model.config.vocabSize <= 256 ? byteTokenizer : await tokenizerByName('gpt2');
+  const prompt = tokenizer.encode(values.prompt!.length ? values.prompt! : ' ');
+  const out = await generateTokens(model, prompt, {
+    maxTokens: int(values.tokens, 'tokens'), temperature: num(values.temperature, 'temperature'), topK: int(values['top-k'], 'top-k'), seed: int(values.seed, 'seed'),
+  });
+  console.log(values.prompt + tokenizer.decode(out));
+  model.dispose();
+  return 0;
+}
+
+/** npm start: train the tiny preset on the bundled corpus, save, and print a sample. */
+export async function start(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { steps: { type: 'string', default: '600' }, out: { type: 'string', default: join('runs', 'tiny') } }, strict: true });
+  console.log(formatInfo() + '\n');
+  const dataDir = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), 'data-byte');
+  if (!existsSync(join(dataDir, 'train.bin'))) {
+    console.log(`preparing the bundled corpus (nlp-corpus, byte tokenizer) into ${dataDir}`);
+    prepareDocuments(await bundledCorpus(), dataDir, byteTokenizer);
+  }
+  const device = defaultDevice();
+  if (device !== 'cpu') console.log(`note: the model layers run on the CPU in this build; training tiny on cpu (CUDA kernels are tested separately)`);
+  const trainer = new Trainer({
+    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out: values.out,
+  });
+  console.log(`training the tiny preset (${trainer.model.parameters.reduce((n, p) => n + p.value.numel, 0).toLocaleString()} parameters) for ${trainer.options.steps} steps of ${16 * 128} tokens on cpu`);
+  const started = performance.now();
+  const history = await runWithProgress(trainer, 50);
+  const last = history[history.length - 1];
+  const saved = await trainer.save();
+  console.log(`\ntrained ${history.length} steps in ${((performance.now() - started) / 1000).toFixed(0)} s: loss ${history[0]?.loss.toFixed(3)} -> ${last?.loss.toFixed(3)}` +
+    (last?.valLoss !== undefined ? `, validation ${last.valLoss.toFixed(3)}` : ''));
+  console.log(`checkpoint (Hugging Face layout): ${saved}`);
+  const prompt = 'The film was';
+  const sample = await generateTokens(trainer.model, byteTokenizer.encode(prompt), { maxTokens: 120, temperature: 0.8, topK: 40, seed: 1 });
+  console.log(`\nsample: ${prompt}${byteTokenizer.decode(sample)}`);
+  trainer.close();
+  return 0;
+}
