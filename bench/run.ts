@@ -8,10 +8,12 @@ import { formatInfo } from '../lib/index.js';
 import { devicesToBenchmark, writeResults } from './harness.js';
 import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
+import { benchTrain } from './train.js';
 
 const BENCHMARKS: Record<string, (devices: ReturnType<typeof devicesToBenchmark>) => Promise<unknown[]>> = {
   memory: benchMemory,
   matmul: benchMatmul,
+  train: benchTrain,
 };
 
 const { values } = parseArgs({
