@@ -78,7 +78,7 @@ export async function train(args: string[]): Promise<number> {
   const options: TrainOptions = {
     config, data: values.data, steps: int(values.steps, 'steps'), batch: int(values.batch, 'batch'),
     seqLen: values.seq ? int(values.seq, 'seq') : Math.min(config.context, 128),
-    device: values.device ? parseDevice(values.device) : defaultDevice(), accumulation: int(values.accumulation, 'accumulation'),
+    device: values.device ? parseDevice(values.device) : 'cpu', accumulation: int(values.accumulation, 'accumulation'),
     muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
   };

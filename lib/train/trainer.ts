@@ -78,6 +78,9 @@ export class Trainer {
     for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch, seqLen: o.seqLen, accumulation: o.accumulation })) {
       if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${v}`);
     }
+    if (o.device !== 'cpu') {
+      fail('ERR_DEVICE', `training runs on the CPU in this build: the model layers and the optimizer have no CUDA kernels yet (asked for ${o.device})`);
+    }
     if (o.seqLen > o.config.context) fail('ERR_ARG', `seqLen ${o.seqLen} exceeds the model context ${o.config.context}`);
     this.options = o;
     this.train = new TokenLoader(join(o.data, 'train.bin'), o.batch, o.seqLen, { seed: o.seed, step: 0 });

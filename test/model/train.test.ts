@@ -97,6 +97,7 @@ test('bad training options are typed errors', async () => {
   await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), seqLen: 1000 }), 'ERR_ARG', 'context');
   await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), data: join(root, 'missing') }), 'ERR_ARG');
   await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), config: { ...small, vocabSize: 100 } }), 'ERR_ARG', 'vocabulary');
+  await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), device: 'cuda:0' }), 'ERR_DEVICE');
 });
 
 test.run();
