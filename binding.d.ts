@@ -159,7 +159,7 @@ export interface KilnBinding {
     dims: { B: number; Hq: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number; scale: number; maxSeqLen: number; reference: boolean },
   ): void;
 
-  // ---- model layers (native/binding/model_binding.cc; contract native/ops/model_layers.h; CPU f32/f64) ----
+  // ---- model layers (native/binding/model_binding.cc; contract native/ops/model_ops.h; CPU + CUDA) ----
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor, N: number, V: number, D: number): void;
   /** dtable += scatter of dout rows by ids */
   embeddingBackward(dtable: NativeTensor, ids: NativeTensor, dout: NativeTensor, N: number, V: number, D: number): void;
@@ -178,6 +178,8 @@ export interface KilnBinding {
   ): void;
   /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m */
   muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
+  /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored */
+  normuonNormalize(ortho: NativeTensor, rowSecondMoment: NativeTensor, rows: number, cols: number, beta2: number, eps: number): void;
   /** w = w·(1 - lr·wd) - lr·scale·ortho */
   muonApply(weight: NativeTensor, ortho: NativeTensor, lr: number, weightDecay: number, scale: number): void;
   adamw(weight: NativeTensor, m: NativeTensor, v: NativeTensor, grad: NativeTensor, params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;

@@ -1,6 +1,8 @@
 /**
- * The model's layers (contract: native/ops/model_layers.h): embedding, RMSNorm, SwiGLU and the
- * fused cross-entropy, forward and backward. CPU f32/f64 today; CUDA versions are owed.
+ * The model's layers: embedding, RMSNorm, SwiGLU and the
+ * fused cross-entropy, forward and backward (contract: native/ops/model_ops.h). CPU f32/f64/
+ * bf16/f16; CUDA f32/bf16/f16 (compiled, not yet run on a GPU). rstd, loss and the parameter
+ * gradients (dtable, dweight) are f32 (f64 for f64 inputs).
  */
 import { deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
@@ -49,7 +51,7 @@ export function rmsnorm(x: Tensor, weight: Tensor, options?: { eps?: number }): 
   const [N, D] = rows(xt, 'x');
   if (!sameShape(w.shape, [D])) fail('ERR_SHAPE', `weight must be (${D})`);
   const y = like(xt, [...xt.shape]);
-  const rstd = like(xt, xt.shape.slice(0, -1));
+  const rstd = like(xt, xt.shape.slice(0, -1), xt.dtype === 'f64' ? 'f64' : 'f32');
   binding().rmsnorm(y.handle, rstd.handle, xt.handle, w.handle, N, D, eps);
   return { y, rstd };
 }
@@ -100,7 +102,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options?: { gradSc
   if (x.ndim !== 2) fail('ERR_SHAPE', 'logits must be (N, V)');
   const [N, V] = x.shape;
   if (t.dtype !== 'i32' || t.numel !== N) fail('ERR_SHAPE', `targets must be (${N}) i32`);
-  const loss = like(x, [N]);
+  const loss = like(x, [N], x.dtype === 'f64' ? 'f64' : 'f32');
   let dlogits: Tensor | undefined;
   if (o.gradScale !== undefined) {
     checkFiniteNumber(o.gradScale, 'gradScale');

@@ -13,6 +13,7 @@
  */
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
+import * as ops from '../ops/elementwise.js';
 import { Tensor, zeros } from '../tensor.js';
 import { type NewtonSchulzOptions, newtonSchulz } from './newton_schulz.js';
 
@@ -24,6 +25,14 @@ export interface OptimizedParameter {
 
 export interface MuonGroup {
   rule: 'muon';
+  /**
+   * 'standard' (default); 'normuon': after Newton–Schulz, divide each row by the sqrt of an EMA
+   * (beta2, default 0.95) of its mean square and restore the Frobenius norm; 'extrapolated':
+   * the gradient is taken at x̃ = x + β/(1−β)·(x − x_prev) (call prepareGradientPoint() before
+   * the forward pass), then m = β·m + (1−β)·g and x = x − lr·s·NS(m).
+   */
+  variant?: 'standard' | 'normuon' | 'extrapolated';
+  beta2?: number;
   params: OptimizedParameter[];
   lr: number;
   weightDecay?: number;
@@ -51,13 +60,29 @@ interface UpdateRule<G extends ParamGroup> {
 }
 
 const muonRule: UpdateRule<MuonGroup> = {
-  state: (p) => ({ momentum: zeros([...p.value.shape], { device: p.value.device }) }),
+  state: (p) => {
+    const state: Record<string, Tensor> = { momentum: zeros([...p.value.shape], { device: p.value.device }) };
+    if (p.value.ndim === 2) {
+      state.rowSecondMoment = zeros([p.value.shape[0]], { device: p.value.device });
+      state.previous = p.value.clone();
+    }
+    return state;
+  },
   step(group, p, state, lrMultiplier) {
     if (p.value.ndim !== 2) fail('ERR_SHAPE', `muon updates 2-D matrices; ${p.name} is [${p.value.shape}]`);
     const [rows, cols] = p.value.shape;
+    const variant = group.variant ?? 'standard';
+    if (variant === 'extrapolated' && state.current) {
+      // back from the extrapolated point to x_t; x_t becomes x_prev for the next step
+      binding().copy(p.value.handle, state.current.handle);
+      binding().copy(state.previous.handle, state.current.handle);
+      state.current.dispose();
+      delete state.current;
+    }
     using update = zeros([rows, cols], { device: p.value.device });
-    binding().muonMomentum(state.momentum.handle, update.handle, p.grad.handle, group.momentum ?? 0.95, group.nesterov ?? true);
+    binding().muonMomentum(state.momentum.handle, update.handle, p.grad.handle, group.momentum ?? 0.95, variant === 'extrapolated' ? false : (group.nesterov ?? true));
     using ortho = newtonSchulz(update, group.newtonSchulz);
+    if (variant === 'normuon') binding().normuonNormalize(ortho.handle, state.rowSecondMoment.handle, rows, cols, group.beta2 ?? 0.95, 1e-8);
     const scale = (group.scale ?? 'spectral') === 'spectral' ? Math.sqrt(Math.max(1, rows / cols)) : 0.2 * Math.sqrt(Math.max(rows, cols));
     binding().muonApply(p.value.handle, ortho.handle, group.lr * lrMultiplier, group.weightDecay ?? 0, scale);
   },
@@ -108,10 +133,33 @@ export class Optimizer {
     }
   }
 
+  /**
+   * For groups with the 'extrapolated' variant: moves each weight to x̃ = x + β/(1−β)·(x − x_prev)
+   * so that the next forward/backward computes the gradient there; update() moves it back.
+   */
+  prepareGradientPoint(): void {
+    for (const g of this.groups) {
+      if (g.rule !== 'muon' || g.variant !== 'extrapolated') continue;
+      const beta = g.momentum ?? 0.95;
+      const c = beta / (1 - beta);
+      for (const p of g.params) {
+        const state = this.states.get(p.name)!;
+        state.current?.dispose();
+        state.current = p.value.clone();
+        using ahead = ops.scale(p.value, 1 + c);
+        using back = ops.scale(state.previous, -c);
+        using point = ops.add(ahead, back);
+        binding().copy(p.value.handle, point.handle);
+      }
+    }
+  }
+
   /** Every state tensor by `<param name>.<state>`, plus the step count (for checkpoints). */
   stateTensors(): { step: number; tensors: Map<string, Tensor> } {
     const tensors = new Map<string, Tensor>();
-    for (const [name, state] of this.states) for (const [key, t] of Object.entries(state)) tensors.set(`${name}.${key}`, t);
+    for (const [name, state] of this.states) {
+      for (const [key, t] of Object.entries(state)) if (key !== 'current') tensors.set(`${name}.${key}`, t);
+    }
     return { step: this.steps, tensors };
   }
 
@@ -120,6 +168,7 @@ export class Optimizer {
     if (!Number.isSafeInteger(step) || step < 0) fail('ERR_CHECKPOINT', 'optimizer step must be a non-negative integer');
     for (const [name, state] of this.states) {
       for (const [key, t] of Object.entries(state)) {
+        if (key === 'current') continue;
         const v = values.get(`${name}.${key}`);
         if (!v || v.length !== t.numel) fail('ERR_CHECKPOINT', `optimizer state ${name}.${key} is missing or has the wrong size`);
         using src = (await import('../tensor.js')).tensor(v, { shape: [...t.shape] }).to(t.device);

@@ -128,6 +128,7 @@ export class Trainer {
     const losses = [];
     for (let micro = 0; micro < o.accumulation; micro++) {
       const b = this.batchTensors(this.train);
+      if (micro === 0) this.optimizer.prepareGradientPoint();
       const m0 = binding().timerMark(device);
       const logits = this.model.forward(b.ids);
       const m1 = binding().timerMark(device);

@@ -1,40 +1,54 @@
-// Binding for the model layers (ops/model_layers.h). CPU only in this build: the CUDA versions
-// are issue 6's owed GPU work, so CUDA tensors get ERR_DEVICE instead of a silent fallback.
-#include "../ops/model_layers.h"
+// Binding for the model layers (ops/model_ops.h): embedding, RMSNorm, SwiGLU, cross-entropy.
+// CPU (f32/f64/bf16/f16) and CUDA (f32/bf16/f16) launchers share one params struct per op;
+// CUDA workspaces come from the caching allocator. Gradient-side tensors (rstd, loss, dtable,
+// dweight) are f32, or f64 for f64 inputs.
+#include "../ops/model_ops.h"
 #include "binding.h"
 
 namespace kiln::binding {
 namespace {
 
-void cpu_only(std::initializer_list<const NativeTensor*> tensors, const char* op) {
-  for (const NativeTensor* t : tensors) {
-    if (t->device().is_cuda()) fail("ERR_DEVICE", std::string(op) + " runs on the CPU only in this build");
-  }
+DType grad_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+void same_device(std::initializer_list<const NativeTensor*> tensors) {
+  const NativeTensor* first = *tensors.begin();
+  for (const NativeTensor* t : tensors) require_same_device(*t, *first, "tensor", "the first tensor");
 }
 
-void same_float_dtype(std::initializer_list<const NativeTensor*> tensors, const char* op) {
-  DType d = (*tensors.begin())->dtype();
-  if (d != DType::f32 && d != DType::f64) fail("ERR_DTYPE", std::string(op) + " takes f32 or f64 tensors on the CPU");
-  for (const NativeTensor* t : tensors) require_dtype(*t, d, op);
+void float_dtype(const NativeTensor& t, const char* op) {
+  if (t.dtype() == DType::i32) fail("ERR_DTYPE", std::string(op) + " takes float tensors");
+  if (t.dtype() == DType::f64 && t.device().is_cuda()) fail("ERR_DTYPE", std::string(op) + ": f64 is CPU only");
 }
+
+std::shared_ptr<Storage> scratch(Device device, size_t bytes) {
+  return device.is_cuda() && bytes ? Storage::allocate(device, bytes) : nullptr;
+}
+
+CUstream_st* as_stream(void* stream) { return static_cast<CUstream_st*>(stream); }
 
 // embedding(out, table, ids, N, V, D)
 Napi::Value embedding(const Napi::CallbackInfo& info) {
   NativeTensor& out = arg_tensor(info, 0, "out");
   NativeTensor& table = arg_tensor(info, 1, "table");
   NativeTensor& ids = arg_tensor(info, 2, "ids");
-  int64_t N = arg_int(info, 3, "N", 0), V = arg_int(info, 4, "V", 1), D = arg_int(info, 5, "D", 1);
-  cpu_only({&out, &table, &ids}, "embedding");
-  same_float_dtype({&out, &table}, "embedding");
+  EmbeddingForwardParams p;
+  p.N = arg_int(info, 3, "N", 0), p.V = arg_int(info, 4, "V", 1), p.D = arg_int(info, 5, "D", 1);
+  same_device({&out, &table, &ids});
+  float_dtype(table, "embedding");
+  require_dtype(out, table.dtype(), "out");
   require_dtype(ids, DType::i32, "ids");
-  require_numel(out, checked_product({N, D}), "out");
-  require_numel(table, checked_product({V, D}), "table");
-  require_numel(ids, N, "ids");
-  void* o = out.data();
-  const void* t = table.data();
-  auto* i = static_cast<const int32_t*>(ids.data());
-  DType dtype = out.dtype();
-  run_on(Device{}, {out.storage(), table.storage(), ids.storage()}, [=](void*) { embedding_forward_cpu(o, t, i, N, V, D, dtype); });
+  require_numel(out, checked_product({p.N, p.D}), "out");
+  require_numel(table, checked_product({p.V, p.D}), "table");
+  require_numel(ids, p.N, "ids");
+  p.out = out.data(), p.table = table.data(), p.ids = static_cast<const int32_t*>(ids.data()), p.dtype = table.dtype();
+  Device device = out.device();
+  run_on(device, {out.storage(), table.storage(), ids.storage()}, [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return embedding_forward_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    embedding_forward_cpu(p);
+  });
   return info.Env().Undefined();
 }
 
@@ -43,18 +57,29 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
   NativeTensor& dtable = arg_tensor(info, 0, "dtable");
   NativeTensor& ids = arg_tensor(info, 1, "ids");
   NativeTensor& dout = arg_tensor(info, 2, "dout");
-  int64_t N = arg_int(info, 3, "N", 0), V = arg_int(info, 4, "V", 1), D = arg_int(info, 5, "D", 1);
-  cpu_only({&dtable, &ids, &dout}, "embeddingBackward");
-  same_float_dtype({&dtable, &dout}, "embeddingBackward");
+  EmbeddingBackwardParams p;
+  p.N = arg_int(info, 3, "N", 0), p.V = arg_int(info, 4, "V", 1), p.D = arg_int(info, 5, "D", 1);
+  same_device({&dtable, &ids, &dout});
+  float_dtype(dout, "embeddingBackward");
+  require_dtype(dtable, grad_dtype(dout.dtype()), "dtable");
   require_dtype(ids, DType::i32, "ids");
-  require_numel(dtable, checked_product({V, D}), "dtable");
-  require_numel(dout, checked_product({N, D}), "dout");
-  require_numel(ids, N, "ids");
-  void* dt = dtable.data();
-  const void* g = dout.data();
-  auto* i = static_cast<const int32_t*>(ids.data());
-  DType dtype = dtable.dtype();
-  run_on(Device{}, {dtable.storage(), ids.storage(), dout.storage()}, [=](void*) { embedding_backward_cpu(dt, i, g, N, V, D, dtype); });
+  require_numel(dtable, checked_product({p.V, p.D}), "dtable");
+  require_numel(dout, checked_product({p.N, p.D}), "dout");
+  require_numel(ids, p.N, "ids");
+  p.dtable = dtable.data(), p.dout = dout.data(), p.ids = static_cast<const int32_t*>(ids.data()), p.dtype = dout.dtype();
+  Device device = dtable.device();
+  std::vector<std::shared_ptr<Storage>> keep{dtable.storage(), ids.storage(), dout.storage()};
+  if (auto ws = scratch(device, embedding_backward_workspace_bytes(p.N, p.V))) {
+    p.workspace = ws->data(), p.workspace_bytes = ws->bytes();
+    keep.push_back(ws);
+  }
+  run_on(device, std::move(keep), [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return embedding_backward_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    embedding_backward_cpu(p);
+  });
   return info.Env().Undefined();
 }
 
@@ -64,18 +89,27 @@ Napi::Value rmsnorm(const Napi::CallbackInfo& info) {
   NativeTensor& rstd = arg_tensor(info, 1, "rstd");
   NativeTensor& x = arg_tensor(info, 2, "x");
   NativeTensor& w = arg_tensor(info, 3, "weight");
-  int64_t N = arg_int(info, 4, "N", 0), D = arg_int(info, 5, "D", 1);
-  double eps = arg_number(info, 6, "eps");
-  cpu_only({&y, &rstd, &x, &w}, "rmsnorm");
-  same_float_dtype({&y, &rstd, &x, &w}, "rmsnorm");
-  require_numel(y, checked_product({N, D}), "y");
-  require_numel(x, checked_product({N, D}), "x");
-  require_numel(rstd, N, "rstd");
-  require_numel(w, D, "weight");
-  void *yp = y.data(), *rp = rstd.data();
-  const void *xp = x.data(), *wp = w.data();
-  DType dtype = x.dtype();
-  run_on(Device{}, {y.storage(), rstd.storage(), x.storage(), w.storage()}, [=](void*) { rmsnorm_forward_cpu(yp, rp, xp, wp, N, D, eps, dtype); });
+  RmsnormForwardParams p;
+  p.N = arg_int(info, 4, "N", 0), p.D = arg_int(info, 5, "D", 1);
+  p.eps = arg_number(info, 6, "eps");
+  same_device({&y, &rstd, &x, &w});
+  float_dtype(x, "rmsnorm");
+  require_dtype(y, x.dtype(), "y");
+  require_dtype(w, x.dtype(), "weight");
+  require_dtype(rstd, grad_dtype(x.dtype()), "rstd");
+  require_numel(y, checked_product({p.N, p.D}), "y");
+  require_numel(x, checked_product({p.N, p.D}), "x");
+  require_numel(rstd, p.N, "rstd");
+  require_numel(w, p.D, "weight");
+  p.y = y.data(), p.rstd = rstd.data(), p.x = x.data(), p.weight = w.data(), p.dtype = x.dtype();
+  Device device = x.device();
+  run_on(device, {y.storage(), rstd.storage(), x.storage(), w.storage()}, [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return rmsnorm_forward_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    rmsnorm_forward_cpu(p);
+  });
   return info.Env().Undefined();
 }
 
@@ -88,60 +122,94 @@ Napi::Value rmsnorm_backward(const Napi::CallbackInfo& info) {
   NativeTensor& w = arg_tensor(info, 4, "weight");
   NativeTensor& rstd = arg_tensor(info, 5, "rstd");
   NativeTensor* res = arg_optional_tensor(info, 6, "dresidual");
-  int64_t N = arg_int(info, 7, "N", 0), D = arg_int(info, 8, "D", 1);
-  cpu_only({&dx, &dw, &dy, &x, &w, &rstd}, "rmsnormBackward");
-  same_float_dtype({&dx, &dw, &dy, &x, &w, &rstd}, "rmsnormBackward");
-  int64_t ND = checked_product({N, D});
+  RmsnormBackwardParams p;
+  p.N = arg_int(info, 7, "N", 0), p.D = arg_int(info, 8, "D", 1);
+  same_device({&dx, &dw, &dy, &x, &w, &rstd});
+  float_dtype(x, "rmsnormBackward");
+  for (auto* t : {&dx, &dy, &w}) require_dtype(*t, x.dtype(), "rmsnormBackward tensor");
+  require_dtype(dw, grad_dtype(x.dtype()), "dweight");
+  require_dtype(rstd, grad_dtype(x.dtype()), "rstd");
+  int64_t ND = checked_product({p.N, p.D});
   for (auto* t : {&dx, &dy, &x}) require_numel(*t, ND, "row tensor");
-  require_numel(dw, D, "dweight");
-  require_numel(w, D, "weight");
-  require_numel(rstd, N, "rstd");
+  require_numel(dw, p.D, "dweight");
+  require_numel(w, p.D, "weight");
+  require_numel(rstd, p.N, "rstd");
   std::vector<std::shared_ptr<Storage>> keep{dx.storage(), dw.storage(), dy.storage(), x.storage(), w.storage(), rstd.storage()};
-  const void* rp = nullptr;
   if (res) {
-    cpu_only({res}, "rmsnormBackward");
-    require_dtype(*res, dx.dtype(), "dresidual");
+    require_same_device(*res, x, "dresidual", "x");
+    require_dtype(*res, x.dtype(), "dresidual");
     require_numel(*res, ND, "dresidual");
-    rp = res->data();
+    p.dresidual_in = res->data();
     keep.push_back(res->storage());
   }
-  void *dxp = dx.data(), *dwp = dw.data();
-  const void *dyp = dy.data(), *xp = x.data(), *wp = w.data(), *sp = rstd.data();
-  DType dtype = x.dtype();
-  run_on(Device{}, std::move(keep), [=](void*) { rmsnorm_backward_cpu(dxp, dwp, dyp, xp, wp, sp, rp, N, D, dtype); });
+  p.dx = dx.data(), p.dweight = dw.data(), p.dy = dy.data(), p.h = x.data(), p.weight = w.data(), p.rstd = rstd.data();
+  p.dtype = x.dtype();
+  Device device = x.device();
+  if (auto ws = scratch(device, rmsnorm_backward_workspace_bytes(p.N, p.D))) {
+    p.workspace = ws->data(), p.workspace_bytes = ws->bytes();
+    keep.push_back(ws);
+  }
+  run_on(device, std::move(keep), [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return rmsnorm_backward_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    rmsnorm_backward_cpu(p);
+  });
   return info.Env().Undefined();
 }
 
-// swiglu(out, in, N, F) / swigluBackward(din, in, dout, N, F)
+// swiglu(out, in (N, 2F) = [gate | up], N, F)
 Napi::Value swiglu(const Napi::CallbackInfo& info) {
   NativeTensor& out = arg_tensor(info, 0, "out");
   NativeTensor& in = arg_tensor(info, 1, "in");
-  int64_t N = arg_int(info, 2, "N", 0), F = arg_int(info, 3, "F", 1);
-  cpu_only({&out, &in}, "swiglu");
-  same_float_dtype({&out, &in}, "swiglu");
-  require_numel(out, checked_product({N, F}), "out");
-  require_numel(in, checked_product({N, 2, F}), "in");
-  void* o = out.data();
-  const void* i = in.data();
-  DType dtype = in.dtype();
-  run_on(Device{}, {out.storage(), in.storage()}, [=](void*) { swiglu_forward_cpu(o, i, N, F, dtype); });
+  SwigluForwardParams p;
+  p.N = arg_int(info, 2, "N", 0), p.F = arg_int(info, 3, "F", 1);
+  same_device({&out, &in});
+  float_dtype(in, "swiglu");
+  require_dtype(out, in.dtype(), "out");
+  require_numel(out, checked_product({p.N, p.F}), "out");
+  require_numel(in, checked_product({p.N, 2, p.F}), "in");
+  p.out = out.data(), p.gate = in.data();
+  p.up = static_cast<const char*>(in.data()) + size_t(p.F) * dtype_size(in.dtype());
+  p.ld_in = 2 * p.F, p.dtype = in.dtype();
+  Device device = in.device();
+  run_on(device, {out.storage(), in.storage()}, [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return swiglu_forward_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    swiglu_forward_cpu(p);
+  });
   return info.Env().Undefined();
 }
 
+// swigluBackward(din (N, 2F), in (N, 2F), dout (N, F), N, F)
 Napi::Value swiglu_backward(const Napi::CallbackInfo& info) {
   NativeTensor& din = arg_tensor(info, 0, "din");
   NativeTensor& in = arg_tensor(info, 1, "in");
   NativeTensor& dout = arg_tensor(info, 2, "dout");
-  int64_t N = arg_int(info, 3, "N", 0), F = arg_int(info, 4, "F", 1);
-  cpu_only({&din, &in, &dout}, "swigluBackward");
-  same_float_dtype({&din, &in, &dout}, "swigluBackward");
-  require_numel(din, checked_product({N, 2, F}), "din");
-  require_numel(in, checked_product({N, 2, F}), "in");
-  require_numel(dout, checked_product({N, F}), "dout");
-  void* d = din.data();
-  const void *i = in.data(), *g = dout.data();
-  DType dtype = in.dtype();
-  run_on(Device{}, {din.storage(), in.storage(), dout.storage()}, [=](void*) { swiglu_backward_cpu(d, i, g, N, F, dtype); });
+  SwigluBackwardParams p;
+  p.N = arg_int(info, 3, "N", 0), p.F = arg_int(info, 4, "F", 1);
+  same_device({&din, &in, &dout});
+  float_dtype(in, "swigluBackward");
+  require_dtype(din, in.dtype(), "din");
+  require_dtype(dout, in.dtype(), "dout");
+  require_numel(din, checked_product({p.N, 2, p.F}), "din");
+  require_numel(in, checked_product({p.N, 2, p.F}), "in");
+  require_numel(dout, checked_product({p.N, p.F}), "dout");
+  size_t half = size_t(p.F) * dtype_size(in.dtype());
+  p.dgate = din.data(), p.dup = static_cast<char*>(din.data()) + half;
+  p.gate = in.data(), p.up = static_cast<const char*>(in.data()) + half;
+  p.dout = dout.data(), p.ld_in = 2 * p.F, p.ld_dinput = 2 * p.F, p.dtype = in.dtype();
+  Device device = in.device();
+  run_on(device, {din.storage(), in.storage(), dout.storage()}, [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return swiglu_backward_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    swiglu_backward_cpu(p);
+  });
   return info.Env().Undefined();
 }
 
@@ -151,28 +219,33 @@ Napi::Value cross_entropy(const Napi::CallbackInfo& info) {
   NativeTensor* dlogits = arg_optional_tensor(info, 1, "dlogits");
   NativeTensor& logits = arg_tensor(info, 2, "logits");
   NativeTensor& targets = arg_tensor(info, 3, "targets");
-  int64_t N = arg_int(info, 4, "N", 0), V = arg_int(info, 5, "V", 1);
-  double scale = arg_number(info, 6, "gradScale");
-  cpu_only({&loss, &logits, &targets}, "crossEntropy");
-  same_float_dtype({&loss, &logits}, "crossEntropy");
+  CrossEntropyParams p;
+  p.N = arg_int(info, 4, "N", 0), p.V = arg_int(info, 5, "V", 1);
+  p.dloss_scale = arg_number(info, 6, "gradScale");
+  same_device({&loss, &logits, &targets});
+  float_dtype(logits, "crossEntropy");
+  require_dtype(loss, grad_dtype(logits.dtype()), "loss");
   require_dtype(targets, DType::i32, "targets");
-  require_numel(logits, checked_product({N, V}), "logits");
-  require_numel(loss, N, "loss");
-  require_numel(targets, N, "targets");
+  require_numel(logits, checked_product({p.N, p.V}), "logits");
+  require_numel(loss, p.N, "loss");
+  require_numel(targets, p.N, "targets");
   std::vector<std::shared_ptr<Storage>> keep{loss.storage(), logits.storage(), targets.storage()};
-  void* dp = nullptr;
   if (dlogits) {
-    cpu_only({dlogits}, "crossEntropy");
+    require_same_device(*dlogits, logits, "dlogits", "logits");
     require_dtype(*dlogits, logits.dtype(), "dlogits");
-    require_numel(*dlogits, N * V, "dlogits");
-    dp = dlogits->data();
+    require_numel(*dlogits, p.N * p.V, "dlogits");
+    p.dlogits = dlogits->data();
     keep.push_back(dlogits->storage());
   }
-  void* lp = loss.data();
-  const void* xp = logits.data();
-  auto* tp = static_cast<const int32_t*>(targets.data());
-  DType dtype = logits.dtype();
-  run_on(Device{}, std::move(keep), [=](void*) { cross_entropy_cpu(lp, dp, xp, tp, N, V, scale, dtype); });
+  p.loss = loss.data(), p.logits = logits.data(), p.targets = static_cast<const int32_t*>(targets.data()), p.dtype = logits.dtype();
+  Device device = logits.device();
+  run_on(device, std::move(keep), [p, device](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return cross_entropy_cuda(p, as_stream(stream));
+#endif
+    (void)stream;
+    cross_entropy_cpu(p);
+  });
   return info.Env().Undefined();
 }
 

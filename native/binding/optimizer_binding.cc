@@ -88,6 +88,23 @@ Napi::Value muon_apply(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// normuonNormalize(ortho (rows, cols), rowSecondMoment (rows), beta2, eps)
+Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
+  NativeTensor& ortho = arg_tensor(info, 0, "ortho");
+  NativeTensor& v = arg_tensor(info, 1, "rowSecondMoment");
+  int64_t rows = arg_int(info, 2, "rows", 0), cols = arg_int(info, 3, "cols", 0);
+  float beta2 = float(arg_number(info, 4, "beta2"));
+  float eps = float(arg_number(info, 5, "eps"));
+  require_cpu_f32(ortho, "ortho");
+  require_cpu_f32(v, "rowSecondMoment");
+  require_numel(ortho, checked_product({rows, cols}), "ortho");
+  require_numel(v, rows, "rowSecondMoment");
+  float* o = static_cast<float*>(ortho.data());
+  float* vp = static_cast<float*>(v.data());
+  run_on(Device{}, {ortho.storage(), v.storage()}, [=](void*) { normuon_normalize_cpu(o, vp, rows, cols, beta2, eps); });
+  return info.Env().Undefined();
+}
+
 // adamw(weight, m, v, grad, { lr, beta1, beta2, eps, weightDecay, step })
 Napi::Value adamw(const Napi::CallbackInfo& info) {
   NativeTensor& weight = arg_tensor(info, 0, "weight");
@@ -124,6 +141,7 @@ void register_optimizer(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "newtonSchulz", newton_schulz);
   set_function(env, exports, "muonMomentum", muon_momentum);
   set_function(env, exports, "muonApply", muon_apply);
+  set_function(env, exports, "normuonNormalize", normuon_normalize);
   set_function(env, exports, "adamw", adamw);
   set_function(env, exports, "newtonSchulzFlops", flops);
 }

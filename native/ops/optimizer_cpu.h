@@ -13,6 +13,8 @@
 // Apply: w = w·(1 − lr·wd) − lr·scale·o.
 // AdamW (step t >= 1): m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
 //   w = w·(1 − lr·wd) − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps).
+// NorMuon (after Newton–Schulz, o (rows x cols)): v_r = β2·v_r + (1−β2)·mean_c(o_rc²) per row;
+//   o_rc /= sqrt(v_r) + eps; then o is rescaled to its Frobenius norm before the division.
 // All state is f32; g and w f32.
 #pragma once
 #include <cstdint>
@@ -40,6 +42,7 @@ void newton_schulz_reference_cpu(const NewtonSchulzParams& p);
 double newton_schulz_flops(int64_t batch, int64_t rows, int64_t cols, int steps, bool symmetric);
 
 void muon_momentum_cpu(float* momentum, float* update, const float* grad, int64_t n, float beta, bool nesterov);
+void normuon_normalize_cpu(float* ortho, float* row_second_moment, int64_t rows, int64_t cols, float beta2, float eps);
 void muon_apply_cpu(float* weight, const float* ortho, int64_t n, float lr, float weight_decay, float scale);
 void adamw_cpu(float* weight, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
                float eps, float weight_decay, int64_t step);

@@ -130,6 +130,45 @@ test('one Muon step matches the formula (nesterov on and off, both scales)', asy
   }
 });
 
+test('NorMuon normalizes rows by their second-moment EMA and keeps the Frobenius norm', async () => {
+  const p = param('w', 16, 24, 4);
+  const w0 = await p.value.toArray();
+  const g = await p.grad.toArray();
+  const opt = new Optimizer([{ rule: 'muon', variant: 'normuon', beta2: 0.9, params: [p], lr: 0.1, momentum: 0.9, nesterov: false, newtonSchulz: { compute: 'f32' } }]);
+  opt.update();
+  const u = Float32Array.from(g, (x) => 0.1 * x);
+  const o = Float64Array.from(await newtonSchulz(tensor(u, { shape: [16, 24] }), { compute: 'f32' }).toArray());
+  let before = 0;
+  for (const x of o) before += x * x;
+  const v = new Float64Array(16);
+  for (let r = 0; r < 16; r++) {
+    let ms = 0;
+    for (let c = 0; c < 24; c++) ms += o[r * 24 + c] ** 2;
+    v[r] = 0.1 * (ms / 24);
+    for (let c = 0; c < 24; c++) o[r * 24 + c] /= Math.sqrt(v[r]) + 1e-8;
+  }
+  let after = 0;
+  for (const x of o) after += x * x;
+  const k = Math.sqrt(before) / Math.sqrt(after);
+  const s = Math.sqrt(Math.max(1, 16 / 24));
+  assertClose(await p.value.toArray(), Float64Array.from(w0, (w, i) => w - 0.1 * s * o[i] * k), 1e-5, 1e-6, 'normuon step');
+  assertClose(await opt.stateTensors().tensors.get('w.rowSecondMoment')!.toArray(), v, 1e-5, 0, 'row second moments');
+});
+
+test('the extrapolated variant takes the gradient at x + β/(1−β)·(x − x_prev)', async () => {
+  const p = param('w', 8, 8, 6);
+  const opt = new Optimizer([{ rule: 'muon', variant: 'extrapolated', params: [p], lr: 0.05, momentum: 0.5, newtonSchulz: { compute: 'f32' } }]);
+  const x0 = await p.value.toArray();
+  opt.prepareGradientPoint(); // x_prev = x_0: the point is x_0 itself
+  assert.equal(await p.value.toArray(), x0);
+  opt.update();
+  const x1 = await p.value.toArray();
+  opt.prepareGradientPoint(); // now x1 + 1·(x1 − x0)
+  assertClose(await p.value.toArray(), Float64Array.from(x1, (x, i) => 2 * x - x0[i]), 1e-6, 1e-7, 'extrapolated point');
+  opt.update(); // moves back to x1 before stepping
+  assert.ok(opt.step === 2);
+});
+
 test('AdamW steps match the formula with bias correction', async () => {
   const p = param('b', 7, 5, 11);
   const w0 = Float64Array.from(await p.value.toArray());
@@ -151,14 +190,16 @@ test('AdamW steps match the formula with bias correction', async () => {
   assert.is(opt.step, 2);
 });
 
-async function leastSquares(groups: 'muon' | 'adamw', steps: number): Promise<[number, number]> {
+async function leastSquares(groups: 'muon' | 'adamw' | 'normuon' | 'extrapolated' | 'polar-express', steps: number): Promise<[number, number]> {
   // minimize mean ||X·Wᵀ - Y||² over W (8 x 16), Y from a hidden W*
   const N = 256;
   const X = matrix(N, 16, 1);
   const wStar = matrix(8, 16, 2);
   const Y = ops.matmul(X, wStar, { transB: true });
-  const p = { name: 'w', value: zeros([8, 16]), grad: zeros([8, 16]), kind: groups === 'muon' ? ('matrix' as const) : ('norm' as const) };
-  const opt = new Optimizer(llamaParamGroups([p], { muon: { lr: 0.05, newtonSchulz: { compute: 'f32' } }, adamw: { lr: 0.05 } }));
+  const p = { name: 'w', value: zeros([8, 16]), grad: zeros([8, 16]), kind: groups === 'adamw' ? ('norm' as const) : ('matrix' as const) };
+  const variant = groups === 'normuon' || groups === 'extrapolated' ? groups : 'standard';
+  const newton = { compute: 'f32' as const, coefficients: groups === 'polar-express' ? ('polar-express' as const) : ('classic' as const) };
+  const opt = new Optimizer(llamaParamGroups([p], { muon: { lr: 0.05, variant, newtonSchulz: newton }, adamw: { lr: 0.05 } }));
   const lossOf = async () => {
     const r = ops.add(ops.matmul(X, p.value, { transB: true }), ops.scale(Y, -1));
     return { r, loss: (await ops.mean(ops.mul(r, r)).toArray())[0] };
@@ -166,6 +207,7 @@ async function leastSquares(groups: 'muon' | 'adamw', steps: number): Promise<[n
   const first = (await lossOf()).loss;
   let last = first;
   for (let i = 0; i < steps; i++) {
+    opt.prepareGradientPoint();
     const { r, loss } = await lossOf();
     last = loss;
     // dL/dW = (2/N) · rᵀ·X  (W is (8, 16), r (N, 8))
@@ -175,8 +217,8 @@ async function leastSquares(groups: 'muon' | 'adamw', steps: number): Promise<[n
   return [first, last];
 }
 
-test('a least-squares problem converges with Muon and with AdamW', async () => {
-  for (const rule of ['muon', 'adamw'] as const) {
+test('a least-squares problem converges with each optimizer variant', async () => {
+  for (const rule of ['muon', 'polar-express', 'normuon', 'extrapolated', 'adamw'] as const) {
     const [first, last] = await leastSquares(rule, 150);
     assert.ok(last < first / 20, `${rule}: loss ${first.toFixed(4)} -> ${last.toFixed(6)}`);
   }

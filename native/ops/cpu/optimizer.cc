@@ -138,6 +138,25 @@ void muon_momentum_cpu(float* momentum, float* update, const float* grad, int64_
   });
 }
 
+void normuon_normalize_cpu(float* ortho, float* row_second_moment, int64_t rows, int64_t cols, float beta2, float eps) {
+  double before = 0, after = 0;
+  for (int64_t i = 0; i < rows * cols; ++i) before += double(ortho[i]) * ortho[i];
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = ortho + r * cols;
+    double sq = 0;
+    for (int64_t c = 0; c < cols; ++c) sq += double(row[c]) * row[c];
+    float v = beta2 * row_second_moment[r] + (1 - beta2) * float(sq / double(cols));
+    row_second_moment[r] = v;
+    float inv = 1.0f / (std::sqrt(v) + eps);
+    for (int64_t c = 0; c < cols; ++c) {
+      row[c] *= inv;
+      after += double(row[c]) * row[c];
+    }
+  }
+  float rescale = float(std::sqrt(before) / (std::sqrt(after) + double(eps)));
+  for (int64_t i = 0; i < rows * cols; ++i) ortho[i] *= rescale;
+}
+
 void muon_apply_cpu(float* weight, const float* ortho, int64_t n, float lr, float weight_decay, float scale) {
   float decay = 1 - lr * weight_decay, step = lr * scale;
   parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
