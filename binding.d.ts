@@ -171,6 +171,9 @@ export interface KilnBinding {
   /** loss (N); dlogits (may be the logits buffer) = (softmax - onehot) · gradScale */
   crossEntropy(loss: NativeTensor, dlogits: NativeTensor | null, logits: NativeTensor, targets: NativeTensor, N: number, V: number, gradScale: number): void;
 
+  /** norm (1) f32 = global L2 norm of the tensors; scales them by min(1, maxNorm / (norm + 1e-6)) when maxNorm > 0 */
+  gradNormClip(tensors: NativeTensor[], maxNorm: number, norm: NativeTensor): void;
+
   // ---- optimizer (native/binding/optimizer_binding.cc; contract native/ops/optimizer_cpu.h; CPU f32 only) ----
   newtonSchulz(
     out: NativeTensor, g: NativeTensor,

@@ -128,3 +128,16 @@ export function copyInto(dst: Tensor, src: Tensor): Tensor {
   binding().copy(d.handle, s.handle);
   return d;
 }
+
+/**
+ * Global L2 norm of the tensors (a 1-element f32 tensor, computed on their device) and, with
+ * maxNorm > 0, clipping: every tensor scaled by min(1, maxNorm / (norm + 1e-6)).
+ */
+export function gradNormClip(tensors: Tensor[], maxNorm = 0): Tensor {
+  if (!Array.isArray(tensors) || tensors.length === 0) fail('ERR_ARG', 'gradNormClip needs a non-empty array of tensors');
+  const list = tensors.map((t, i) => checkTensor(t, `tensors[${i}]`));
+  checkFiniteNumber(maxNorm, 'maxNorm');
+  const norm = like(list[0], [1], 'f32');
+  binding().gradNormClip(list.map((t) => t.handle), maxNorm, norm.handle);
+  return norm;
+}

@@ -28,7 +28,7 @@ function num(value: string | undefined, name: string): number {
 
 function format(m: StepMetrics): string {
   return (
-    `step ${m.step} loss ${m.loss.toFixed(4)}${m.valLoss !== undefined ? ` val ${m.valLoss.toFixed(4)}` : ''} lr×${m.lr.toFixed(3)} ` +
+    `step ${m.step} loss ${m.loss.toFixed(4)}${m.valLoss !== undefined ? ` val ${m.valLoss.toFixed(4)}` : ''} |g| ${m.gradNorm.toFixed(3)} lr×${m.lr.toFixed(3)} ` +
     `${Math.round(m.tokensPerSecond)} tok/s ${m.stepMs.toFixed(0)} ms (fwd ${m.forwardMs.toFixed(0)} / bwd ${m.backwardMs.toFixed(0)} / opt ${m.optimizerMs.toFixed(0)}) ` +
     `${(m.achievedTflops * 1e3).toFixed(1)} GFLOP/s${m.mfu !== undefined ? ` MFU ${(100 * m.mfu).toFixed(1)}%` : ''} peak ${(m.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB`
   );

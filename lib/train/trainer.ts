@@ -39,6 +39,8 @@ export interface TrainOptions {
   schedule?: Omit<ScheduleConfig, 'totalSteps'>;
   evalEvery?: number;
   evalBatches?: number;
+  /** clip the global gradient norm to this (0 = off; default 1) */
+  gradClip?: number;
   /** run directory for checkpoints (step-NNNNNN/ and latest) and metrics.jsonl */
   out?: string;
   checkpointEvery?: number;
@@ -47,6 +49,8 @@ export interface TrainOptions {
 export interface StepMetrics {
   step: number;
   loss: number;
+  /** global gradient norm before clipping */
+  gradNorm: number;
   lr: number;
   tokens: number;
   stepMs: number;
@@ -71,7 +75,7 @@ export class Trainer {
 
   constructor(options: TrainOptions) {
     const o = {
-      accumulation: 1, device: 'cpu' as Device, seed: 0, muonLr: 0.02, adamwLr: 3e-3, weightDecay: 0, evalEvery: 0, evalBatches: 4,
+      accumulation: 1, device: 'cpu' as Device, seed: 0, gradClip: 1, muonLr: 0.02, adamwLr: 3e-3, weightDecay: 0, evalEvery: 0, evalBatches: 4,
       checkpointEvery: 0, ...options,
       schedule: { kind: 'cosine' as const, warmupSteps: Math.min(50, Math.floor(options.steps / 10)), ...options.schedule, totalSteps: options.steps },
     };
@@ -142,9 +146,11 @@ export class Trainer {
     }
     const lr = lrMultiplier(o.schedule, this.step);
     const m3 = binding().timerMark(device);
+    using norm = ops.gradNormClip(this.model.parameters.map((p) => p.grad), o.gradClip);
     this.optimizer.update(lr);
     const m4 = binding().timerMark(device);
     for (const l of losses) lossSum += (await l.toArray())[0];
+    const gradNorm = (await norm.toArray())[0];
     const elapsed = async (pairs: unknown[]) => {
       let total = 0;
       for (const [a, b] of pairs as [never, never][]) total += await binding().timerElapsed(a, b);
@@ -160,7 +166,7 @@ export class Trainer {
     const achievedTflops = flops / (stepMs / 1e3) / 1e12;
     const peak = info().devices.find((d) => d.device === o.device)?.peak?.bf16Tflops;
     return {
-      step: this.step, loss: lossSum / o.accumulation, lr: lr, tokens, stepMs, tokensPerSecond: tokens / (stepMs / 1e3),
+      step: this.step, loss: lossSum / o.accumulation, gradNorm, lr: lr, tokens, stepMs, tokensPerSecond: tokens / (stepMs / 1e3),
       forwardMs, backwardMs, optimizerMs, achievedTflops, mfu: peak ? achievedTflops / peak : undefined,
       peakMemoryBytes: memoryStats(o.device).peakAllocated,
     };

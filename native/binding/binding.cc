@@ -102,16 +102,19 @@ Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return Device{DeviceType::cuda, int(code)};
 }
 
-NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  Napi::Env env = info.Env();
+NativeTensor& value_tensor(Napi::Env env, Napi::Value value, const std::string& label) {
   auto* data = env.GetInstanceData<AddonData>();
-  if (i >= info.Length() || !info[i].IsObject() ||
-      !info[i].As<Napi::Object>().InstanceOf(data->tensor_constructor.Value())) {
-    fail("ERR_ARG", arg_label(i, name) + " must be a native tensor handle");
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value())) {
+    fail("ERR_ARG", label + " must be a native tensor handle");
   }
-  NativeTensor* t = NativeTensor::Unwrap(info[i].As<Napi::Object>());
-  if (t->disposed()) fail("ERR_DISPOSED", arg_label(i, name) + " was disposed");
+  NativeTensor* t = NativeTensor::Unwrap(value.As<Napi::Object>());
+  if (t->disposed()) fail("ERR_DISPOSED", label + " was disposed");
   return *t;
+}
+
+NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length()) fail("ERR_ARG", arg_label(i, name) + " is missing");
+  return value_tensor(info.Env(), info[i], arg_label(i, name));
 }
 
 NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {

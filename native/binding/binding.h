@@ -63,6 +63,7 @@ bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name);
 DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
 Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name);  // -1 cpu, k cuda:k
 NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);
+NativeTensor& value_tensor(Napi::Env env, Napi::Value value, const std::string& label);  // e.g. an array element
 NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);  // null/undefined -> nullptr
 
 // Fields of a params object (e.g. matmul params, attention dims); `what` names the object.

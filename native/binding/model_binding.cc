@@ -249,7 +249,53 @@ Napi::Value cross_entropy(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gradNormClip(tensors: NativeTensor[], maxNorm, norm: NativeTensor (1) f32): writes the global
+// L2 norm of all tensors into `norm` and, when maxNorm > 0, scales them by
+// min(1, maxNorm / (norm + 1e-6)) — on the device, without a host round trip.
+Napi::Value grad_norm_clip(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArray()) fail("ERR_ARG", "tensors (argument 0) must be an array of tensors");
+  auto list = info[0].As<Napi::Array>();
+  double max_norm = arg_number(info, 1, "maxNorm");
+  NativeTensor& norm = arg_tensor(info, 2, "norm");
+  require_dtype(norm, DType::f32, "norm");
+  require_numel(norm, 1, "norm");
+  auto spans = std::make_shared<std::vector<TensorSpan>>();
+  std::vector<std::shared_ptr<Storage>> keep{norm.storage()};
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    NativeTensor* t = &value_tensor(info.Env(), list.Get(i), "tensors[" + std::to_string(i) + "]");
+    require_same_device(*t, norm, "tensor", "norm");
+    float_dtype(*t, "gradNormClip");
+    spans->push_back(TensorSpan{t->data(), t->numel(), t->dtype()});
+    keep.push_back(t->storage());
+  }
+  Device device = norm.device();
+  float* norm_ptr = static_cast<float*>(norm.data());
+  std::shared_ptr<Storage> ws;
+#if KILN_WITH_CUDA
+  if (device.is_cuda()) {
+    ws = scratch(device, grad_norm_workspace_bytes(spans->data(), int64_t(spans->size())));
+    if (ws) keep.push_back(ws);
+  }
+#endif
+  run_on(device, std::move(keep), [spans, max_norm, norm_ptr, device, ws](void* stream) {
+    int64_t count = int64_t(spans->size());
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) {
+      grad_norm_cuda(norm_ptr, spans->data(), count, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
+      if (max_norm > 0) grad_clip_cuda(spans->data(), count, norm_ptr, max_norm, as_stream(stream));
+      return;
+    }
+#endif
+    (void)stream;
+    double n = grad_norm_cpu(spans->data(), count);
+    *norm_ptr = float(n);
+    if (max_norm > 0) grad_clip_cpu(spans->data(), count, n, max_norm);
+  });
+  return info.Env().Undefined();
+}
+
 void register_model(Napi::Env env, Napi::Object exports) {
+  set_function(env, exports, "gradNormClip", grad_norm_clip);
   set_function(env, exports, "embedding", embedding);
   set_function(env, exports, "embeddingBackward", embedding_backward);
   set_function(env, exports, "rmsnorm", rmsnorm);

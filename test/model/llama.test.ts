@@ -88,6 +88,20 @@ test('gradient accumulation over micro-batches equals one big batch', async () =
   }
 });
 
+test('gradNormClip computes the global norm and clips to maxNorm', async () => {
+  const a = tensor([3, 0, 0]);
+  const b = tensor([[0, 4], [0, 0]]);
+  assert.equal(Array.from(await ops.gradNormClip([a, b]).toArray()), [5]);
+  assert.equal(Array.from(await a.toArray()), [3, 0, 0], 'maxNorm 0 leaves the tensors alone');
+  assert.equal(Array.from(await ops.gradNormClip([a, b], 10).toArray()), [5]);
+  assert.equal(Array.from(await a.toArray()), [3, 0, 0], 'under the limit: unchanged');
+  assert.equal(Array.from(await ops.gradNormClip([a, b], 1).toArray()), [5]);
+  const scale = 1 / (5 + 1e-6);
+  assert.ok(Math.abs((await a.toArray())[0] - 3 * scale) < 1e-6 && Math.abs((await b.toArray())[1] - 4 * scale) < 1e-6, 'clipped to norm 1');
+  await assertKilnError(() => ops.gradNormClip([]), 'ERR_ARG');
+  await assertKilnError(() => (binding() as unknown as { gradNormClip: (...x: unknown[]) => void }).gradNormClip([{}], 1, tensor([0]).handle), 'ERR_ARG');
+});
+
 test('bad model inputs are typed errors', async () => {
   const model = new LlamaModel(tinyGqa, { seed: 1 });
   await assertKilnError(() => model.forward(tensor([1, 2, 3])), 'ERR_SHAPE');
