@@ -4,8 +4,10 @@
 // Newton–Schulz, for each of `batch` matrices G (rows x cols, contiguous):
 //   X = G / (‖G‖_F · norm_scale + eps); if rows > cols work on Xᵀ (so X is m x n with m <= n)
 //   for step s: A = X·Xᵀ (m x m); B = b_s·A + c_s·A·A; X = a_s·X + B·X
-//   out = X (transposed back for tall G). With compute bf16, X is rounded to bf16 after the
-//   normalization and after every step (what the bf16 PyTorch reference does); f32 keeps f32.
+//   out = X (transposed back for tall G). With compute bf16, X, A and B are rounded to bf16 when
+//   stored (what the bf16 PyTorch reference and the CUDA kernels do); f32 keeps f32.
+//   These single-tensor entry points forward to the batched/multi-tensor code of
+//   ops/newton_schulz.h and ops/optimizer.h (cpu/optimizer.cc), which the CUDA kernels share.
 //   FLOPs per step: 2m²n (A) + 2m³ (A·A) + 2m²n (B·X); A and B are symmetric, so a symmetric
 //   kernel needs about half of the first two (newton_schulz_flops).
 //
@@ -31,12 +33,12 @@ struct NewtonSchulzParams {
   const double* coefficients = nullptr;  // steps x (a, b, c)
   double norm_scale = 1.0;
   double eps = 1e-7;
-  DType compute = DType::f32;  // f32, bf16 (rounded X each step) or f64 (reference only)
+  DType compute = DType::f32;  // f32, bf16 (rounded X, A, B) or f64 (reference only)
 };
 
-// Fast: GEMMs through matmul_cpu in f32 (bf16 rounding emulated when compute is bf16).
+// Fast: upper-triangle tiles of the symmetric products through matmul_cpu, mirrored.
 void newton_schulz_cpu(const NewtonSchulzParams& p);
-// Oracle: the same iteration in plain double loops (compute bf16 still rounds X to bf16).
+// Oracle: the same iteration in plain double loops (compute bf16 still rounds like the fast path).
 void newton_schulz_reference_cpu(const NewtonSchulzParams& p);
 // FLOPs of one call, counting the symmetric products in full or as upper triangles.
 double newton_schulz_flops(int64_t batch, int64_t rows, int64_t cols, int steps, bool symmetric);

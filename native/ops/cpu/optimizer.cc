@@ -1,141 +1,271 @@
-// CPU Newton–Schulz and the Muon/AdamW elementwise updates (contract: ops/optimizer_cpu.h).
+// CPU optimizer kernels: the fused multi-tensor AdamW / Muon momentum / Muon apply / sum of
+// squares / scale (contract: ops/optimizer.h), and the older single-tensor entry points of
+// ops/optimizer_cpu.h, which now forward to the multi-tensor and batched Newton–Schulz code.
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "../../runtime/error.h"
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
-#include "../matmul.h"
+#include "../newton_schulz.h"
+#include "../optimizer.h"
 #include "../optimizer_cpu.h"
-#include "matmul.h"
 
 namespace kiln {
+
+// ---------- validation (shared with the CUDA launchers) ----------
+
 namespace {
 
-void validate(const NewtonSchulzParams& p) {
-  check(p.g && p.out, "ERR_ARG", "newton_schulz: null tensor");
-  check(p.batch >= 0 && p.rows >= 0 && p.cols >= 0, "ERR_SHAPE", "newton_schulz: negative size");
-  check(p.steps >= 0 && p.steps <= 100, "ERR_ARG", "newton_schulz: steps must be in [0, 100]");
-  check(p.steps == 0 || p.coefficients, "ERR_ARG", "newton_schulz: missing coefficients");
-  check(p.compute == DType::f32 || p.compute == DType::bf16 || p.compute == DType::f64, "ERR_DTYPE",
-        "newton_schulz: compute dtype must be f32, bf16 or f64");
-  check(std::isfinite(p.norm_scale) && p.norm_scale > 0 && std::isfinite(p.eps) && p.eps >= 0, "ERR_ARG",
-        "newton_schulz: norm_scale must be > 0 and eps >= 0");
-}
+void check_numel(int64_t numel, const std::string& what) { check(numel >= 0, "ERR_ARG", what + ": negative numel"); }
 
-template <class T>
-void round_to(T* x, int64_t n, DType compute) {
-  if (compute != DType::bf16) return;
-  for (int64_t i = 0; i < n; ++i) x[i] = T(bf16_to_float(float_to_bf16(float(x[i]))));
-}
-
-// X (m x n, m <= n) = normalized G or Gᵀ of matrix z.
-template <class T>
-void load_normalized(const NewtonSchulzParams& p, int64_t z, T* x, bool tall) {
-  const float* g = p.g + z * p.rows * p.cols;
-  double sq = 0;
-  for (int64_t i = 0; i < p.rows * p.cols; ++i) sq += double(g[i]) * g[i];
-  double inv = 1.0 / (std::sqrt(sq) * p.norm_scale + p.eps);
-  int64_t m = tall ? p.cols : p.rows, n = tall ? p.rows : p.cols;
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) x[i * n + j] = T((tall ? g[j * p.cols + i] : g[i * p.cols + j]) * inv);
-  round_to(x, m * n, p.compute);
-}
-
-template <class T>
-void store(const NewtonSchulzParams& p, int64_t z, const T* x, bool tall) {
-  float* out = p.out + z * p.rows * p.cols;
-  int64_t n = tall ? p.rows : p.cols;
-  for (int64_t r = 0; r < p.rows; ++r)
-    for (int64_t c = 0; c < p.cols; ++c) out[r * p.cols + c] = float(tall ? x[c * n + r] : x[r * n + c]);
-}
-
-MatmulParams gemm(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K, bool trans_b, float alpha,
-                  float beta) {
-  MatmulParams m;
-  m.a = a, m.b = b, m.c = c;
-  m.ab_dtype = DType::f32, m.c_dtype = DType::f32;
-  m.M = M, m.N = N, m.K = K, m.batch = 1;
-  m.trans_b = trans_b;
-  m.lda = K, m.ldb = trans_b ? K : N, m.ldc = N;
-  m.alpha = alpha, m.beta = beta;
-  return m;
+void check_list(const void* tensors, int64_t count, const std::string& op) {
+  check(count >= 0, "ERR_ARG", op + ": negative tensor count");
+  check(count == 0 || tensors, "ERR_ARG", op + ": null tensor list");
 }
 
 }  // namespace
 
-void newton_schulz_cpu(const NewtonSchulzParams& p) {
-  validate(p);
-  if (p.compute == DType::f64) return newton_schulz_reference_cpu(p);
-  bool tall = p.rows > p.cols;
-  int64_t m = tall ? p.cols : p.rows, n = tall ? p.rows : p.cols;
-  std::vector<float> x(size_t(m * n)), a(size_t(m * m)), b(size_t(m * m)), next(size_t(m * n));
-  for (int64_t z = 0; z < p.batch; ++z) {
-    load_normalized(p, z, x.data(), tall);
-    for (int s = 0; s < p.steps; ++s) {
-      float ca = float(p.coefficients[3 * s]), cb = float(p.coefficients[3 * s + 1]), cc = float(p.coefficients[3 * s + 2]);
-      matmul_cpu(gemm(x.data(), x.data(), a.data(), m, m, n, true, 1.0f, 0.0f));   // A = X·Xᵀ
-      b = a;                                                                      // B = b·A + c·A·A
-      matmul_cpu(gemm(a.data(), a.data(), b.data(), m, m, m, false, cc, cb));
-      next = x;                                                                   // X = a·X + B·X
-      matmul_cpu(gemm(b.data(), x.data(), next.data(), m, n, m, false, 1.0f, ca));
-      x.swap(next);
-      round_to(x.data(), m * n, p.compute);
-    }
-    store(p, z, x.data(), tall);
+void adamw_multi_tensor_validate(const AdamWParams& p) {
+  const std::string op = "adamw";
+  check_list(p.tensors, p.count, op);
+  check(p.step >= 1, "ERR_ARG", op + ": step must be >= 1");
+  check(std::isfinite(p.lr) && std::isfinite(p.weight_decay) && std::isfinite(p.eps) && p.eps >= 0, "ERR_ARG",
+        op + ": lr, weight_decay and eps must be finite (eps >= 0)");
+  check(p.beta1 >= 0 && p.beta1 < 1 && p.beta2 >= 0 && p.beta2 < 1, "ERR_ARG", op + ": betas must be in [0, 1)");
+  for (int64_t j = 0; j < p.count; ++j) {
+    const AdamWTensor& t = p.tensors[j];
+    check_numel(t.numel, op);
+    check(t.numel == 0 || (t.weight && t.exp_avg && t.exp_avg_sq && t.grad), "ERR_ARG",
+          op + ": null pointer in tensor " + std::to_string(j));
   }
 }
 
-void newton_schulz_reference_cpu(const NewtonSchulzParams& p) {
-  validate(p);
-  bool tall = p.rows > p.cols;
-  int64_t m = tall ? p.cols : p.rows, n = tall ? p.rows : p.cols;
-  std::vector<double> x(size_t(m * n)), a(size_t(m * m)), b(size_t(m * m)), next(size_t(m * n));
-  for (int64_t z = 0; z < p.batch; ++z) {
-    load_normalized(p, z, x.data(), tall);
-    for (int s = 0; s < p.steps; ++s) {
-      double ca = p.coefficients[3 * s], cb = p.coefficients[3 * s + 1], cc = p.coefficients[3 * s + 2];
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < m; ++j) {
-          double acc = 0;
-          for (int64_t k = 0; k < n; ++k) acc += x[i * n + k] * x[j * n + k];
-          a[i * m + j] = acc;
-        }
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < m; ++j) {
-          double acc = 0;
-          for (int64_t k = 0; k < m; ++k) acc += a[i * m + k] * a[k * m + j];
-          b[i * m + j] = cb * a[i * m + j] + cc * acc;
-        }
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j) {
-          double acc = 0;
-          for (int64_t k = 0; k < m; ++k) acc += b[i * m + k] * x[k * n + j];
-          next[i * n + j] = ca * x[i * n + j] + acc;
-        }
-      x.swap(next);
-      round_to(x.data(), m * n, p.compute);
-    }
-    store(p, z, x.data(), tall);
+void muon_momentum_multi_tensor_validate(const MuonMomentumParams& p) {
+  const std::string op = "muon_momentum";
+  check_list(p.tensors, p.count, op);
+  check(p.beta >= 0 && p.beta < 1, "ERR_ARG", op + ": beta must be in [0, 1)");
+  check(p.update_dtype == DType::f32 || p.update_dtype == DType::bf16, "ERR_DTYPE", op + ": update must be f32 or bf16");
+  for (int64_t j = 0; j < p.count; ++j) {
+    const MuonMomentumTensor& t = p.tensors[j];
+    check_numel(t.numel, op);
+    check(t.numel == 0 || (t.momentum && t.grad && t.update), "ERR_ARG", op + ": null pointer in tensor " + std::to_string(j));
   }
 }
 
-double newton_schulz_flops(int64_t batch, int64_t rows, int64_t cols, int steps, bool symmetric) {
-  double m = double(std::min(rows, cols)), n = double(std::max(rows, cols));
-  double gram = 2 * m * m * n, square = 2 * m * m * m, apply = 2 * m * m * n;
-  // upper triangle including the diagonal: m(m+1)/2 of m² outputs
-  double share = symmetric ? (m + 1) / (2 * m) : 1.0;
-  return double(batch) * steps * ((gram + square) * share + apply);
+void muon_apply_multi_tensor_validate(const MuonApplyParams& p) {
+  const std::string op = "muon_apply";
+  check_list(p.tensors, p.count, op);
+  check(std::isfinite(p.lr) && std::isfinite(p.weight_decay), "ERR_ARG", op + ": lr and weight_decay must be finite");
+  check(p.ortho_dtype == DType::f32 || p.ortho_dtype == DType::bf16, "ERR_DTYPE", op + ": ortho must be f32 or bf16");
+  for (int64_t j = 0; j < p.count; ++j) {
+    const MuonApplyTensor& t = p.tensors[j];
+    check_numel(t.numel, op);
+    check(std::isfinite(t.scale), "ERR_ARG", op + ": non-finite scale in tensor " + std::to_string(j));
+    check(t.numel == 0 || (t.weight && t.ortho), "ERR_ARG", op + ": null pointer in tensor " + std::to_string(j));
+  }
 }
+
+void tensor_list_validate(const TensorListParams& p, const char* op_name) {
+  const std::string op = op_name;
+  check_list(p.tensors, p.count, op);
+  check(p.dtype == DType::f32 || p.dtype == DType::bf16, "ERR_DTYPE", op + ": tensors must be f32 or bf16");
+  for (int64_t j = 0; j < p.count; ++j) {
+    check_numel(p.tensors[j].numel, op);
+    check(p.tensors[j].numel == 0 || p.tensors[j].data, "ERR_ARG", op + ": null pointer in tensor " + std::to_string(j));
+  }
+}
+
+// ---------- multi-tensor CPU ----------
+
+namespace {
+
+// The (tensor, chunk) pairs of a list, flattened so that parallel_for balances many small tensors
+// and a few big ones alike.
+struct ChunkMap {
+  std::vector<int64_t> first_chunk;  // count + 1 prefix sums
+  template <class Numel>
+  ChunkMap(int64_t count, Numel numel) : first_chunk(size_t(count + 1), 0) {
+    for (int64_t j = 0; j < count; ++j)
+      first_chunk[j + 1] = first_chunk[j] + (numel(j) + kMultiTensorChunk - 1) / kMultiTensorChunk;
+  }
+  int64_t total() const { return first_chunk.back(); }
+  // Calls body(tensor, begin, end) for each chunk, in parallel.
+  template <class Body>
+  void run(Body body, const std::vector<int64_t>& numels) const {
+    parallel_for(0, total(), 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c) {
+        const int64_t j = int64_t(std::upper_bound(first_chunk.begin(), first_chunk.end(), c) - first_chunk.begin()) - 1;
+        const int64_t begin = (c - first_chunk[j]) * kMultiTensorChunk;
+        body(j, begin, std::min(numels[j], begin + kMultiTensorChunk));
+      }
+    });
+  }
+};
+
+template <class T, class Numel>
+std::vector<int64_t> numels_of(const T* tensors, int64_t count, Numel numel) {
+  std::vector<int64_t> r(static_cast<size_t>(count));
+  for (int64_t j = 0; j < count; ++j) r[j] = numel(tensors[j]);
+  return r;
+}
+
+inline float load_f(const void* base, DType t, int64_t i) {
+  return t == DType::bf16 ? bf16_to_float(static_cast<const uint16_t*>(base)[i]) : static_cast<const float*>(base)[i];
+}
+
+inline void store_f(void* base, DType t, int64_t i, float x) {
+  if (t == DType::bf16) static_cast<uint16_t*>(base)[i] = float_to_bf16(x);
+  else static_cast<float*>(base)[i] = x;
+}
+
+}  // namespace
+
+void adamw_multi_tensor_cpu(const AdamWParams& p) {
+  adamw_multi_tensor_validate(p);
+  const double c1 = 1 - std::pow(double(p.beta1), double(p.step)), c2 = 1 - std::pow(double(p.beta2), double(p.step));
+  const float inv_c1 = float(1 / c1), inv_sqrt_c2 = float(1 / std::sqrt(c2)), decay = 1 - p.lr * p.weight_decay;
+  const float b1 = p.beta1, b2 = p.beta2, lr = p.lr, eps = p.eps;
+  auto numels = numels_of(p.tensors, p.count, [](const AdamWTensor& t) { return t.numel; });
+  ChunkMap map(p.count, [&](int64_t j) { return numels[j]; });
+  map.run(
+      [&](int64_t j, int64_t lo, int64_t hi) {
+        const AdamWTensor& t = p.tensors[j];
+        for (int64_t i = lo; i < hi; ++i) {
+          const float g = t.grad[i];
+          const float m = b1 * t.exp_avg[i] + (1 - b1) * g;
+          const float v = b2 * t.exp_avg_sq[i] + (1 - b2) * g * g;
+          t.exp_avg[i] = m;
+          t.exp_avg_sq[i] = v;
+          t.weight[i] = t.weight[i] * decay - lr * (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
+        }
+      },
+      numels);
+}
+
+void muon_momentum_multi_tensor_cpu(const MuonMomentumParams& p) {
+  muon_momentum_multi_tensor_validate(p);
+  const float beta = p.beta;
+  const bool nesterov = p.nesterov;
+  auto numels = numels_of(p.tensors, p.count, [](const MuonMomentumTensor& t) { return t.numel; });
+  ChunkMap map(p.count, [&](int64_t j) { return numels[j]; });
+  map.run(
+      [&](int64_t j, int64_t lo, int64_t hi) {
+        const MuonMomentumTensor& t = p.tensors[j];
+        for (int64_t i = lo; i < hi; ++i) {
+          const float g = t.grad[i];
+          const float m = beta * t.momentum[i] + (1 - beta) * g;
+          t.momentum[i] = m;
+          store_f(t.update, p.update_dtype, i, nesterov ? (1 - beta) * g + beta * m : m);
+        }
+      },
+      numels);
+}
+
+void muon_apply_multi_tensor_cpu(const MuonApplyParams& p) {
+  muon_apply_multi_tensor_validate(p);
+  const float decay = 1 - p.lr * p.weight_decay;
+  auto numels = numels_of(p.tensors, p.count, [](const MuonApplyTensor& t) { return t.numel; });
+  ChunkMap map(p.count, [&](int64_t j) { return numels[j]; });
+  map.run(
+      [&](int64_t j, int64_t lo, int64_t hi) {
+        const MuonApplyTensor& t = p.tensors[j];
+        const float step = p.lr * t.scale;
+        for (int64_t i = lo; i < hi; ++i) t.weight[i] = t.weight[i] * decay - step * load_f(t.ortho, p.ortho_dtype, i);
+      },
+      numels);
+}
+
+double sum_of_squares_multi_tensor_cpu(const TensorListParams& p, double* per_tensor) {
+  tensor_list_validate(p, "sum_of_squares");
+  auto numels = numels_of(p.tensors, p.count, [](const ListTensor& t) { return t.numel; });
+  ChunkMap map(p.count, [&](int64_t j) { return numels[j]; });
+  // One partial per chunk, added in chunk order afterwards: deterministic for any thread count.
+  std::vector<double> partial(size_t(map.total()), 0.0);
+  map.run(
+      [&](int64_t j, int64_t lo, int64_t hi) {
+        double acc = 0;
+        for (int64_t i = lo; i < hi; ++i) {
+          const double x = load_f(p.tensors[j].data, p.dtype, i);
+          acc += x * x;
+        }
+        partial[size_t(map.first_chunk[j] + lo / kMultiTensorChunk)] = acc;
+      },
+      numels);
+  double total = 0;
+  for (int64_t j = 0; j < p.count; ++j) {
+    double s = 0;
+    for (int64_t c = map.first_chunk[j]; c < map.first_chunk[j + 1]; ++c) s += partial[size_t(c)];
+    if (per_tensor) per_tensor[j] = s;
+    total += s;
+  }
+  return total;
+}
+
+void scale_multi_tensor_cpu(const TensorListParams& p, float factor) {
+  tensor_list_validate(p, "scale");
+  check(std::isfinite(factor), "ERR_ARG", "scale: factor must be finite");
+  auto numels = numels_of(p.tensors, p.count, [](const ListTensor& t) { return t.numel; });
+  ChunkMap map(p.count, [&](int64_t j) { return numels[j]; });
+  map.run(
+      [&](int64_t j, int64_t lo, int64_t hi) {
+        void* x = p.tensors[j].data;
+        for (int64_t i = lo; i < hi; ++i) store_f(x, p.dtype, i, load_f(x, p.dtype, i) * factor);
+      },
+      numels);
+}
+
+// ---------- ops/optimizer_cpu.h (single tensor, f32) ----------
+
+namespace {
+
+NewtonSchulzBatchParams to_batch_params(const NewtonSchulzParams& p) {
+  NewtonSchulzBatchParams q;
+  q.input = p.g;
+  q.output = p.out;
+  q.input_dtype = DType::f32;
+  q.output_dtype = DType::f32;
+  q.compute_dtype = p.compute;
+  q.batch = p.batch, q.rows = p.rows, q.cols = p.cols;
+  q.steps = p.steps;
+  q.coefficients = p.coefficients;
+  q.norm_scale = p.norm_scale;
+  q.eps = p.eps;
+  return q;
+}
+
+}  // namespace
+
+void newton_schulz_cpu(const NewtonSchulzParams& p) { newton_schulz_cpu(to_batch_params(p)); }
+
+void newton_schulz_reference_cpu(const NewtonSchulzParams& p) { newton_schulz_reference_cpu(to_batch_params(p)); }
 
 void muon_momentum_cpu(float* momentum, float* update, const float* grad, int64_t n, float beta, bool nesterov) {
-  parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      float m = beta * momentum[i] + (1 - beta) * grad[i];
-      momentum[i] = m;
-      update[i] = nesterov ? (1 - beta) * grad[i] + beta * m : m;
-    }
-  });
+  MuonMomentumTensor t;
+  t.momentum = momentum, t.grad = grad, t.update = update, t.numel = n;
+  MuonMomentumParams p;
+  p.tensors = &t, p.count = 1, p.beta = beta, p.nesterov = nesterov, p.update_dtype = DType::f32;
+  muon_momentum_multi_tensor_cpu(p);
+}
+
+void muon_apply_cpu(float* weight, const float* ortho, int64_t n, float lr, float weight_decay, float scale) {
+  MuonApplyTensor t;
+  t.weight = weight, t.ortho = ortho, t.numel = n, t.scale = scale;
+  MuonApplyParams p;
+  p.tensors = &t, p.count = 1, p.lr = lr, p.weight_decay = weight_decay, p.ortho_dtype = DType::f32;
+  muon_apply_multi_tensor_cpu(p);
+}
+
+void adamw_cpu(float* weight, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
+               float eps, float weight_decay, int64_t step) {
+  AdamWTensor t;
+  t.weight = weight, t.exp_avg = m, t.exp_avg_sq = v, t.grad = grad, t.numel = n;
+  AdamWParams p;
+  p.tensors = &t, p.count = 1, p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps, p.weight_decay = weight_decay;
+  p.step = step;
+  adamw_multi_tensor_cpu(p);
 }
 
 void normuon_normalize_cpu(float* ortho, float* row_second_moment, int64_t rows, int64_t cols, float beta2, float eps) {
@@ -155,30 +285,6 @@ void normuon_normalize_cpu(float* ortho, float* row_second_moment, int64_t rows,
   }
   float rescale = float(std::sqrt(before) / (std::sqrt(after) + double(eps)));
   for (int64_t i = 0; i < rows * cols; ++i) ortho[i] *= rescale;
-}
-
-void muon_apply_cpu(float* weight, const float* ortho, int64_t n, float lr, float weight_decay, float scale) {
-  float decay = 1 - lr * weight_decay, step = lr * scale;
-  parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) weight[i] = weight[i] * decay - step * ortho[i];
-  });
-}
-
-void adamw_cpu(float* weight, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
-               float eps, float weight_decay, int64_t step) {
-  check(step >= 1, "ERR_ARG", "adamw: step must be >= 1");
-  double c1 = 1 - std::pow(double(beta1), double(step)), c2 = 1 - std::pow(double(beta2), double(step));
-  float inv_c1 = float(1 / c1), inv_sqrt_c2 = float(1 / std::sqrt(c2)), decay = 1 - lr * weight_decay;
-  parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      float g = grad[i];
-      float mi = beta1 * m[i] + (1 - beta1) * g;
-      float vi = beta2 * v[i] + (1 - beta2) * g * g;
-      m[i] = mi;
-      v[i] = vi;
-      weight[i] = weight[i] * decay - lr * (mi * inv_c1) / (std::sqrt(vi) * inv_sqrt_c2 + eps);
-    }
-  });
 }
 
 }  // namespace kiln
