@@ -4,11 +4,12 @@
  * the device, driver, commit and date.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Device, type Tensor, empty, info, synchronize } from '../lib/index.js';
 import { deviceCode } from '../lib/device.js';
+import { atomicWriteFile } from '../lib/io/atomic.js';
 import { binding } from '../lib/native.js';
 
 export interface Timing {
@@ -87,12 +88,7 @@ export function writeResults(outDir: string, benchmark: string, results: unknown
   const file: ResultFile = { benchmark, date: new Date().toISOString(), commit: gitCommit(), kiln: info(), results };
   const stamp = file.date.slice(0, 19).replace(/[:T]/g, '-');
   const path = join(outDir, `${benchmark}-${stamp}.json`);
-  const temp = `${path}.tmp-${process.pid}`;
-  writeFileSync(temp, JSON.stringify(file, null, 2) + '\n');
-  const fd = openSync(temp, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(temp, path);
+  atomicWriteFile(path, JSON.stringify(file, null, 2) + '\n');
   return path;
 }
 

@@ -3,7 +3,7 @@
  * winner per (device, shape) in a cache file that the matmul dispatcher loads on first use.
  * Winners are stored by configuration name, so a rebuild that renumbers candidates keeps them.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { MatmulParams } from '../binding.js';
@@ -11,6 +11,7 @@ import { type Device, deviceCode } from './device.js';
 import type { DType } from './dtype.js';
 import { KilnError, fail } from './errors.js';
 import { info } from './info.js';
+import { atomicWriteFile } from './io/atomic.js';
 import { binding } from './native.js';
 import { randn, zeros } from './tensor.js';
 
@@ -71,12 +72,7 @@ function readCache(): TuneCache {
 function writeCache(cache: TuneCache): string {
   const path = cacheFile();
   mkdirSync(dirname(path), { recursive: true });
-  const temp = `${path}.tmp-${process.pid}`;
-  writeFileSync(temp, JSON.stringify(cache, null, 2) + '\n');
-  const fd = openSync(temp, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(temp, path);
+  atomicWriteFile(path, JSON.stringify(cache, null, 2) + '\n');
   return path;
 }
 

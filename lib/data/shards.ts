@@ -13,7 +13,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { KilnError, fail } from '../errors.js';
-import { atomicWrite } from '../io/safetensors.js';
+import { atomicWrite } from '../io/atomic.js';
 import type { Tokenizer } from './tokenizer.js';
 
 const MAGIC = 'KILNTOK1';

@@ -6,8 +6,8 @@
  * every offset against the file, so a truncated or corrupt file is ERR_CHECKPOINT, never a
  * crash or silently wrong tensor.
  */
-import { closeSync, fsyncSync, openSync, readSync, fstatSync, renameSync, writeSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, openSync, readSync, fstatSync, writeSync } from 'node:fs';
+import { atomicWrite } from './atomic.js';
 import type { DType } from '../dtype.js';
 import { KilnError, fail } from '../errors.js';
 
@@ -48,31 +48,6 @@ export function writeSafetensors(path: string, tensors: Map<string, RawTensor>, 
 function writeAll(fd: number, bytes: Uint8Array): void {
   let done = 0;
   while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
-}
-
-/** Runs write(fd) on a temp file beside `path`, fsyncs it, renames it over `path`, fsyncs the directory. */
-export function atomicWrite(path: string, write: (fd: number) => void): void {
-  const temp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const fd = openSync(temp, 'w', 0o644);
-  try {
-    write(fd);
-    fsyncSync(fd);
-  } catch (error) {
-    closeSync(fd);
-    try {
-      unlinkSync(temp);
-    } catch {}
-    throw error;
-  }
-  closeSync(fd);
-  renameSync(temp, path);
-  try {
-    const dir = openSync(dirname(path), 'r');
-    fsyncSync(dir);
-    closeSync(dir);
-  } catch {
-    // some filesystems cannot fsync a directory; the rename is still atomic
-  }
 }
 
 export interface SafetensorsFile {

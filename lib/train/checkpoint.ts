@@ -8,11 +8,12 @@
  * "<root>/latest" (itself written atomically) names the newest, so a killed process never
  * leaves a half-written checkpoint under a final name.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { DType } from '../dtype.js';
 import { fail } from '../errors.js';
-import { type RawTensor, atomicWrite, readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { atomicWriteFile } from '../io/atomic.js';
+import { type RawTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { Tensor } from '../tensor.js';
 import { type ModelConfig, fromHfConfig, toHfConfig } from '../model/config.js';
 
@@ -29,10 +30,7 @@ export interface TrainerState {
 }
 
 function writeJson(path: string, value: unknown): void {
-  const bytes = Buffer.from(JSON.stringify(value, null, 2) + '\n');
-  atomicWrite(path, (fd) => {
-    writeSync(fd, bytes);
-  });
+  atomicWriteFile(path, JSON.stringify(value, null, 2) + '\n');
 }
 
 /** Writes a complete checkpoint to `dir` (replacing one there) and returns its path. */
