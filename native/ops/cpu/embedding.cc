@@ -13,37 +13,12 @@
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
 #include "../model_ops.h"
+#include "model_storage.h"
 
 namespace kiln {
+using namespace model_storage;
 namespace {
 
-// Storage types for the fast paths: half types are 16-bit tags converted to f32 on load.
-struct Bf16 { uint16_t bits; };
-struct F16 { uint16_t bits; };
-inline float load(const float* p) { return *p; }
-inline double load(const double* p) { return *p; }
-inline float load(const Bf16* p) { return bf16_to_float(p->bits); }
-inline float load(const F16* p) { return f16_to_float(p->bits); }
-inline void store(float* p, float v) { *p = v; }
-inline void store(double* p, double v) { *p = v; }
-inline void store(Bf16* p, float v) { p->bits = float_to_bf16(v); }
-inline void store(F16* p, float v) { p->bits = float_to_f16(v); }
-template <class S>
-using compute_t = typename std::conditional<std::is_same<S, double>::value, double, float>::type;
-
-// Calls body(S()) with S the storage type of dtype.
-template <class Body>
-void dispatch_storage(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::f32: return body(float());
-    case DType::f64: return body(double());
-    case DType::bf16: return body(Bf16());
-    case DType::f16: return body(F16());
-    default: fail("ERR_DTYPE", std::string(op) + ": unsupported dtype " + dtype_name(dtype));
-  }
-}
-
-DType gradient_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
 
 void check_ids(const int32_t* ids, int64_t N, int64_t V) {
   for (int64_t i = 0; i < N; ++i) {
