@@ -104,6 +104,8 @@ export interface KilnBinding {
   fromBuffer(device: DeviceCode, dtype: DTypeCode, data: ArrayBufferView): NativeTensor;
   /** Raw bytes in the tensor's dtype, after every op enqueued before. */
   read(tensor: NativeTensor): Promise<ArrayBuffer>;
+  /** Overwrites the tensor with exactly its byte size of data, in queue order (the bytes are staged now). */
+  write(dst: NativeTensor, data: ArrayBufferView): void;
   /** dst <- src: same dtype and numel, any devices. */
   copy(dst: NativeTensor, src: NativeTensor): void;
   fill(tensor: NativeTensor, value: number): void;

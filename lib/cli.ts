@@ -21,8 +21,9 @@ commands:
                        the best device, shows progress, saves a checkpoint, prints a sample
   train --preset tiny --data DIR --steps N [--batch 16] [--seq 128] [--device cpu] [--out runs/x]
         [--accumulation 1] [--muon-lr 0.02] [--adamw-lr 0.003] [--eval-every 50] [--checkpoint-every 0]
-        [--resume DIR] [--seed 0]
-                       pretrain; SIGINT saves a checkpoint and exits
+        [--resume DIR] [--seed 0] [--grad-clip 1] [--recompute]
+                       pretrain; SIGINT saves a checkpoint and exits (--recompute: activation
+                       recomputation, less memory for one extra layer forward per layer)
   generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--seed 0]
   prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
                        tokenize .txt/.md/.jsonl files (default: the bundled corpus) into

@@ -64,6 +64,20 @@ export class Tensor {
     }
   }
 
+  /**
+   * Overwrites the values in place, in queue order, reusing this tensor's memory: a
+   * Float32Array for f32, Float64Array for f64, Int32Array for i32, raw bits as a Uint16Array
+   * for bf16/f16; exactly numel elements. Returns this.
+   */
+  write(values: Float32Array | Float64Array | Int32Array | Uint16Array): this {
+    this.assertLive();
+    const expected = { f32: Float32Array, f64: Float64Array, i32: Int32Array, bf16: Uint16Array, f16: Uint16Array }[this.dtype];
+    if (!(values instanceof expected)) fail('ERR_DTYPE', `a ${this.dtype} tensor is written from a ${expected.name}`);
+    if (values.length !== this.numel) fail('ERR_SHAPE', `write needs ${this.numel} values, got ${values.length}`);
+    binding().write(this.handle, values);
+    return this;
+  }
+
   /** A copy on another device (and optionally in another dtype). */
   to(device: DeviceLike, dtype?: DType): Tensor {
     this.assertLive();

@@ -13,7 +13,7 @@
 import type { Device } from '../device.js';
 import type { DType } from '../dtype.js';
 import * as ops from '../ops/index.js';
-import { Tensor, full, randn, tensor, zeros } from '../tensor.js';
+import { Tensor, empty, full, randn, tensor, zeros } from '../tensor.js';
 import { fail } from '../errors.js';
 import type { ModelConfig } from './config.js';
 
@@ -40,20 +40,105 @@ interface LayerParams {
   down: Parameter;
 }
 
+/** What backward needs from one layer's forward (compute dtype; rstd f32). */
 interface LayerActivations {
-  h: Tensor;
-  y1: Tensor;
-  rstd1: Tensor;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  attn: Tensor;
-  lse: Tensor;
-  hMid: Tensor;
-  y2: Tensor;
-  rstd2: Tensor;
-  gu: Tensor;
-  s: Tensor;
+  y1: Tensor; // (N, d)
+  rstd1: Tensor; // (N)
+  q: Tensor; // (B, T, H, hd), after RoPE
+  k: Tensor; // (B, T, KV, hd), after RoPE
+  v: Tensor; // (B, T, KV, hd)
+  attn: Tensor; // (B, T, H, hd)
+  lse: Tensor; // (B, H, T) f32
+  hMid: Tensor; // (N, d) residual stream after attention
+  y2: Tensor; // (N, d)
+  rstd2: Tensor; // (N)
+  gu: Tensor; // (N, 2·ffn) [gate | up]
+  s: Tensor; // (N, ffn) silu(gate)·up
+}
+
+/**
+ * Every buffer a training step at one (B, T) touches, allocated once and reused step after
+ * step, so a steady-state step allocates no tensor memory. With activation recomputation only
+ * the residual stream entering each layer is kept; one shared activation set is refilled per
+ * layer during backward.
+ */
+class StepPlan {
+  readonly N: number;
+  readonly positions: Tensor; // (B, T) i32
+  readonly hs: Tensor[]; // layers + 1 residual streams (N, d): hs[i] enters layer i, hs[L] is the final
+  readonly acts: LayerActivations[]; // one per layer, or a single shared set when recomputing
+  readonly yFinal: Tensor; // (N, d)
+  readonly rstdFinal: Tensor; // (N)
+  readonly logits: Tensor; // (N, V); backward writes dlogits over it
+  readonly rowLoss: Tensor; // (N) f32
+  readonly lossTotal: Tensor; // () f32
+  // backward scratch, reused by every layer
+  readonly dh: Tensor; // (N, d)
+  readonly dhMid: Tensor; // (N, d)
+  readonly dy: Tensor; // (N, d)
+  readonly ds: Tensor; // (N, ffn)
+  readonly dgu: Tensor; // (N, 2·ffn)
+  readonly dattn: Tensor; // (B, T, H, hd)
+  readonly dq: Tensor; // (B, T, H, hd)
+  readonly dk: Tensor; // (B, T, KV, hd)
+  readonly dv: Tensor; // (B, T, KV, hd)
+  private readonly owned: Tensor[] = [];
+
+  constructor(
+    readonly B: number,
+    readonly T: number,
+    c: ModelConfig,
+    device: Device,
+    dtype: DType,
+    readonly recompute: boolean,
+  ) {
+    const N = (this.N = B * T);
+    const statDType: DType = dtype === 'f64' ? 'f64' : 'f32';
+    const make = (shape: number[], d: DType = dtype) => {
+      const t = empty(shape, { device, dtype: d });
+      this.owned.push(t);
+      return t;
+    };
+    this.positions = make([B, T], 'i32').write(Int32Array.from({ length: N }, (_, i) => i % T));
+    this.hs = Array.from({ length: c.layers + 1 }, () => make([N, c.dModel]));
+    const actSet = (): LayerActivations => ({
+      y1: make([N, c.dModel]),
+      rstd1: make([N], statDType),
+      q: make([B, T, c.heads, c.headDim]),
+      k: make([B, T, c.kvHeads, c.headDim]),
+      v: make([B, T, c.kvHeads, c.headDim]),
+      attn: make([B, T, c.heads, c.headDim]),
+      lse: make([B, c.heads, T], statDType),
+      hMid: make([N, c.dModel]),
+      y2: make([N, c.dModel]),
+      rstd2: make([N], statDType),
+      gu: make([N, 2 * c.ffn]),
+      s: make([N, c.ffn]),
+    });
+    this.acts = Array.from({ length: recompute ? 1 : c.layers }, actSet);
+    this.yFinal = make([N, c.dModel]);
+    this.rstdFinal = make([N], statDType);
+    this.logits = make([N, c.vocabSize]);
+    this.rowLoss = make([N], statDType);
+    this.lossTotal = make([], statDType);
+    this.dh = make([N, c.dModel]);
+    this.dhMid = make([N, c.dModel]);
+    this.dy = make([N, c.dModel]);
+    this.ds = make([N, c.ffn]);
+    this.dgu = make([N, 2 * c.ffn]);
+    this.dattn = make([B, T, c.heads, c.headDim]);
+    this.dq = make([B, T, c.heads, c.headDim]);
+    this.dk = make([B, T, c.kvHeads, c.headDim]);
+    this.dv = make([B, T, c.kvHeads, c.headDim]);
+  }
+
+  activations(layer: number): LayerActivations {
+    return this.acts[this.recompute ? 0 : layer];
+  }
+
+  dispose(): void {
+    for (const t of this.owned) t.dispose();
+  }
 }
 
 export interface ModelOptions {
@@ -63,6 +148,17 @@ export interface ModelOptions {
   /** dtype of activations and of the weight copies used in matmuls (default f32 on cpu, bf16 on cuda) */
   computeDType?: DType;
   seed?: number;
+  /**
+   * Activation recomputation: keep only each layer's input and recompute the layer's
+   * activations during backward (one extra layer forward per layer but the last; activation
+   * memory drops from about 12 tensors per layer to one). Gradients are bit-identical.
+   */
+  recompute?: boolean;
+}
+
+export interface BackwardOptions {
+  /** Write the mean loss here (a 0-d f32 tensor, f64 for f64 models) instead of a new tensor. */
+  loss?: Tensor;
 }
 
 export class LlamaModel {
@@ -70,18 +166,24 @@ export class LlamaModel {
   readonly device: Device;
   readonly computeDType: DType;
   readonly paramDType: 'f32' | 'f64';
+  readonly recompute: boolean;
   readonly parameters: Parameter[] = [];
   private readonly embed: Parameter;
   private readonly head: Parameter;
   private readonly finalNorm: Parameter;
   private readonly layers: LayerParams[] = [];
-  private saved?: { ids: Tensor; positions: Tensor; B: number; T: number; acts: LayerActivations[]; hFinal: Tensor; yFinal: Tensor; rstdFinal: Tensor };
+  /** weight copies in the compute dtype (only when it differs from the master dtype), refreshed by each forward */
+  private readonly computeWeights = new Map<Parameter, Tensor>();
+  private plan?: StepPlan;
+  private saved?: { ids: Tensor; logits: Tensor; plan: StepPlan };
 
   constructor(config: ModelConfig, options: ModelOptions = {}) {
     this.config = config;
     this.device = options.device ?? 'cpu';
     this.paramDType = options.paramDType ?? 'f32';
     this.computeDType = options.computeDType ?? (this.device === 'cpu' ? this.paramDType : 'bf16');
+    this.recompute = options.recompute ?? false;
+    if (typeof this.recompute !== 'boolean') fail('ERR_ARG', 'recompute must be a boolean');
     const dtype = this.paramDType;
     const seed = options.seed ?? 0;
     let offset = 0;
@@ -115,162 +217,170 @@ export class LlamaModel {
     }
     this.finalNorm = param('model.norm.weight', [c.dModel], 'norm', 'ones');
     this.head = c.tiedEmbeddings ? this.embed : param('lm_head.weight', [c.vocabSize, c.dModel], 'head', 'normal');
+    if (this.computeDType !== this.paramDType) {
+      // every kernel reads its weights in the activations' dtype (the norm kernels too)
+      for (const p of this.parameters) this.computeWeights.set(p, empty([...p.value.shape], { device: this.device, dtype: this.computeDType }));
+    }
   }
 
-  /** Weight copies in the compute dtype, refreshed after each optimizer step. */
+  /** The weight a matmul reads: the master weight, or its compute-dtype copy. */
   private weight(p: Parameter): Tensor {
-    return this.computeDType === this.paramDType ? p.value : p.value.cast(this.computeDType);
+    return this.computeWeights.get(p) ?? p.value;
   }
 
-  private release(t: Tensor, p: Parameter): void {
-    if (t !== p.value) t.dispose();
+  /** Re-rounds the compute-dtype copies from the master weights (they change every optimizer step). */
+  private refreshComputeWeights(): void {
+    for (const [p, w] of this.computeWeights) ops.cast(p.value, this.computeDType, { out: w });
+  }
+
+  /** The plan for (B, T): reused while the shape stays, replaced when it changes. */
+  private planFor(B: number, T: number): StepPlan {
+    if (this.plan && this.plan.B === B && this.plan.T === T) return this.plan;
+    this.plan?.dispose();
+    this.plan = new StepPlan(B, T, this.config, this.device, this.computeDType, this.recompute);
+    return this.plan;
+  }
+
+  /** Bytes held by the current step plan (activations and backward scratch), 0 before the first forward. */
+  get planBytes(): number {
+    if (!this.plan) return 0;
+    const size = (t: Tensor) => t.numel * { f32: 4, f64: 8, bf16: 2, f16: 2, i32: 4 }[t.dtype];
+    const p = this.plan;
+    let total = size(p.positions) + size(p.yFinal) + size(p.rstdFinal) + size(p.logits) + size(p.rowLoss) + size(p.lossTotal);
+    for (const t of p.hs) total += size(t);
+    for (const a of p.acts) for (const t of Object.values(a)) total += size(t as Tensor);
+    for (const t of [p.dh, p.dhMid, p.dy, p.ds, p.dgu, p.dattn, p.dq, p.dk, p.dv]) total += size(t);
+    return total;
+  }
+
+  private matmulInto(x: Tensor, p: Parameter, out: Tensor, extra: Parameters<typeof ops.matmul>[2] = {}): Tensor {
+    return ops.matmul(x, this.weight(p), { transB: true, out, ...extra });
   }
 
   /**
-   * Forward pass over ids (B, T) i32; returns the logits (B·T, V) in the compute dtype and keeps
-   * what backward needs.
+   * Layer i's forward from plan.hs[i] into its activation set; with `output`, the layer's
+   * result h + attention + MLP goes to plan.hs[i + 1] (recomputation skips that last GEMM).
+   */
+  private layerForward(plan: StepPlan, i: number, output: boolean): void {
+    const c = this.config;
+    const L = this.layers[i];
+    const a = plan.activations(i);
+    const N = plan.N;
+    const h = plan.hs[i];
+    ops.rmsnorm(h, this.weight(L.inputNorm), { eps: c.normEps, y: a.y1, rstd: a.rstd1 });
+    this.matmulInto(a.y1, L.q, a.q.reshape(N, c.heads * c.headDim));
+    this.matmulInto(a.y1, L.k, a.k.reshape(N, c.kvHeads * c.headDim));
+    this.matmulInto(a.y1, L.v, a.v.reshape(N, c.kvHeads * c.headDim));
+    ops.rope(a.q, plan.positions, { base: c.ropeTheta, inPlace: true });
+    ops.rope(a.k, plan.positions, { base: c.ropeTheta, inPlace: true });
+    ops.attention(a.q, a.k, a.v, { causal: true, out: a.attn, lse: a.lse });
+    this.matmulInto(a.attn.reshape(N, c.heads * c.headDim), L.o, a.hMid, { epilogue: 'residual', residual: h });
+    ops.rmsnorm(a.hMid, this.weight(L.postNorm), { eps: c.normEps, y: a.y2, rstd: a.rstd2 });
+    this.matmulInto(a.y2, L.gateUp, a.gu);
+    ops.swiglu(a.gu, { out: a.s });
+    if (output) this.matmulInto(a.s, L.down, plan.hs[i + 1], { epilogue: 'residual', residual: a.hMid });
+  }
+
+  /**
+   * Forward pass over ids (B, T) i32; returns the logits (B·T, V) in the compute dtype.
+   * With keepForBackward (training), the logits live in the step plan: valid until the next
+   * forward, and backward overwrites them with their gradient (disposing the returned view is
+   * harmless). Without it (evaluation, generation), the logits are a new tensor the caller owns.
    */
   forward(ids: Tensor, keepForBackward = true): Tensor {
     const c = this.config;
-    if (ids.dtype !== 'i32' || ids.ndim !== 2) fail('ERR_SHAPE', 'ids must be (B, T) i32');
+    if (!(ids instanceof Tensor) || ids.dtype !== 'i32' || ids.ndim !== 2) fail('ERR_SHAPE', 'ids must be (B, T) i32');
     const [B, T] = ids.shape;
     if (T > c.context) fail('ERR_SHAPE', `sequence length ${T} exceeds the context ${c.context}`);
-    const N = B * T;
-    this.dropSaved();
-    const positions = tensor(Int32Array.from({ length: N }, (_, i) => i % T), { shape: [B, T], device: this.device });
-    const embedW = this.weight(this.embed);
-    let h = ops.embedding(embedW, ids.reshape(N));
-    this.release(embedW, this.embed);
-    const acts: LayerActivations[] = [];
-    for (const L of this.layers) {
-      const { y: y1, rstd: rstd1 } = ops.rmsnorm(h, L.inputNorm.value, { eps: c.normEps });
-      const mm = (x: Tensor, p: Parameter, extra: Parameters<typeof ops.matmul>[2] = {}) => {
-        const w = this.weight(p);
-        const out = ops.matmul(x, w, { transB: true, ...extra });
-        this.release(w, p);
-        return out;
-      };
-      const q = ops.rope(mm(y1, L.q).reshape(B, T, c.heads, c.headDim), positions, { base: c.ropeTheta, inPlace: true });
-      const k = ops.rope(mm(y1, L.k).reshape(B, T, c.kvHeads, c.headDim), positions, { base: c.ropeTheta, inPlace: true });
-      const v = mm(y1, L.v).reshape(B, T, c.kvHeads, c.headDim);
-      const { out: attn, lse } = ops.attention(q, k, v, { causal: true });
-      const hMid = mm(attn.reshape(N, c.heads * c.headDim), L.o, { epilogue: 'residual', residual: h });
-      const { y: y2, rstd: rstd2 } = ops.rmsnorm(hMid, L.postNorm.value, { eps: c.normEps });
-      const gu = mm(y2, L.gateUp);
-      const s = ops.swiglu(gu);
-      const hOut = mm(s, L.down, { epilogue: 'residual', residual: hMid });
-      if (keepForBackward) {
-        acts.push({ h, y1, rstd1, q, k, v, attn, lse, hMid, y2, rstd2, gu, s });
-      } else {
-        for (const t of [h, y1, rstd1, q, k, v, attn, lse, hMid, y2, rstd2, gu, s]) t.dispose();
-      }
-      h = hOut;
+    if (ids.device !== this.device) fail('ERR_DEVICE', `ids are on ${ids.device}, the model on ${this.device}`);
+    this.saved = undefined;
+    // inference at another shape (generation) gets a transient plan and leaves the training plan alone
+    const transient = !keepForBackward && !(this.plan && this.plan.B === B && this.plan.T === T);
+    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true) : this.planFor(B, T);
+    try {
+      const N = plan.N;
+      this.refreshComputeWeights();
+      ops.embedding(this.weight(this.embed), ids.reshape(N), { out: plan.hs[0] });
+      for (let i = 0; i < this.layers.length; i++) this.layerForward(plan, i, true);
+      const hFinal = plan.hs[this.layers.length];
+      ops.rmsnorm(hFinal, this.weight(this.finalNorm), { eps: c.normEps, y: plan.yFinal, rstd: plan.rstdFinal });
+      if (!keepForBackward) return ops.matmul(plan.yFinal, this.weight(this.head), { transB: true });
+      ops.matmul(plan.yFinal, this.weight(this.head), { transB: true, out: plan.logits });
+      const logits = plan.logits.reshape(N, c.vocabSize);
+      this.saved = { ids, logits, plan };
+      return logits;
+    } finally {
+      if (transient) plan.dispose();
     }
-    const { y: yFinal, rstd: rstdFinal } = ops.rmsnorm(h, this.finalNorm.value, { eps: c.normEps });
-    const headW = this.weight(this.head);
-    const logits = ops.matmul(yFinal, headW, { transB: true });
-    this.release(headW, this.head);
-    if (keepForBackward) {
-      this.saved = { ids, positions, B, T, acts, hFinal: h, yFinal, rstdFinal };
-    } else {
-      for (const t of [positions, h, yFinal, rstdFinal]) t.dispose();
-    }
-    return logits;
   }
 
   /**
    * Loss of the last forward against targets (B, T) i32 (-1 = ignore), and backward: the
    * parameter gradients accumulate (+=) into each Parameter.grad, scaled by `lossScale`
-   * (1 / micro-batches for gradient accumulation). Returns the mean loss as a 0-d f32 tensor.
+   * (1 / micro-batches for gradient accumulation). Returns the mean loss as a 0-d tensor
+   * (options.loss when given).
    */
-  backward(logits: Tensor, targets: Tensor, targetCount: number, lossScale = 1): Tensor {
-    const s = this.saved;
-    if (!s) fail('ERR_ARG', 'backward needs a forward(ids, true) first');
+  backward(logits: Tensor, targets: Tensor, targetCount: number, lossScale = 1, options: BackwardOptions = {}): Tensor {
+    const saved = this.saved;
+    if (!saved) fail('ERR_ARG', 'backward needs a forward(ids, true) first');
+    if (logits !== saved.logits) fail('ERR_ARG', 'backward takes the logits returned by the last forward(ids, true)');
+    const plan = saved.plan;
     const c = this.config;
-    const N = s.B * s.T;
-    if (targets.dtype !== 'i32' || targets.numel !== N) fail('ERR_SHAPE', `targets must be (B, T) i32 matching the forward's ${s.B}x${s.T}`);
+    const { B, T, N } = plan;
+    if (!(targets instanceof Tensor) || targets.dtype !== 'i32' || targets.numel !== N) fail('ERR_SHAPE', `targets must be (B, T) i32 matching the forward's ${B}x${T}`);
     if (!(targetCount >= 1)) fail('ERR_ARG', 'targetCount (non-ignored targets) must be >= 1');
+    this.saved = undefined;
     // loss per row, and dlogits written over the logits (one pass, no f32 copy of the logits)
-    const { loss: losses } = ops.crossEntropy(logits, targets.reshape(N), { gradScale: lossScale / targetCount, inPlace: true });
-    const total = ops.sum(losses);
-    const loss = ops.scale(total, 1 / targetCount);
-    losses.dispose();
-    total.dispose();
-    const dlogits = logits;
+    ops.crossEntropy(plan.logits, targets.reshape(N), { gradScale: lossScale / targetCount, inPlace: true, loss: plan.rowLoss });
+    ops.sum(plan.rowLoss, { out: plan.lossTotal });
+    const loss = ops.scale(plan.lossTotal, 1 / targetCount, { out: options.loss });
+    const dlogits = plan.logits;
 
-    const mmGrad = (dy: Tensor, x: Tensor, p: Parameter) => {
-      // dW (out, in) += dyᵀ (out, N) · x (N, in)
-      ops.matmul(dy, x, { transA: true, out: p.grad, beta: 1 });
-    };
-    const mmInput = (dy: Tensor, p: Parameter, extra: Parameters<typeof ops.matmul>[2] = {}) => {
-      const w = this.weight(p);
-      const out = ops.matmul(dy, w, extra);
-      this.release(w, p);
-      return out;
-    };
+    // dW (out, in) += dyᵀ (out, N) · x (N, in)
+    const weightGrad = (dy: Tensor, x: Tensor, p: Parameter) => ops.matmul(dy, x, { transA: true, out: p.grad, beta: 1 });
+    // dx (N, in) = dy (N, out) · W (out, in)
+    const inputGrad = (dy: Tensor, p: Parameter, out: Tensor, beta = 0) => ops.matmul(dy, this.weight(p), { out, beta });
 
-    // head and final norm
-    let dh: Tensor;
-    {
-      const dy = mmInput(dlogits, this.head);
-      mmGrad(dlogits, s.yFinal, this.head);
-      dh = ops.rmsnormBackward(dy, s.hFinal, this.finalNorm.value, s.rstdFinal, { dweight: this.finalNorm.grad });
-      dy.dispose();
-    }
+    // head and final norm: dh = d(rmsnorm)(dlogits · Whead)
+    inputGrad(dlogits, this.head, plan.dy);
+    weightGrad(dlogits, plan.yFinal, this.head);
+    ops.rmsnormBackward(plan.dy, plan.hs[this.layers.length], this.weight(this.finalNorm), plan.rstdFinal, { dweight: this.finalNorm.grad, dx: plan.dh });
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const L = this.layers[i];
-      const a = s.acts[i];
+      // the shared set still holds the last layer's activations from the forward
+      if (plan.recompute && i < this.layers.length - 1) this.layerForward(plan, i, false);
+      const a = plan.activations(i);
       // h'' = h' + s·Wdownᵀ
-      const ds = mmInput(dh, L.down);
-      mmGrad(dh, a.s, L.down);
-      const dgu = ops.swigluBackward(a.gu, ds);
-      ds.dispose();
-      const dy2 = mmInput(dgu, L.gateUp);
-      mmGrad(dgu, a.y2, L.gateUp);
-      dgu.dispose();
-      const dhMid = ops.rmsnormBackward(dy2, a.hMid, L.postNorm.value, a.rstd2, { dweight: L.postNorm.grad, dresidual: dh });
-      dy2.dispose();
-      dh.dispose();
+      inputGrad(plan.dh, L.down, plan.ds);
+      weightGrad(plan.dh, a.s, L.down);
+      ops.swigluBackward(a.gu, plan.ds, { out: plan.dgu });
+      inputGrad(plan.dgu, L.gateUp, plan.dy);
+      weightGrad(plan.dgu, a.y2, L.gateUp);
+      ops.rmsnormBackward(plan.dy, a.hMid, this.weight(L.postNorm), a.rstd2, { dweight: L.postNorm.grad, dresidual: plan.dh, dx: plan.dhMid });
       // h' = h + o·Woᵀ
-      const attn2d = a.attn.reshape(N, c.heads * c.headDim);
-      const dattn = mmInput(dhMid, L.o).reshape(s.B, s.T, c.heads, c.headDim);
-      mmGrad(dhMid, attn2d, L.o);
-      const g = ops.attentionBackward(a.q, a.k, a.v, a.attn, a.lse, dattn, { causal: true });
-      dattn.dispose();
-      ops.rope(g.dq, s.positions, { base: c.ropeTheta, backward: true, inPlace: true });
-      ops.rope(g.dk, s.positions, { base: c.ropeTheta, backward: true, inPlace: true });
-      const dq = g.dq.reshape(N, c.heads * c.headDim);
-      const dk = g.dk.reshape(N, c.kvHeads * c.headDim);
-      const dv = g.dv.reshape(N, c.kvHeads * c.headDim);
-      const dy1 = mmInput(dq, L.q);
-      for (const [d, p] of [[dk, L.k], [dv, L.v]] as const) {
-        const w = this.weight(p);
-        ops.matmul(d, w, { out: dy1, beta: 1 });
-        this.release(w, p);
-      }
-      mmGrad(dq, a.y1, L.q);
-      mmGrad(dk, a.y1, L.k);
-      mmGrad(dv, a.y1, L.v);
-      for (const t of [g.dq, g.dk, g.dv]) t.dispose();
-      dh = ops.rmsnormBackward(dy1, a.h, L.inputNorm.value, a.rstd1, { dweight: L.inputNorm.grad, dresidual: dhMid });
-      dy1.dispose();
-      dhMid.dispose();
+      inputGrad(plan.dhMid, L.o, plan.dattn.reshape(N, c.heads * c.headDim));
+      weightGrad(plan.dhMid, a.attn.reshape(N, c.heads * c.headDim), L.o);
+      ops.attentionBackward(a.q, a.k, a.v, a.attn, a.lse, plan.dattn, { causal: true, dq: plan.dq, dk: plan.dk, dv: plan.dv });
+      ops.rope(plan.dq, plan.positions, { base: c.ropeTheta, backward: true, inPlace: true });
+      ops.rope(plan.dk, plan.positions, { base: c.ropeTheta, backward: true, inPlace: true });
+      const dq = plan.dq.reshape(N, c.heads * c.headDim);
+      const dk = plan.dk.reshape(N, c.kvHeads * c.headDim);
+      const dv = plan.dv.reshape(N, c.kvHeads * c.headDim);
+      inputGrad(dq, L.q, plan.dy);
+      inputGrad(dk, L.k, plan.dy, 1);
+      inputGrad(dv, L.v, plan.dy, 1);
+      weightGrad(dq, a.y1, L.q);
+      weightGrad(dk, a.y1, L.k);
+      weightGrad(dv, a.y1, L.v);
+      // dh (the old one was consumed as dresidual above) = d(rmsnorm)(dy1) + dhMid
+      ops.rmsnormBackward(plan.dy, plan.hs[i], this.weight(L.inputNorm), a.rstd1, { dweight: L.inputNorm.grad, dresidual: plan.dhMid, dx: plan.dh });
     }
-    ops.embeddingBackward(this.embed.grad, s.ids.reshape(N), dh);
-    dh.dispose();
-    this.dropSaved();
+    ops.embeddingBackward(this.embed.grad, saved.ids.reshape(N), plan.dh);
     return loss;
   }
 
   zeroGrad(): void {
     for (const p of this.parameters) ops.fill(p.grad, 0);
-  }
-
-  private dropSaved(): void {
-    if (!this.saved) return;
-    for (const a of this.saved.acts) for (const t of Object.values(a)) (t as Tensor).dispose();
-    for (const t of [this.saved.positions, this.saved.hFinal, this.saved.yFinal, this.saved.rstdFinal]) t.dispose();
-    this.saved = undefined;
   }
 
   /** HF tensor names -> f32 master weights (gate/up split into their HF halves as views). */
@@ -307,7 +417,10 @@ export class LlamaModel {
   }
 
   dispose(): void {
-    this.dropSaved();
+    this.saved = undefined;
+    this.plan?.dispose();
+    this.plan = undefined;
+    for (const w of this.computeWeights.values()) w.dispose();
     for (const p of this.parameters) {
       p.value.dispose();
       p.grad.dispose();

@@ -16,6 +16,7 @@ import { fail } from '../errors.js';
 import { binding } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { checkFiniteNumber, checkOptions, checkSameDevice, checkTensor, sameShape } from '../validate.js';
+import { checkNoAlias, output } from './output.js';
 
 function newTensor(like: Tensor, shape: number[], dtype: DType = like.dtype): Tensor {
   return new Tensor(binding().empty(deviceCode(like.device), dtypeCode(dtype), shape.reduce((p, q) => p * q, 1)), shape);
@@ -34,6 +35,19 @@ export interface AttentionOptions {
   reference?: boolean;
 }
 
+/** Planned outputs for attention (otherwise new tensors). */
+export interface AttentionOutputs {
+  out?: Tensor;
+  lse?: Tensor;
+}
+
+/** Planned gradient outputs for attentionBackward (otherwise new tensors). */
+export interface AttentionGradOutputs {
+  dq?: Tensor;
+  dk?: Tensor;
+  dv?: Tensor;
+}
+
 interface Checked {
   q: Tensor;
   k: Tensor;
@@ -47,13 +61,14 @@ interface Checked {
   causal: boolean;
   scale: number;
   reference: boolean;
+  options: Record<string, unknown>;
 }
 
-function checkAttention(qIn: unknown, kIn: unknown, vIn: unknown, options: unknown): Checked {
+function checkAttention(qIn: unknown, kIn: unknown, vIn: unknown, options: unknown, outputs: readonly string[]): Checked {
   const q = checkTensor(qIn, 'q');
   const k = checkTensor(kIn, 'k');
   const v = checkTensor(vIn, 'v');
-  const o = checkOptions(options, ['causal', 'scale', 'reference'], 'attention options');
+  const o = checkOptions(options, ['causal', 'scale', 'reference', ...outputs], 'attention options');
   for (const [t, name] of [[k, 'k'], [v, 'v']] as const) {
     checkSameDevice(t, q, name, 'q');
     if (t.dtype !== q.dtype) fail('ERR_DTYPE', `${name} is ${t.dtype} but q is ${q.dtype}`);
@@ -73,7 +88,7 @@ function checkAttention(qIn: unknown, kIn: unknown, vIn: unknown, options: unkno
   const reference = o.reference === undefined ? false : o.reference;
   if (typeof reference !== 'boolean') fail('ERR_ARG', 'reference must be a boolean');
   if (reference && q.device !== 'cpu') fail('ERR_ARG', 'the reference attention runs on the CPU only');
-  return { q, k, v, B, Tq, Tk, Hq, Hkv, D, causal, scale, reference };
+  return { q, k, v, B, Tq, Tk, Hq, Hkv, D, causal, scale, reference, options: o };
 }
 
 function dims(c: Checked) {
@@ -81,19 +96,20 @@ function dims(c: Checked) {
 }
 
 /** softmax(scale · q·kᵀ, masked) · v, and the log-sum-exp of each query row. */
-export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): { out: Tensor; lse: Tensor } {
-  const c = checkAttention(q, k, v, options);
-  const out = newTensor(c.q, [c.B, c.Tq, c.Hq, c.D]);
-  const lse = newTensor(c.q, [c.B, c.Hq, c.Tq], lseDType(c.q.dtype));
+export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions & AttentionOutputs): { out: Tensor; lse: Tensor } {
+  const c = checkAttention(q, k, v, options, ['out', 'lse']);
+  const out = output(c.options.out, 'out', c.q.device, c.q.dtype, [c.B, c.Tq, c.Hq, c.D]);
+  const lse = output(c.options.lse, 'lse', c.q.device, lseDType(c.q.dtype), [c.B, c.Hq, c.Tq]);
+  checkNoAlias({ out, lse }, { q: c.q, k: c.k, v: c.v });
   binding().attentionForward(out.handle, lse.handle, c.q.handle, c.k.handle, c.v.handle, dims(c));
   return { out, lse };
 }
 
 /** Gradients of attention given dout, recomputing the probabilities from lse. */
 export function attentionBackward(
-  q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, options?: AttentionOptions,
+  q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, options?: AttentionOptions & AttentionGradOutputs,
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
-  const c = checkAttention(q, k, v, options);
+  const c = checkAttention(q, k, v, options, ['dq', 'dk', 'dv']);
   const o = checkTensor(out, 'out');
   const l = checkTensor(lse, 'lse');
   const d = checkTensor(dout, 'dout');
@@ -105,9 +121,11 @@ export function attentionBackward(
   checkSameDevice(l, c.q, 'lse', 'q');
   if (l.dtype !== lseDType(c.q.dtype)) fail('ERR_DTYPE', `lse must be ${lseDType(c.q.dtype)}`);
   if (!sameShape(l.shape, [c.B, c.Hq, c.Tq])) fail('ERR_SHAPE', `lse has shape [${l.shape}], expected [${[c.B, c.Hq, c.Tq]}]`);
-  const dq = newTensor(c.q, [...c.q.shape]);
-  const dk = newTensor(c.q, [...c.k.shape]);
-  const dv = newTensor(c.q, [...c.v.shape]);
+  const dq = output(c.options.dq, 'dq', c.q.device, c.q.dtype, c.q.shape);
+  const dk = output(c.options.dk, 'dk', c.q.device, c.q.dtype, c.k.shape);
+  const dv = output(c.options.dv, 'dv', c.q.device, c.q.dtype, c.v.shape);
+  checkNoAlias({ dq, dk, dv }, { q: c.q, k: c.k, v: c.v, out: o, lse: l, dout: d });
+  if (dq === dk || dq === dv || dk === dv) fail('ERR_ARG', 'dq, dk and dv must be distinct tensors');
   binding().attentionBackward(dq.handle, dk.handle, dv.handle, c.q.handle, c.k.handle, c.v.handle, o.handle, l.handle, d.handle, dims(c));
   return { dq, dk, dv };
 }

@@ -6,6 +6,7 @@ import { fail } from '../errors.js';
 import { binding } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { checkFiniteNumber, checkInteger, checkOptions, checkSameDType, checkSameDevice, checkSameShape, checkTensor } from '../validate.js';
+import { output } from './output.js';
 
 function like(t: Tensor, shape: readonly number[] = t.shape, dtype: DType = t.dtype): Tensor {
   const numel = shape.reduce((x, y) => x * y, 1);
@@ -33,31 +34,41 @@ export function mul(a: Tensor, b: Tensor): Tensor {
   return binary(1, a, b);
 }
 
-/** alpha * a */
-export function scale(a: Tensor, alpha: number): Tensor {
+/** alpha * a (into `out` when given; out may be a itself). */
+export function scale(a: Tensor, alpha: number, options?: { out?: Tensor }): Tensor {
   const x = checkTensor(a, 'a');
   checkFiniteNumber(alpha, 'alpha');
-  const out = like(x);
+  const o = checkOptions(options, ['out'], 'scale options');
+  const out = output(o.out, 'out', x.device, x.dtype, x.shape);
   binding().scale(out.handle, x.handle, alpha);
   return out;
 }
 
-/** a converted to dtype (round to nearest even). */
-export function cast(a: Tensor, dtype: DType): Tensor {
-  return checkTensor(a, 'a').cast(dtype);
+/** a converted to dtype (round to nearest even), into `out` (of that dtype and a's shape) when given. */
+export function cast(a: Tensor, dtype: DType, options?: { out?: Tensor }): Tensor {
+  const x = checkTensor(a, 'a');
+  const o = checkOptions(options, ['out'], 'cast options');
+  if (o.out === undefined) return x.cast(dtype);
+  const out = output(o.out, 'out', x.device, dtype, x.shape);
+  if (out.handle === x.handle) fail('ERR_ARG', 'cast cannot write over its input');
+  binding().cast(out.handle, x.handle);
+  return out;
 }
 
 export interface ReduceOptions {
   /** Reduce only this dimension (the last, -1, is supported without a copy); omit for all. */
   dim?: number;
+  /** Write the result here (the reduced shape, a's dtype) instead of a new tensor. */
+  out?: Tensor;
 }
 
 function reduce(a: unknown, options: unknown, mean: boolean): Tensor {
   const x = checkTensor(a, 'a');
-  const o = checkOptions(options, ['dim'], 'options');
+  const o = checkOptions(options, ['dim', 'out'], 'options');
   if (x.dtype === 'i32') fail('ERR_DTYPE', 'sum and mean need a float dtype');
   if (o.dim === undefined) {
-    const out = like(x, []);
+    const out = output(o.out, 'out', x.device, x.dtype, []);
+    if (out.handle === x.handle) fail('ERR_ARG', 'out must not be the input');
     binding().reduceRows(out.handle, x.handle, 1, x.numel, mean);
     return out;
   }
@@ -66,7 +77,8 @@ function reduce(a: unknown, options: unknown, mean: boolean): Tensor {
   if (resolved !== x.ndim - 1) fail('ERR_ARG', 'sum/mean reduce over all elements or over the last dimension (dim: -1)');
   const cols = x.shape[x.ndim - 1];
   const rows = cols === 0 ? x.shape.slice(0, -1).reduce((p, q) => p * q, 1) : x.numel / cols;
-  const out = like(x, x.shape.slice(0, -1));
+  const out = output(o.out, 'out', x.device, x.dtype, x.shape.slice(0, -1));
+  if (out.handle === x.handle) fail('ERR_ARG', 'out must not be the input');
   binding().reduceRows(out.handle, x.handle, rows, cols, mean);
   return out;
 }

@@ -10,6 +10,7 @@ import { fail } from '../errors.js';
 import { binding } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { checkFiniteNumber, checkOptions, checkTensor, sameShape } from '../validate.js';
+import { checkNoAlias, output } from './output.js';
 
 function like(t: Tensor, shape: number[], dtype = t.dtype): Tensor {
   return new Tensor(binding().empty(deviceCode(t.device), dtypeCode(dtype), shape.reduce((a, b) => a * b, 1)), shape);
@@ -22,13 +23,15 @@ function rows(t: Tensor, name: string): [number, number] {
 }
 
 /** table (V, D)[ids] -> (...ids.shape, D) */
-export function embedding(table: Tensor, ids: Tensor): Tensor {
+export function embedding(table: Tensor, ids: Tensor, options?: { out?: Tensor }): Tensor {
   const t = checkTensor(table, 'table');
   const i = checkTensor(ids, 'ids');
+  const o = checkOptions(options, ['out'], 'embedding options');
   if (t.ndim !== 2) fail('ERR_SHAPE', 'table must be (V, D)');
   if (i.dtype !== 'i32') fail('ERR_DTYPE', 'ids must be i32');
   const [V, D] = t.shape;
-  const out = like(t, [...i.shape, D]);
+  const out = output(o.out, 'out', t.device, t.dtype, [...i.shape, D]);
+  checkNoAlias({ out }, { table: t });
   binding().embedding(out.handle, t.handle, i.handle, i.numel, V, D);
   return out;
 }
@@ -43,49 +46,55 @@ export function embeddingBackward(dtable: Tensor, ids: Tensor, dout: Tensor): vo
 }
 
 /** y = x / sqrt(mean(x²) + eps) · weight over the last dimension; rstd per row for backward. */
-export function rmsnorm(x: Tensor, weight: Tensor, options?: { eps?: number }): { y: Tensor; rstd: Tensor } {
+export function rmsnorm(x: Tensor, weight: Tensor, options?: { eps?: number; y?: Tensor; rstd?: Tensor }): { y: Tensor; rstd: Tensor } {
   const xt = checkTensor(x, 'x');
   const w = checkTensor(weight, 'weight');
-  const o = checkOptions(options, ['eps'], 'rmsnorm options');
+  const o = checkOptions(options, ['eps', 'y', 'rstd'], 'rmsnorm options');
   const eps = o.eps === undefined ? 1e-5 : checkFiniteNumber(o.eps, 'eps');
   const [N, D] = rows(xt, 'x');
   if (!sameShape(w.shape, [D])) fail('ERR_SHAPE', `weight must be (${D})`);
-  const y = like(xt, [...xt.shape]);
-  const rstd = like(xt, xt.shape.slice(0, -1), xt.dtype === 'f64' ? 'f64' : 'f32');
+  const y = output(o.y, 'y', xt.device, xt.dtype, xt.shape);
+  const rstd = output(o.rstd, 'rstd', xt.device, xt.dtype === 'f64' ? 'f64' : 'f32', xt.shape.slice(0, -1));
+  checkNoAlias({ y, rstd }, { x: xt, weight: w });
   binding().rmsnorm(y.handle, rstd.handle, xt.handle, w.handle, N, D, eps);
   return { y, rstd };
 }
 
 /** dx (+ dresidual, the residual stream's gradient); dweight (D) accumulates (+=). */
-export function rmsnormBackward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, options: { dweight: Tensor; dresidual?: Tensor }): Tensor {
+export function rmsnormBackward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, options: { dweight: Tensor; dresidual?: Tensor; dx?: Tensor }): Tensor {
   const g = checkTensor(dy, 'dy');
   const xt = checkTensor(x, 'x');
-  const o = checkOptions(options, ['dweight', 'dresidual'], 'rmsnormBackward options');
+  const o = checkOptions(options, ['dweight', 'dresidual', 'dx'], 'rmsnormBackward options');
   const dw = checkTensor(o.dweight, 'dweight');
   const res = o.dresidual === undefined ? null : checkTensor(o.dresidual, 'dresidual');
   const [N, D] = rows(xt, 'x');
   if (!sameShape(g.shape, xt.shape) || (res && !sameShape(res.shape, xt.shape))) fail('ERR_SHAPE', 'dy and dresidual must have x\'s shape');
-  const dx = like(xt, [...xt.shape]);
+  const dx = output(o.dx, 'dx', xt.device, xt.dtype, xt.shape);
+  checkNoAlias({ dx }, { dy: g, x: xt, dresidual: res, dweight: dw });
   binding().rmsnormBackward(dx.handle, dw.handle, g.handle, xt.handle, checkTensor(weight, 'weight').handle, checkTensor(rstd, 'rstd').handle, res?.handle ?? null, N, D);
   return dx;
 }
 
 /** [gate | up] (…, 2F) -> silu(gate)·up (…, F) */
-export function swiglu(gateUp: Tensor): Tensor {
+export function swiglu(gateUp: Tensor, options?: { out?: Tensor }): Tensor {
   const x = checkTensor(gateUp, 'gateUp');
+  const o = checkOptions(options, ['out'], 'swiglu options');
   const [N, W] = rows(x, 'gateUp');
   if (W % 2 !== 0) fail('ERR_SHAPE', 'swiglu needs an even last dimension ([gate | up])');
-  const out = like(x, [...x.shape.slice(0, -1), W / 2]);
+  const out = output(o.out, 'out', x.device, x.dtype, [...x.shape.slice(0, -1), W / 2]);
+  checkNoAlias({ out }, { gateUp: x });
   binding().swiglu(out.handle, x.handle, N, W / 2);
   return out;
 }
 
-export function swigluBackward(gateUp: Tensor, dout: Tensor): Tensor {
+export function swigluBackward(gateUp: Tensor, dout: Tensor, options?: { out?: Tensor }): Tensor {
   const x = checkTensor(gateUp, 'gateUp');
   const g = checkTensor(dout, 'dout');
+  const o = checkOptions(options, ['out'], 'swigluBackward options');
   const [N, W] = rows(x, 'gateUp');
   if (W % 2 !== 0 || g.numel !== N * (W / 2)) fail('ERR_SHAPE', 'dout must be (…, F) for gateUp (…, 2F)');
-  const din = like(x, [...x.shape]);
+  const din = output(o.out, 'out', x.device, x.dtype, x.shape);
+  checkNoAlias({ out: din }, { gateUp: x, dout: g });
   binding().swigluBackward(din.handle, x.handle, g.handle, N, W / 2);
   return din;
 }
@@ -95,14 +104,15 @@ export function swigluBackward(gateUp: Tensor, dout: Tensor): Tensor {
  * gradScale, the gradient (softmax − onehot)·gradScale is written over the logits (inPlace) or
  * into a new tensor, in the same pass.
  */
-export function crossEntropy(logits: Tensor, targets: Tensor, options?: { gradScale?: number; inPlace?: boolean }): { loss: Tensor; dlogits?: Tensor } {
+export function crossEntropy(logits: Tensor, targets: Tensor, options?: { gradScale?: number; inPlace?: boolean; loss?: Tensor }): { loss: Tensor; dlogits?: Tensor } {
   const x = checkTensor(logits, 'logits');
   const t = checkTensor(targets, 'targets');
-  const o = checkOptions(options, ['gradScale', 'inPlace'], 'crossEntropy options');
+  const o = checkOptions(options, ['gradScale', 'inPlace', 'loss'], 'crossEntropy options');
   if (x.ndim !== 2) fail('ERR_SHAPE', 'logits must be (N, V)');
   const [N, V] = x.shape;
   if (t.dtype !== 'i32' || t.numel !== N) fail('ERR_SHAPE', `targets must be (${N}) i32`);
-  const loss = like(x, [N], x.dtype === 'f64' ? 'f64' : 'f32');
+  const loss = output(o.loss, 'loss', x.device, x.dtype === 'f64' ? 'f64' : 'f32', [N]);
+  checkNoAlias({ loss }, { logits: x });
   let dlogits: Tensor | undefined;
   if (o.gradScale !== undefined) {
     checkFiniteNumber(o.gradScale, 'gradScale');
@@ -133,11 +143,13 @@ export function copyInto(dst: Tensor, src: Tensor): Tensor {
  * Global L2 norm of the tensors (a 1-element f32 tensor, computed on their device) and, with
  * maxNorm > 0, clipping: every tensor scaled by min(1, maxNorm / (norm + 1e-6)).
  */
-export function gradNormClip(tensors: Tensor[], maxNorm = 0): Tensor {
+export function gradNormClip(tensors: Tensor[], maxNorm = 0, options?: { out?: Tensor }): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) fail('ERR_ARG', 'gradNormClip needs a non-empty array of tensors');
   const list = tensors.map((t, i) => checkTensor(t, `tensors[${i}]`));
   checkFiniteNumber(maxNorm, 'maxNorm');
-  const norm = like(list[0], [1], 'f32');
+  const o = checkOptions(options, ['out'], 'gradNormClip options');
+  const norm = output(o.out, 'out', list[0].device, 'f32', [1]);
+  checkNoAlias({ out: norm }, Object.fromEntries(list.map((t, i) => [`tensors[${i}]`, t])));
   binding().gradNormClip(list.map((t) => t.handle), maxNorm, norm.handle);
   return norm;
 }

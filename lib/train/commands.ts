@@ -68,6 +68,7 @@ export async function train(args: string[]): Promise<number> {
       accumulation: { type: 'string', default: '1' }, 'muon-lr': { type: 'string', default: '0.02' }, 'adamw-lr': { type: 'string', default: '0.003' },
       'eval-every': { type: 'string', default: '50' }, 'checkpoint-every': { type: 'string', default: '0' }, resume: { type: 'string' },
       seed: { type: 'string', default: '0' }, 'log-every': { type: 'string', default: '10' },
+      'grad-clip': { type: 'string', default: '1' }, recompute: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -81,6 +82,7 @@ export async function train(args: string[]): Promise<number> {
     device: values.device ? parseDevice(values.device) : 'cpu', accumulation: int(values.accumulation, 'accumulation'),
     muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
+    gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
   const trainer = new Trainer(options);
   if (values.resume) {

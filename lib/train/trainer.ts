@@ -14,7 +14,7 @@ import { info } from '../info.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/index.js';
 import { memoryStats, resetPeakMemory } from '../runtime.js';
-import { tensor } from '../tensor.js';
+import { type Tensor, empty } from '../tensor.js';
 import { type ModelConfig, trainingFlopsPerToken } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
 import { Optimizer, llamaParamGroups } from '../optim/optimizer.js';
@@ -41,6 +41,10 @@ export interface TrainOptions {
   evalBatches?: number;
   /** clip the global gradient norm to this (0 = off; default 1) */
   gradClip?: number;
+  /** activations and matmul weights: f32 (CPU default) or bf16 (CUDA default; also runs on the CPU), f32 master weights either way */
+  computeDType?: 'f32' | 'bf16';
+  /** activation recomputation (see ModelOptions.recompute): less memory, one more layer forward per layer */
+  recompute?: boolean;
   /** run directory for checkpoints (step-NNNNNN/ and latest) and metrics.jsonl */
   out?: string;
   checkpointEvery?: number;
@@ -58,6 +62,12 @@ export interface StepMetrics {
   forwardMs: number;
   backwardMs: number;
   optimizerMs: number;
+  /**
+   * Host time spent issuing the step's ops (JavaScript, argument checks, enqueueing), from
+   * the start of the step until the last op is queued; the device works concurrently, so
+   * launches dominate only when this approaches stepMs.
+   */
+  issueMs: number;
   achievedTflops: number;
   mfu?: number;
   peakMemoryBytes: number;
@@ -72,11 +82,16 @@ export class Trainer {
   private readonly val: TokenLoader;
   private step = 0;
   private stopRequested = false;
+  /** Planned once: the batch (written in place each micro-batch), one loss slot per micro-batch, the gradient norm. */
+  private readonly ids: Tensor;
+  private readonly targets: Tensor;
+  private readonly lossSlots: Tensor[];
+  private readonly gradNorm: Tensor;
 
   constructor(options: TrainOptions) {
     const o = {
       accumulation: 1, device: 'cpu' as Device, seed: 0, gradClip: 1, muonLr: 0.02, adamwLr: 3e-3, weightDecay: 0, evalEvery: 0, evalBatches: 4,
-      checkpointEvery: 0, ...options,
+      checkpointEvery: 0, recompute: false, computeDType: options.device && options.device !== 'cpu' ? ('bf16' as const) : ('f32' as const), ...options,
       schedule: { kind: 'cosine' as const, warmupSteps: Math.min(50, Math.floor(options.steps / 10)), ...options.schedule, totalSteps: options.steps },
     };
     for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch, seqLen: o.seqLen, accumulation: o.accumulation })) {
@@ -85,6 +100,7 @@ export class Trainer {
     if (o.device !== 'cpu') {
       fail('ERR_DEVICE', `training runs on the CPU in this build: the model layers and the optimizer have no CUDA kernels yet (asked for ${o.device})`);
     }
+    if (typeof o.gradClip !== 'number' || !(o.gradClip >= 0) || !Number.isFinite(o.gradClip)) fail('ERR_ARG', `gradClip must be a finite number >= 0, got ${String(o.gradClip)}`);
     if (o.seqLen > o.config.context) fail('ERR_ARG', `seqLen ${o.seqLen} exceeds the model context ${o.config.context}`);
     this.options = o;
     this.train = new TokenLoader(join(o.data, 'train.bin'), o.batch, o.seqLen, { seed: o.seed, step: 0 });
@@ -92,7 +108,13 @@ export class Trainer {
     if (this.train.info.vocabSize > o.config.vocabSize) {
       fail('ERR_ARG', `the data's tokenizer has ${this.train.info.vocabSize} ids but the model's vocabulary is ${o.config.vocabSize}`);
     }
-    this.model = new LlamaModel(o.config, { device: o.device, seed: o.seed });
+    if (o.computeDType !== 'f32' && o.computeDType !== 'bf16') fail('ERR_ARG', `computeDType must be 'f32' or 'bf16', got ${String(o.computeDType)}`);
+    this.model = new LlamaModel(o.config, { device: o.device, seed: o.seed, recompute: o.recompute, computeDType: o.computeDType });
+    const shape = [o.batch, o.seqLen];
+    this.ids = empty(shape, { device: o.device, dtype: 'i32' });
+    this.targets = empty(shape, { device: o.device, dtype: 'i32' });
+    this.lossSlots = Array.from({ length: o.accumulation }, () => empty([], { device: o.device }));
+    this.gradNorm = empty([1], { device: o.device });
     this.optimizer = new Optimizer(
       llamaParamGroups(this.model.parameters, {
         muon: { lr: o.muonLr, weightDecay: o.weightDecay, newtonSchulz: { compute: o.device === 'cpu' ? 'f32' : 'bf16' } },
@@ -114,10 +136,14 @@ export class Trainer {
     return this.stopRequested;
   }
 
-  private batchTensors(loader: TokenLoader) {
+  /** The next batch written into the planned ids/targets tensors (queue order keeps earlier readers safe). */
+  private nextBatch(loader: TokenLoader): number {
     const { ids, targets } = loader.next();
-    const shape = [this.options.batch, this.options.seqLen];
-    return { ids: tensor(ids, { shape, device: this.options.device }), targets: tensor(targets, { shape, device: this.options.device }), count: targets.length };
+    this.ids.write(ids);
+    this.targets.write(targets);
+    let count = 0;
+    for (let i = 0; i < targets.length; i++) if (targets[i] >= 0) count++;
+    return count;
   }
 
   /** One optimizer step (with accumulation); returns its metrics. */
@@ -129,28 +155,25 @@ export class Trainer {
     this.model.zeroGrad();
     const marks: { forward: unknown[]; backward: unknown[] } = { forward: [], backward: [] };
     let lossSum = 0;
-    const losses = [];
     for (let micro = 0; micro < o.accumulation; micro++) {
-      const b = this.batchTensors(this.train);
+      const count = this.nextBatch(this.train);
       if (micro === 0) this.optimizer.prepareGradientPoint();
       const m0 = binding().timerMark(device);
-      const logits = this.model.forward(b.ids);
+      const logits = this.model.forward(this.ids);
       const m1 = binding().timerMark(device);
-      losses.push(this.model.backward(logits, b.targets, b.count, 1 / o.accumulation));
+      this.model.backward(logits, this.targets, count, 1 / o.accumulation, { loss: this.lossSlots[micro] });
       const m2 = binding().timerMark(device);
       marks.forward.push([m0, m1]);
       marks.backward.push([m1, m2]);
-      logits.dispose();
-      b.ids.dispose();
-      b.targets.dispose();
     }
     const lr = lrMultiplier(o.schedule, this.step);
     const m3 = binding().timerMark(device);
-    using norm = ops.gradNormClip(this.model.parameters.map((p) => p.grad), o.gradClip);
+    ops.gradNormClip(this.model.parameters.map((p) => p.grad), o.gradClip, { out: this.gradNorm });
     this.optimizer.update(lr);
     const m4 = binding().timerMark(device);
-    for (const l of losses) lossSum += (await l.toArray())[0];
-    const gradNorm = (await norm.toArray())[0];
+    const issueMs = performance.now() - started;
+    for (const l of this.lossSlots) lossSum += (await l.toArray())[0];
+    const gradNorm = (await this.gradNorm.toArray())[0];
     const elapsed = async (pairs: unknown[]) => {
       let total = 0;
       for (const [a, b] of pairs as [never, never][]) total += await binding().timerElapsed(a, b);
@@ -167,7 +190,7 @@ export class Trainer {
     const peak = info().devices.find((d) => d.device === o.device)?.peak?.bf16Tflops;
     return {
       step: this.step, loss: lossSum / o.accumulation, gradNorm, lr: lr, tokens, stepMs, tokensPerSecond: tokens / (stepMs / 1e3),
-      forwardMs, backwardMs, optimizerMs, achievedTflops, mfu: peak ? achievedTflops / peak : undefined,
+      forwardMs, backwardMs, optimizerMs, issueMs, achievedTflops, mfu: peak ? achievedTflops / peak : undefined,
       peakMemoryBytes: memoryStats(o.device).peakAllocated,
     };
   }
@@ -177,11 +200,11 @@ export class Trainer {
     const loader = new TokenLoader(this.val.info.path, this.options.batch, this.options.seqLen, { seed: this.options.seed + 1, step: 0 });
     let total = 0;
     for (let i = 0; i < this.options.evalBatches; i++) {
-      const b = this.batchTensors(loader);
-      const logits = this.model.forward(b.ids, false);
-      const { loss } = ops.crossEntropy(logits, b.targets.reshape(b.count));
-      total += (await ops.mean(loss).toArray())[0];
-      for (const t of [logits, loss, b.ids, b.targets]) t.dispose();
+      this.nextBatch(loader);
+      using logits = this.model.forward(this.ids, false);
+      using loss = ops.crossEntropy(logits, this.targets.reshape(this.targets.numel)).loss;
+      using mean = ops.mean(loss);
+      total += (await mean.toArray())[0];
     }
     loader.close();
     return total / this.options.evalBatches;
@@ -235,5 +258,6 @@ export class Trainer {
     this.val.close();
     this.model.dispose();
     this.optimizer.dispose();
+    for (const t of [this.ids, this.targets, this.gradNorm, ...this.lossSlots]) t.dispose();
   }
 }

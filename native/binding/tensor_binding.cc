@@ -56,6 +56,43 @@ Napi::Value from_buffer(const Napi::CallbackInfo& info) {
   return NativeTensor::create(info.Env(), std::move(storage), 0, numel, dtype, true);
 }
 
+// write(dst, view: ArrayBufferView): overwrites dst with the bytes, in queue order (ops enqueued
+// before still see the old values). The bytes are staged on the host now, because the JS
+// buffer may change after we return; dst's storage is reused, so a training step can feed
+// each batch into tensors planned once.
+Napi::Value write(const Napi::CallbackInfo& info) {
+  NativeTensor& dst = arg_tensor(info, 0, "dst");
+  if (info.Length() < 2 || !(info[1].IsTypedArray() || info[1].IsDataView() || info[1].IsBuffer())) {
+    fail("ERR_ARG", "data (argument 1) must be a typed array or Buffer");
+  }
+  const uint8_t* bytes;
+  size_t length;
+  if (info[1].IsTypedArray()) {
+    auto view = info[1].As<Napi::TypedArray>();
+    bytes = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
+    length = view.ByteLength();
+  } else {
+    auto view = info[1].As<Napi::DataView>();
+    bytes = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
+    length = view.ByteLength();
+  }
+  if (length != dst.nbytes()) {
+    fail("ERR_SHAPE", "write needs exactly " + std::to_string(dst.nbytes()) + " bytes for the tensor, got " + std::to_string(length));
+  }
+  if (length == 0) return info.Env().Undefined();
+  auto staging = std::make_shared<std::vector<uint8_t>>(bytes, bytes + length);
+  void* d = dst.data();
+  Device device = dst.device();
+  run_on(device, {dst.storage()}, [staging, d, device](void*) {
+    if (device.is_cuda()) {
+      cuda_memcpy(d, device, staging->data(), Device{}, staging->size());
+    } else {
+      std::memcpy(d, staging->data(), staging->size());
+    }
+  });
+  return info.Env().Undefined();
+}
+
 // read(tensor) -> Promise<ArrayBuffer> with the raw bytes, after every op enqueued before.
 Napi::Value read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -248,6 +285,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "empty", empty);
   set_function(env, exports, "fromBuffer", from_buffer);
   set_function(env, exports, "read", read);
+  set_function(env, exports, "write", write);
   set_function(env, exports, "copy", copy);
   set_function(env, exports, "fill", fill);
   set_function(env, exports, "random", random);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor } from '../../lib/index.js';
+import { memoryStats, tensor } from '../../lib/index.js';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { loadModel } from '../../lib/generate.js';
@@ -30,8 +30,39 @@ test('loss falls on the bundled corpus', async () => {
   const last = history.slice(-5).reduce((a, m) => a + m.loss, 0) / 5;
   assert.ok(last < first - 1.5, `loss ${first.toFixed(3)} -> ${last.toFixed(3)}`);
   assert.ok(history[history.length - 1].valLoss! < first - 1, 'validation loss falls too');
-  for (const m of history) assert.ok(m.tokensPerSecond > 0 && m.forwardMs > 0 && m.backwardMs > 0 && m.optimizerMs > 0 && m.peakMemoryBytes > 0);
+  for (const m of history) assert.ok(m.tokensPerSecond > 0 && m.forwardMs > 0 && m.backwardMs > 0 && m.optimizerMs > 0 && m.peakMemoryBytes > 0 && m.issueMs > 0 && m.issueMs <= m.stepMs);
   trainer.close();
+});
+
+test('steady-state steps allocate no tensor memory; recomputation trains the same curve', async () => {
+  const plain = new Trainer({ ...options(join(root, 'plan'), 6), accumulation: 2 });
+  const recomputed = new Trainer({ ...options(join(root, 'plan-r'), 6), accumulation: 2, recompute: true });
+  const losses: number[][] = [[], []];
+  for (let step = 0; step < 6; step++) {
+    for (const [i, trainer] of [plain, recomputed].entries()) {
+      const before = memoryStats('cpu').allocations;
+      losses[i].push((await trainer.trainStep()).loss);
+      const allocated = memoryStats('cpu').allocations - before;
+      if (step >= 2) assert.is(allocated, 0, `step ${step}${i ? ' (recompute)' : ''} allocated ${allocated} tensors`);
+    }
+  }
+  assert.equal(losses[1], losses[0], 'bit-identical losses with recomputation');
+  assert.ok(recomputed.model.planBytes < plain.model.planBytes);
+  plain.close();
+  recomputed.close();
+});
+
+test('bf16 compute with f32 master weights follows the f32 loss curve', async () => {
+  const f32 = new Trainer(options(join(root, 'f32'), 8));
+  const bf16 = new Trainer({ ...options(join(root, 'bf16'), 8), computeDType: 'bf16' });
+  const a = (await f32.run()).map((m) => m.loss);
+  const b = (await bf16.run()).map((m) => m.loss);
+  // weights change every step: stale bf16 copies would show up as a diverging curve
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 0.02 * a[i], `step ${i + 1}: f32 ${a[i]} vs bf16 ${b[i]}`);
+  assert.ok(b[b.length - 1] < b[0] - 0.3, 'the bf16 run learns');
+  f32.close();
+  bf16.close();
+  await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), computeDType: 'f16' as never }), 'ERR_ARG', 'computeDType');
 });
 
 test('resuming from a checkpoint continues the exact loss curve', async () => {
@@ -98,6 +129,7 @@ test('bad training options are typed errors', async () => {
   await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), data: join(root, 'missing') }), 'ERR_ARG');
   await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), config: { ...small, vocabSize: 100 } }), 'ERR_ARG', 'vocabulary');
   await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), device: 'cuda:0' }), 'ERR_DEVICE');
+  await assertKilnError(() => new Trainer({ ...options(join(root, 'f'), 1), gradClip: -1 }), 'ERR_ARG', 'gradClip');
 });
 
 test.run();
