@@ -35,7 +35,8 @@ try {
 } catch {}
 if (!cudaOk) console.error('check:gpu: CUDA is not compiled in or no device is visible; the CUDA tests will fail');
 step('test', [node, join(root, 'scripts', 'test.mjs')], { KILN_REQUIRE_GPU: '1' });
-step('bench', [node, join(root, 'dist', 'bench', 'run.js'), '--out', outDir]);
+// the CUDA training step is exercised (tests and the 1.4B benchmark) until it is verified
+step('bench', [node, join(root, 'dist', 'bench', 'run.js'), '--out', outDir], { KILN_CUDA_TRAINING: '1' });
 
 const failed = steps.filter((s) => s.status !== 0);
 writeFileSync(join(outDir, 'check-gpu.json'), JSON.stringify({ date: new Date().toISOString(), steps, build: build.status === 0, cudaOk }, null, 2) + '\n');

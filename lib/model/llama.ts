@@ -69,7 +69,8 @@ class StepPlan {
   readonly acts: LayerActivations[]; // one per layer, or a single shared set when recomputing
   readonly yFinal: Tensor; // (N, d)
   readonly rstdFinal: Tensor; // (N)
-  readonly logits: Tensor; // (N, V); backward writes dlogits over it
+  /** rows of logits the fused classifier computes at a time */
+  readonly classifierRows: number;
   readonly rowLoss: Tensor; // (N) f32
   readonly lossTotal: Tensor; // () f32
   // backward scratch, reused by every layer
@@ -83,15 +84,18 @@ class StepPlan {
   readonly dk: Tensor; // (B, T, KV, hd)
   readonly dv: Tensor; // (B, T, KV, hd)
   private readonly owned: Tensor[] = [];
+  private readonly vocabSize: number;
 
   constructor(
     readonly B: number,
     readonly T: number,
     c: ModelConfig,
-    device: Device,
-    dtype: DType,
+    private readonly device: Device,
+    private readonly dtype: DType,
     readonly recompute: boolean,
+    classifierRows: number,
   ) {
+    this.vocabSize = c.vocabSize;
     const N = (this.N = B * T);
     const statDType: DType = dtype === 'f64' ? 'f64' : 'f32';
     const make = (shape: number[], d: DType = dtype) => {
@@ -118,7 +122,7 @@ class StepPlan {
     this.acts = Array.from({ length: recompute ? 1 : c.layers }, actSet);
     this.yFinal = make([N, c.dModel]);
     this.rstdFinal = make([N], statDType);
-    this.logits = make([N, c.vocabSize]);
+    this.classifierRows = Math.max(1, Math.min(N, classifierRows));
     this.rowLoss = make([N], statDType);
     this.lossTotal = make([], statDType);
     this.dh = make([N, c.dModel]);
@@ -132,8 +136,33 @@ class StepPlan {
     this.dv = make([B, T, c.kvHeads, c.headDim]);
   }
 
+  private fullLogits?: Tensor;
+  private chunkLogits?: Tensor;
+
+  /** (N, V) logits for forward(ids, true); backward writes dlogits over them. Made on first use. */
+  logits(): Tensor {
+    if (!this.fullLogits) {
+      this.fullLogits = empty([this.N, this.vocabSize], { device: this.device, dtype: this.dtype });
+      this.owned.push(this.fullLogits);
+    }
+    return this.fullLogits;
+  }
+
+  /** (classifierRows, V) logits of one chunk for forwardBackward. Made on first use. */
+  logitsChunk(): Tensor {
+    if (!this.chunkLogits) {
+      this.chunkLogits = empty([this.classifierRows, this.vocabSize], { device: this.device, dtype: this.dtype });
+      this.owned.push(this.chunkLogits);
+    }
+    return this.chunkLogits;
+  }
+
   activations(layer: number): LayerActivations {
     return this.acts[this.recompute ? 0 : layer];
+  }
+
+  get bytes(): number {
+    return this.owned.reduce((n, t) => n + t.numel * { f32: 4, f64: 8, bf16: 2, f16: 2, i32: 4 }[t.dtype], 0);
   }
 
   dispose(): void {
@@ -154,11 +183,18 @@ export interface ModelOptions {
    * memory drops from about 12 tensors per layer to one). Gradients are bit-identical.
    */
   recompute?: boolean;
+  /**
+   * Rows of logits forwardBackward computes at a time (default: as many as fit in 64 MiB), so
+   * the full (tokens, vocabulary) logits never sit in memory during training.
+   */
+  classifierRows?: number;
 }
 
 export interface BackwardOptions {
   /** Write the mean loss here (a 0-d f32 tensor, f64 for f64 models) instead of a new tensor. */
   loss?: Tensor;
+  /** forwardBackward: called once the trunk (embedding to final norm) is enqueued, e.g. to record a timer mark */
+  afterForward?: () => void;
 }
 
 export class LlamaModel {
@@ -167,6 +203,7 @@ export class LlamaModel {
   readonly computeDType: DType;
   readonly paramDType: 'f32' | 'f64';
   readonly recompute: boolean;
+  readonly classifierRows: number;
   readonly parameters: Parameter[] = [];
   private readonly embed: Parameter;
   private readonly head: Parameter;
@@ -184,6 +221,9 @@ export class LlamaModel {
     this.computeDType = options.computeDType ?? (this.device === 'cpu' ? this.paramDType : 'bf16');
     this.recompute = options.recompute ?? false;
     if (typeof this.recompute !== 'boolean') fail('ERR_ARG', 'recompute must be a boolean');
+    const elementBytes = { f32: 4, f64: 8, bf16: 2, f16: 2, i32: 4 }[this.computeDType];
+    this.classifierRows = options.classifierRows ?? Math.max(1, Math.floor(2 ** 26 / (config.vocabSize * elementBytes)));
+    if (!Number.isSafeInteger(this.classifierRows) || this.classifierRows < 1) fail('ERR_ARG', 'classifierRows must be a positive integer');
     const dtype = this.paramDType;
     const seed = options.seed ?? 0;
     let offset = 0;
@@ -237,20 +277,13 @@ export class LlamaModel {
   private planFor(B: number, T: number): StepPlan {
     if (this.plan && this.plan.B === B && this.plan.T === T) return this.plan;
     this.plan?.dispose();
-    this.plan = new StepPlan(B, T, this.config, this.device, this.computeDType, this.recompute);
+    this.plan = new StepPlan(B, T, this.config, this.device, this.computeDType, this.recompute, this.classifierRows);
     return this.plan;
   }
 
-  /** Bytes held by the current step plan (activations and backward scratch), 0 before the first forward. */
+  /** Bytes held by the current step plan (activations, logits and backward scratch), 0 before the first step. */
   get planBytes(): number {
-    if (!this.plan) return 0;
-    const size = (t: Tensor) => t.numel * { f32: 4, f64: 8, bf16: 2, f16: 2, i32: 4 }[t.dtype];
-    const p = this.plan;
-    let total = size(p.positions) + size(p.yFinal) + size(p.rstdFinal) + size(p.logits) + size(p.rowLoss) + size(p.lossTotal);
-    for (const t of p.hs) total += size(t);
-    for (const a of p.acts) for (const t of Object.values(a)) total += size(t as Tensor);
-    for (const t of [p.dh, p.dhMid, p.dy, p.ds, p.dgu, p.dattn, p.dq, p.dk, p.dv]) total += size(t);
-    return total;
+    return this.plan?.bytes ?? 0;
   }
 
   private matmulInto(x: Tensor, p: Parameter, out: Tensor, extra: Parameters<typeof ops.matmul>[2] = {}): Tensor {
@@ -281,6 +314,62 @@ export class LlamaModel {
     if (output) this.matmulInto(a.s, L.down, plan.hs[i + 1], { epilogue: 'residual', residual: a.hMid });
   }
 
+  private checkIds(ids: Tensor): [number, number] {
+    const c = this.config;
+    if (!(ids instanceof Tensor) || ids.dtype !== 'i32' || ids.ndim !== 2) fail('ERR_SHAPE', 'ids must be (B, T) i32');
+    const [B, T] = ids.shape;
+    if (T > c.context) fail('ERR_SHAPE', `sequence length ${T} exceeds the context ${c.context}`);
+    if (ids.device !== this.device) fail('ERR_DEVICE', `ids are on ${ids.device}, the model on ${this.device}`);
+    return [B, T];
+  }
+
+  private checkTargets(targets: Tensor, targetCount: number, plan: StepPlan): void {
+    if (!(targets instanceof Tensor) || targets.dtype !== 'i32' || targets.numel !== plan.N) fail('ERR_SHAPE', `targets must be (B, T) i32 matching the ids' ${plan.B}x${plan.T}`);
+    if (targets.device !== this.device) fail('ERR_DEVICE', `targets are on ${targets.device}, the model on ${this.device}`);
+    if (!(targetCount >= 1)) fail('ERR_ARG', 'targetCount (non-ignored targets) must be >= 1');
+  }
+
+  /** Embedding, every layer and the final norm: plan.yFinal (N, d) ready for the head. */
+  private trunkForward(plan: StepPlan, ids: Tensor): void {
+    this.refreshComputeWeights();
+    ops.embedding(this.weight(this.embed), ids.reshape(plan.N), { out: plan.hs[0] });
+    for (let i = 0; i < this.layers.length; i++) this.layerForward(plan, i, true);
+    ops.rmsnorm(plan.hs[this.layers.length], this.weight(this.finalNorm), { eps: this.config.normEps, y: plan.yFinal, rstd: plan.rstdFinal });
+  }
+
+  /**
+   * The training step's forward and backward in one call, with the classifier fused and
+   * chunked: per `classifierRows` rows, logits = yFinal·Wheadᵀ, then loss and dlogits in one
+   * pass over them, then dy += dlogits·Whead and dWhead += dlogitsᵀ·yFinal, so the full
+   * (tokens, vocabulary) logits never exist. Gradients accumulate (+=) scaled by lossScale, as
+   * in backward; returns the mean loss (a 0-d tensor; options.loss when given).
+   */
+  forwardBackward(ids: Tensor, targets: Tensor, targetCount: number, lossScale = 1, options: BackwardOptions = {}): Tensor {
+    const [B, T] = this.checkIds(ids);
+    this.saved = undefined;
+    const plan = this.planFor(B, T);
+    this.checkTargets(targets, targetCount, plan);
+    this.trunkForward(plan, ids);
+    options.afterForward?.();
+    const N = plan.N;
+    const flatTargets = targets.reshape(N);
+    const headW = this.weight(this.head);
+    const chunk = plan.logitsChunk();
+    for (let r0 = 0; r0 < N; r0 += plan.classifierRows) {
+      const r1 = Math.min(N, r0 + plan.classifierRows);
+      const logits = r1 - r0 === chunk.shape[0] ? chunk : chunk.slice(0, r1 - r0);
+      const y = plan.yFinal.slice(r0, r1);
+      ops.matmul(y, headW, { transB: true, out: logits });
+      ops.crossEntropy(logits, flatTargets.slice(r0, r1), { gradScale: lossScale / targetCount, inPlace: true, loss: plan.rowLoss.slice(r0, r1) });
+      ops.matmul(logits, headW, { out: plan.dy.slice(r0, r1) });
+      ops.matmul(logits, y, { transA: true, out: this.head.grad, beta: 1 });
+    }
+    ops.sum(plan.rowLoss, { out: plan.lossTotal });
+    const loss = ops.scale(plan.lossTotal, 1 / targetCount, { out: options.loss });
+    this.layersBackward(plan, ids);
+    return loss;
+  }
+
   /**
    * Forward pass over ids (B, T) i32; returns the logits (B·T, V) in the compute dtype.
    * With keepForBackward (training), the logits live in the step plan: valid until the next
@@ -289,24 +378,17 @@ export class LlamaModel {
    */
   forward(ids: Tensor, keepForBackward = true): Tensor {
     const c = this.config;
-    if (!(ids instanceof Tensor) || ids.dtype !== 'i32' || ids.ndim !== 2) fail('ERR_SHAPE', 'ids must be (B, T) i32');
-    const [B, T] = ids.shape;
-    if (T > c.context) fail('ERR_SHAPE', `sequence length ${T} exceeds the context ${c.context}`);
-    if (ids.device !== this.device) fail('ERR_DEVICE', `ids are on ${ids.device}, the model on ${this.device}`);
+    const [B, T] = this.checkIds(ids);
     this.saved = undefined;
     // inference at another shape (generation) gets a transient plan and leaves the training plan alone
     const transient = !keepForBackward && !(this.plan && this.plan.B === B && this.plan.T === T);
-    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true) : this.planFor(B, T);
+    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true, 1) : this.planFor(B, T);
     try {
       const N = plan.N;
-      this.refreshComputeWeights();
-      ops.embedding(this.weight(this.embed), ids.reshape(N), { out: plan.hs[0] });
-      for (let i = 0; i < this.layers.length; i++) this.layerForward(plan, i, true);
-      const hFinal = plan.hs[this.layers.length];
-      ops.rmsnorm(hFinal, this.weight(this.finalNorm), { eps: c.normEps, y: plan.yFinal, rstd: plan.rstdFinal });
+      this.trunkForward(plan, ids);
       if (!keepForBackward) return ops.matmul(plan.yFinal, this.weight(this.head), { transB: true });
-      ops.matmul(plan.yFinal, this.weight(this.head), { transB: true, out: plan.logits });
-      const logits = plan.logits.reshape(N, c.vocabSize);
+      ops.matmul(plan.yFinal, this.weight(this.head), { transB: true, out: plan.logits() });
+      const logits = plan.logits().reshape(N, c.vocabSize);
       this.saved = { ids, logits, plan };
       return logits;
     } finally {
@@ -325,25 +407,29 @@ export class LlamaModel {
     if (!saved) fail('ERR_ARG', 'backward needs a forward(ids, true) first');
     if (logits !== saved.logits) fail('ERR_ARG', 'backward takes the logits returned by the last forward(ids, true)');
     const plan = saved.plan;
-    const c = this.config;
-    const { B, T, N } = plan;
-    if (!(targets instanceof Tensor) || targets.dtype !== 'i32' || targets.numel !== N) fail('ERR_SHAPE', `targets must be (B, T) i32 matching the forward's ${B}x${T}`);
-    if (!(targetCount >= 1)) fail('ERR_ARG', 'targetCount (non-ignored targets) must be >= 1');
+    const N = plan.N;
+    this.checkTargets(targets, targetCount, plan);
     this.saved = undefined;
     // loss per row, and dlogits written over the logits (one pass, no f32 copy of the logits)
-    ops.crossEntropy(plan.logits, targets.reshape(N), { gradScale: lossScale / targetCount, inPlace: true, loss: plan.rowLoss });
+    const dlogits = plan.logits();
+    ops.crossEntropy(dlogits, targets.reshape(N), { gradScale: lossScale / targetCount, inPlace: true, loss: plan.rowLoss });
     ops.sum(plan.rowLoss, { out: plan.lossTotal });
     const loss = ops.scale(plan.lossTotal, 1 / targetCount, { out: options.loss });
-    const dlogits = plan.logits;
+    // head: dy = dlogits · Whead, dWhead += dlogitsᵀ · yFinal
+    ops.matmul(dlogits, this.weight(this.head), { out: plan.dy });
+    ops.matmul(dlogits, plan.yFinal, { transA: true, out: this.head.grad, beta: 1 });
+    this.layersBackward(plan, saved.ids);
+    return loss;
+  }
 
+  /** From plan.dy (the gradient at the final norm's output) down to the embedding. */
+  private layersBackward(plan: StepPlan, ids: Tensor): void {
+    const c = this.config;
+    const N = plan.N;
     // dW (out, in) += dyᵀ (out, N) · x (N, in)
     const weightGrad = (dy: Tensor, x: Tensor, p: Parameter) => ops.matmul(dy, x, { transA: true, out: p.grad, beta: 1 });
     // dx (N, in) = dy (N, out) · W (out, in)
     const inputGrad = (dy: Tensor, p: Parameter, out: Tensor, beta = 0) => ops.matmul(dy, this.weight(p), { out, beta });
-
-    // head and final norm: dh = d(rmsnorm)(dlogits · Whead)
-    inputGrad(dlogits, this.head, plan.dy);
-    weightGrad(dlogits, plan.yFinal, this.head);
     ops.rmsnormBackward(plan.dy, plan.hs[this.layers.length], this.weight(this.finalNorm), plan.rstdFinal, { dweight: this.finalNorm.grad, dx: plan.dh });
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const L = this.layers[i];
@@ -375,8 +461,7 @@ export class LlamaModel {
       // dh (the old one was consumed as dresidual above) = d(rmsnorm)(dy1) + dhMid
       ops.rmsnormBackward(plan.dy, plan.hs[i], this.weight(L.inputNorm), a.rstd1, { dweight: L.inputNorm.grad, dresidual: plan.dhMid, dx: plan.dh });
     }
-    ops.embeddingBackward(this.embed.grad, saved.ids.reshape(N), plan.dh);
-    return loss;
+    ops.embeddingBackward(this.embed.grad, ids.reshape(N), plan.dh);
   }
 
   zeroGrad(): void {

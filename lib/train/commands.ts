@@ -128,7 +128,7 @@ export async function start(args: string[]): Promise<number> {
     prepareDocuments(await bundledCorpus(), dataDir, byteTokenizer);
   }
   const device = defaultDevice();
-  if (device !== 'cpu') console.log(`note: the model layers run on the CPU in this build; training tiny on cpu (CUDA kernels are tested separately)`);
+  if (device !== 'cpu') console.log(`note: CUDA training is not yet verified on a GPU (KILN_CUDA_TRAINING=1 enables it for kiln train); the main job trains tiny on cpu`);
   const trainer = new Trainer({
     config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out: values.out,
   });

@@ -5,7 +5,7 @@ import { memoryStats } from '../../lib/runtime.js';
 import { binding } from '../../lib/native.js';
 import { LlamaModel } from '../../lib/model/llama.js';
 import type { ModelConfig } from '../../lib/model/config.js';
-import { assertKilnError } from '../helpers.js';
+import { assertClose, assertKilnError } from '../helpers.js';
 
 const test = suite('llama model (cpu)');
 
@@ -194,6 +194,38 @@ test('bf16 compute with f32 master weights (the CUDA recipe) tracks the f32 mode
   }
   f32.dispose();
   bf16.dispose();
+});
+
+test('forwardBackward (fused, chunked classifier) equals forward + backward', async () => {
+  const config = { ...tinyGqa, vocabSize: 37 };
+  const d = batch(3, 7, config.vocabSize, 3); // 21 rows: chunks of 8 leave a tail of 5
+  const reference = new LlamaModel(config, { seed: 4 });
+  reference.zeroGrad();
+  const expectedLoss = (await reference.backward(reference.forward(d.ids), d.targets, d.count, 0.5).toArray())[0];
+  const expected = await Promise.all(reference.parameters.map((p) => p.grad.toArray()));
+  for (const rows of [1000, 8, 1]) {
+    const fused = new LlamaModel(config, { seed: 4, classifierRows: rows });
+    fused.zeroGrad();
+    let marked = 0;
+    const loss = (await fused.forwardBackward(d.ids, d.targets, d.count, 0.5, { afterForward: () => marked++ }).toArray())[0];
+    assert.is(marked, 1);
+    assert.ok(Math.abs(loss - expectedLoss) <= 1e-6 * expectedLoss, `rows ${rows}: loss ${loss} vs ${expectedLoss}`);
+    for (const [i, p] of fused.parameters.entries()) {
+      const g = await p.grad.toArray();
+      if (rows >= 21) assert.equal(g, expected[i], `${p.name}: one chunk is the same computation`);
+      else assertClose(g, expected[i], 1e-5, 1e-7, `${p.name} with ${rows}-row chunks`);
+    }
+    // steady state: no allocation
+    const before = memoryStats('cpu').allocations;
+    fused.forwardBackward(d.ids, d.targets, d.count);
+    assert.is(memoryStats('cpu').allocations - before, 1, 'only the returned loss is new');
+    fused.dispose();
+  }
+  const model = new LlamaModel(config, { seed: 4 });
+  await assertKilnError(() => model.forwardBackward(d.ids, tensor(new Int32Array(5), { shape: [1, 5] }), 5), 'ERR_SHAPE', 'targets');
+  await assertKilnError(() => model.forwardBackward(d.ids, d.targets, 0), 'ERR_ARG', 'targetCount');
+  await assertKilnError(() => new LlamaModel(config, { classifierRows: 0 }), 'ERR_ARG', 'classifierRows');
+  model.dispose();
 });
 
 test.run();
