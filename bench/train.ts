@@ -1,115 +1,118 @@
 /**
- * `kiln bench train`-style benchmark: tokens/s, step latency p50/p99 and its forward /
- * backward / optimizer split, achieved FLOP/s (6N + 12·L·H·Q·T per token, attention counted
- * dense) and peak memory, next to the same model and optimizer in PyTorch (bench/peers/
- * torch_train.py) in the same run: the tiny preset on the CPU (also with activation
- * recomputation), and the 1.4B preset on each GPU (benchTrainCuda).
+ * The training benchmark (`kiln bench train`): tokens/s, step latency p50/p99 and its forward /
+ * backward / optimizer split, the host time to issue a step, achieved FLOP/s and MFU (6N +
+ * 12·L·H·Q·T per token, attention counted dense), peak memory and tensor allocations per
+ * steady-state step, next to the same model and optimizer in PyTorch (bench/peers/
+ * torch_train.py: eager on the CPU; torch.compile + SDPA (+ torch.optim.Muon where present) on
+ * CUDA) in the same run.
+ *
+ * Default set: the tiny preset on the CPU (with and without activation recomputation), and the
+ * 1.4B preset at 16,384 tokens per step (8 x 2048) on each GPU. Issue 6's targets: tiny on a
+ * 2-core CPU >= 1.0x PyTorch; 1.4B on an H100: MFU >= 50%, >= 1.2x PyTorch, p99 within 5% of p50.
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Device } from '../lib/index.js';
+import { type Device, info, memoryStats } from '../lib/index.js';
 import { preset } from '../lib/model/config.js';
 import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
 import { byteTokenizer, gpt2Tokenizer } from '../lib/data/tokenizer.js';
 import { Trainer } from '../lib/train/trainer.js';
-import { info, memoryStats } from '../lib/index.js';
 import { runPeer } from './peers.js';
+
+export interface TrainBenchOptions {
+  preset: string;
+  device: Device;
+  batch: number;
+  seqLen: number;
+  warmup: number;
+  steps: number;
+  recompute: boolean;
+  /** run the PyTorch peer too */
+  peer: boolean;
+}
 
 function percentile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
-export async function benchTrain(devices: Device[]): Promise<unknown[]> {
-  const results: unknown[] = [];
-  for (const device of devices) if (device !== 'cpu') results.push(await benchTrainCuda(device));
-  if (!devices.includes('cpu')) return results;
-  const data = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), 'data-byte');
-  if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
-  const config = preset('tiny');
-  const [batch, seqLen, warmup, steps] = [16, 128, 5, 40];
-  const run = async (recompute: boolean) => {
-    const trainer = new Trainer({ config, data, steps: warmup + steps, batch, seqLen, device: 'cpu', recompute });
+/** Byte tokens for byte-vocabulary presets (tiny), GPT-2 tokens otherwise, cached under KILN_CACHE_DIR. */
+async function corpusFor(vocabSize: number): Promise<string> {
+  const byte = vocabSize <= 256;
+  const dir = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), byte ? 'data-byte' : 'data-gpt2');
+  if (!existsSync(join(dir, 'train.bin'))) prepareDocuments(await bundledCorpus(), dir, byte ? byteTokenizer : await gpt2Tokenizer());
+  return dir;
+}
+
+export async function benchTrainRun(o: TrainBenchOptions): Promise<Record<string, unknown>> {
+  const config = preset(o.preset);
+  const row: Record<string, unknown> = {
+    device: o.device, preset: o.preset, batch: o.batch, seqLen: o.seqLen, tokensPerStep: o.batch * o.seqLen, warmup: o.warmup, steps: o.steps, recompute: o.recompute,
+  };
+  const label = `train ${o.device} ${o.preset}${o.recompute ? ' (recompute)' : ''}`;
+  if (o.device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
+    console.log(`${label}: skipped (CUDA training is not yet verified; set KILN_CUDA_TRAINING=1)`);
+    return { ...row, skipped: 'KILN_CUDA_TRAINING is not 1' };
+  }
+  try {
+    const data = await corpusFor(config.vocabSize);
+    const trainer = new Trainer({ config, data, steps: o.warmup + o.steps, batch: o.batch, seqLen: o.seqLen, device: o.device, recompute: o.recompute, evalEvery: 0 });
     let allocationsAtWarmup = 0;
     const history = await trainer.run((m) => {
-      if (m.step === warmup) allocationsAtWarmup = memoryStats('cpu').allocations;
+      if (m.step === o.warmup) allocationsAtWarmup = memoryStats(o.device).allocations;
     });
-    // tensor allocations per steady-state step (the step plan and optimizer workspaces are made once)
-    const allocationsPerStep = (memoryStats('cpu').allocations - allocationsAtWarmup) / steps;
+    // allocation requests per steady-state step (the step plan and optimizer state are made once)
+    const allocationsPerStep = (memoryStats(o.device).allocations - allocationsAtWarmup) / o.steps;
     trainer.close();
-    const measured = history.slice(warmup);
+    const measured = history.slice(o.warmup);
     const sorted = measured.map((m) => m.stepMs).sort((a, b) => a - b);
     const mean = (f: (m: (typeof measured)[number]) => number) => measured.reduce((s, m) => s + f(m), 0) / measured.length;
     const p50 = percentile(sorted, 0.5);
-    return {
-      device: 'cpu', preset: 'tiny', batch, seqLen, steps, recompute, p50Ms: p50, p99Ms: percentile(sorted, 0.99), tokensPerSecond: (batch * seqLen) / (p50 / 1e3),
-      forwardMs: mean((m) => m.forwardMs), backwardMs: mean((m) => m.backwardMs), optimizerMs: mean((m) => m.optimizerMs),
-      // host time to issue a step (JavaScript + enqueueing) and its share of the step: the CPU worker runs concurrently
-      issueMs: mean((m) => m.issueMs), issueShare: mean((m) => m.issueMs / m.stepMs),
-      gflops: mean((m) => m.achievedTflops) * 1e3, peakMemoryBytes: Math.max(...measured.map((m) => m.peakMemoryBytes)), allocationsPerStep, threads: info().cpuThreads,
-    };
-  };
-  const kiln = await run(false);
-  const recomputed = await run(true);
-  const p50 = kiln.p50Ms;
-  const peer = runPeer('torch_train.py', { config, batch, seqLen, steps, warmup, device: 'cpu' }, { OMP_NUM_THREADS: String(info().cpuThreads) });
-  const row = { ...kiln, withRecompute: recomputed, peer: 'error' in peer ? peer : { name: 'PyTorch (CPU, eager)', ...peer }, speedupVsPeer: 'error' in peer ? undefined : kiln.tokensPerSecond / (peer as unknown as { tokensPerSecond: number }).tokensPerSecond };
-  console.log(
-    `train cpu tiny: ${Math.round(kiln.tokensPerSecond)} tok/s, step p50 ${p50.toFixed(1)} ms p99 ${kiln.p99Ms.toFixed(1)} ms ` +
-      `(fwd ${kiln.forwardMs.toFixed(1)} / bwd ${kiln.backwardMs.toFixed(1)} / opt ${kiln.optimizerMs.toFixed(1)} ms), ${kiln.gflops.toFixed(1)} GFLOP/s, peak ${(kiln.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB, ` +
-      `issue ${kiln.issueMs.toFixed(1)} ms (${(100 * kiln.issueShare).toFixed(0)}% of the step), ${kiln.allocationsPerStep} allocations/step; ` +
-      `recompute: ${Math.round(recomputed.tokensPerSecond)} tok/s, peak ${(recomputed.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB` +
-      ('error' in peer ? `; peer unavailable: ${peer.error}` : `; PyTorch ${Math.round((peer as unknown as { tokensPerSecond: number }).tokensPerSecond)} tok/s -> ${row.speedupVsPeer!.toFixed(2)}x`),
-  );
-  results.push(row);
-  return results;
-}
-
-/**
- * The 1.4B preset on one GPU at 16,384 tokens per step (8 x 2048), bf16 compute with f32
- * master weights, Muon + AdamW, next to the same model in PyTorch (torch.compile, SDPA,
- * torch.optim.Muon when present) in the same session. Targets (issue 6): MFU >= 50%, >= 1.2x
- * PyTorch tokens/s, p99 within 5% of p50. Needs KILN_CUDA_TRAINING=1 until the CUDA step is
- * verified (check:gpu sets it); GPT-2 tokens of the bundled corpus.
- */
-async function benchTrainCuda(device: Device): Promise<unknown> {
-  const name = process.env.KILN_BENCH_TRAIN_PRESET ?? '1.4b';
-  const config = preset(name);
-  const [batch, seqLen, warmup, steps] = [8, 2048, 3, 12];
-  const row: Record<string, unknown> = { device, preset: name, batch, seqLen, tokensPerStep: batch * seqLen, steps, warmup };
-  if (process.env.KILN_CUDA_TRAINING !== '1') {
-    console.log(`train ${device} ${name}: skipped (CUDA training is unverified; set KILN_CUDA_TRAINING=1)`);
-    return { ...row, skipped: 'KILN_CUDA_TRAINING is not 1' };
-  }
-  const data = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), 'data-gpt2');
-  if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, await gpt2Tokenizer());
-  try {
-    const trainer = new Trainer({ config, data, steps: warmup + steps, batch, seqLen, device, evalEvery: 0 });
-    const history = await trainer.run();
-    trainer.close();
-    const measured = history.slice(warmup);
-    const sorted = measured.map((m) => m.stepMs).sort((a, b) => a - b);
-    const mean = (f: (m: (typeof measured)[number]) => number) => measured.reduce((acc, m) => acc + f(m), 0) / measured.length;
-    const p50 = percentile(sorted, 0.5);
     const p99 = percentile(sorted, 0.99);
     Object.assign(row, {
-      p50Ms: p50, p99Ms: p99, p99OverP50: p99 / p50, tokensPerSecond: (batch * seqLen) / (p50 / 1e3),
+      p50Ms: p50, p99Ms: p99, p99OverP50: p99 / p50, tokensPerSecond: (o.batch * o.seqLen) / (p50 / 1e3),
       forwardMs: mean((m) => m.forwardMs), backwardMs: mean((m) => m.backwardMs), optimizerMs: mean((m) => m.optimizerMs),
-      issueMs: mean((m) => m.issueMs), tflops: mean((m) => m.achievedTflops), mfu: mean((m) => m.mfu ?? NaN),
-      peakMemoryBytes: Math.max(...measured.map((m) => m.peakMemoryBytes)), loss: [history[0].loss, history[history.length - 1].loss],
+      // host time to issue a step (JavaScript + enqueueing) and its share of the step; the device works concurrently
+      issueMs: mean((m) => m.issueMs), issueShare: mean((m) => m.issueMs / m.stepMs),
+      gflops: mean((m) => m.achievedTflops) * 1e3, mfu: o.device === 'cpu' ? undefined : mean((m) => m.mfu ?? NaN),
+      peakMemoryBytes: Math.max(...measured.map((m) => m.peakMemoryBytes)), allocationsPerStep,
+      loss: [history[0].loss, history[history.length - 1].loss], threads: info().cpuThreads,
     });
   } catch (e) {
     row.error = (e as Error).message;
   }
-  const peer = runPeer('torch_train.py', { config, batch, seqLen, steps, warmup, device: 'cuda', compile: true }, {});
-  row.peer = 'error' in peer ? peer : { name: 'PyTorch (torch.compile, SDPA)', ...peer };
-  if (!('error' in peer) && typeof row.tokensPerSecond === 'number') row.speedupVsPeer = row.tokensPerSecond / (peer as unknown as { tokensPerSecond: number }).tokensPerSecond;
+  if (o.peer) {
+    const cpu = o.device === 'cpu';
+    const peer = runPeer('torch_train.py', { config, batch: o.batch, seqLen: o.seqLen, steps: o.steps, warmup: o.warmup, device: cpu ? 'cpu' : 'cuda', compile: !cpu },
+      cpu ? { OMP_NUM_THREADS: String(info().cpuThreads) } : {});
+    row.peer = 'error' in peer ? peer : { name: cpu ? 'PyTorch (CPU, eager)' : 'PyTorch (CUDA, torch.compile)', ...peer };
+    const peerTps = 'error' in peer ? undefined : (peer as unknown as { tokensPerSecond: number }).tokensPerSecond;
+    if (peerTps && typeof row.tokensPerSecond === 'number') row.speedupVsPeer = row.tokensPerSecond / peerTps;
+  }
   const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
+  const peer = row.peer as { error?: string; tokensPerSecond?: number } | undefined;
   console.log(
-    `train ${device} ${name}: ` + (row.error ? `error: ${row.error}` :
-      `${Math.round(row.tokensPerSecond as number)} tok/s, p50 ${f(row.p50Ms)} ms p99 ${f(row.p99Ms)} ms (fwd ${f(row.forwardMs)} / bwd ${f(row.backwardMs)} / opt ${f(row.optimizerMs)} ms, issue ${f(row.issueMs)} ms), ` +
-      `${f(row.tflops)} TFLOP/s, MFU ${f(100 * (row.mfu as number))}%, peak ${f((row.peakMemoryBytes as number) / 2 ** 30)} GiB`) +
-      ('error' in peer ? `; peer unavailable: ${peer.error}` : `; PyTorch ${Math.round((peer as unknown as { tokensPerSecond: number }).tokensPerSecond)} tok/s` + (row.speedupVsPeer ? ` -> ${f(row.speedupVsPeer, 2)}x` : '')),
+    `${label}: ` + (row.error ? `error: ${row.error}` :
+      `${Math.round(row.tokensPerSecond as number)} tok/s, step p50 ${f(row.p50Ms)} ms p99 ${f(row.p99Ms)} ms ` +
+      `(fwd ${f(row.forwardMs)} / bwd ${f(row.backwardMs)} / opt ${f(row.optimizerMs)} ms; issue ${f(row.issueMs)} ms = ${f(100 * (row.issueShare as number), 0)}%), ` +
+      `${f(row.gflops)} GFLOP/s${row.mfu !== undefined ? `, MFU ${f(100 * (row.mfu as number))}%` : ''}, peak ${f((row.peakMemoryBytes as number) / 2 ** 20, 0)} MiB, ` +
+      `${f(row.allocationsPerStep, 1)} allocations/step`) +
+      (peer === undefined ? '' : peer.error ? `; peer unavailable: ${peer.error}` : `; PyTorch ${Math.round(peer.tokensPerSecond!)} tok/s` + (row.speedupVsPeer ? ` -> ${f(row.speedupVsPeer, 2)}x` : '')),
   );
   return row;
+}
+
+/** The default set for `npm run bench` / check:gpu. */
+export async function benchTrain(devices: Device[]): Promise<unknown[]> {
+  const results: unknown[] = [];
+  for (const device of devices) {
+    if (device === 'cpu') {
+      const base = { preset: 'tiny', device, batch: 16, seqLen: 128, warmup: 5, steps: 40 } as const;
+      results.push(await benchTrainRun({ ...base, recompute: false, peer: true }));
+      results.push(await benchTrainRun({ ...base, recompute: true, peer: false }));
+    } else {
+      results.push(await benchTrainRun({ preset: process.env.KILN_BENCH_TRAIN_PRESET ?? '1.4b', device, batch: 8, seqLen: 2048, warmup: 3, steps: 12, recompute: false, peer: true }));
+    }
+  }
+  return results;
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `kiln` command line. */
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KilnError } from './errors.js';
 import { formatInfo, info } from './info.js';
@@ -31,6 +32,11 @@ commands:
   tune [--device cuda:N] [--tokens 8192,16384] [--dtype bf16]
                        time every CUDA GEMM candidate on the 1.4B layer shapes and cache the
                        winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
+  bench [train|matmul|memory] [--out bench/results]
+        train [--preset 1.4b] [--device cuda:0] [--batch 8] [--seq 2048] [--steps 12] [--warmup 3]
+              [--recompute] [--no-peer]
+                       benchmarks next to their peers (PyTorch, numpy), JSON into --out; from a
+                       repository checkout
   help                 this text
 
 environment:
@@ -93,6 +99,13 @@ async function main(argv: string[]): Promise<number> {
       }
       console.log(`saved ${results.length} winners to ${file}`);
       return 0;
+    }
+    case 'bench': {
+      // the benchmarks live in the repository (bench/, with the PyTorch/numpy peers), not in the npm package
+      const runner = new URL('../bench/run.js', import.meta.url);
+      if (!existsSync(runner)) throw new KilnError('ERR_ARG', 'kiln bench runs from a kiln repository checkout (bench/ is not part of the npm package)');
+      const { runBench } = (await import(runner.href)) as { runBench: (args: string[]) => Promise<number> };
+      return runBench(rest);
     }
     case 'help':
     case '--help':

@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
@@ -77,6 +79,23 @@ test('kiln rejects unknown commands and options with a usage message', () => {
   const o = spawnSync(process.execPath, [cli, 'info', '--bogus'], { encoding: 'utf8' });
   assert.is(o.status, 1);
   assert.ok(o.stderr.includes('bogus'));
+});
+
+test('kiln bench train measures a preset and writes its JSON', () => {
+  const out = mkdtempSync(join(tmpdir(), 'kiln-bench-'));
+  const r = spawnSync(process.execPath, [cli, 'bench', 'train', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--steps', '3', '--warmup', '2', '--no-peer', '--out', out], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /train cpu tiny: \d+ tok\/s, step p50/);
+  const files = readdirSync(out);
+  assert.is(files.length, 1);
+  const result = JSON.parse(readFileSync(join(out, files[0]), 'utf8'));
+  const row = result.results[0];
+  assert.is(result.benchmark, 'train');
+  assert.ok(row.tokensPerSecond > 0 && row.p99Ms >= row.p50Ms && row.issueMs > 0 && row.tokensPerStep === 64, JSON.stringify(row));
+  assert.is(row.allocationsPerStep, 0, 'a steady-state training step allocates no tensor memory');
+  const bad = spawnSync(process.execPath, [cli, 'bench', 'train', '--batch', '0'], { encoding: 'utf8' });
+  assert.is(bad.status, 2);
+  assert.match(bad.stderr, /ERR_ARG/);
 });
 
 test.run();
