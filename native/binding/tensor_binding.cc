@@ -1,5 +1,6 @@
 // Binding functions for tensor lifetime, transfers, device queries and synchronization.
 #include <cstring>
+#include <utility>
 
 #include "../ops/elementwise.h"
 #include "../runtime/cpu_isa.h"
@@ -21,25 +22,25 @@ Napi::Value empty(const Napi::CallbackInfo& info) {
   return NativeTensor::create(info.Env(), std::move(storage), 0, numel, dtype, true);
 }
 
+// The bytes of argument `index`, a typed array, DataView or Buffer (borrowed: copy before returning).
+std::pair<const uint8_t*, size_t> arg_bytes(const Napi::CallbackInfo& info, size_t index) {
+  if (info.Length() <= index || !(info[index].IsTypedArray() || info[index].IsDataView() || info[index].IsBuffer())) {
+    fail("ERR_ARG", "data (argument " + std::to_string(index) + ") must be a typed array or Buffer");
+  }
+  if (info[index].IsTypedArray()) {
+    auto view = info[index].As<Napi::TypedArray>();
+    return {static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset(), view.ByteLength()};
+  }
+  auto view = info[index].As<Napi::DataView>();
+  return {static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset(), view.ByteLength()};
+}
+
 // fromBuffer(device, dtype, view: ArrayBufferView) -> NativeTensor holding a copy of the bytes.
 Napi::Value from_buffer(const Napi::CallbackInfo& info) {
   Device device = arg_device(info, 0, "device");
   DType dtype = arg_dtype(info, 1, "dtype");
-  if (info.Length() < 3 || !(info[2].IsTypedArray() || info[2].IsDataView() || info[2].IsBuffer())) {
-    fail("ERR_ARG", "data (argument 2) must be a typed array or Buffer");
-  }
   if (dtype == DType::f64 && device.is_cuda()) fail("ERR_DTYPE", "f64 tensors live on the CPU only (reference checks)");
-  const uint8_t* bytes;
-  size_t length;
-  if (info[2].IsTypedArray()) {
-    auto view = info[2].As<Napi::TypedArray>();
-    bytes = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    length = view.ByteLength();
-  } else {
-    auto view = info[2].As<Napi::DataView>();
-    bytes = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    length = view.ByteLength();
-  }
+  auto [bytes, length] = arg_bytes(info, 2);
   if (length % dtype_size(dtype) != 0) fail("ERR_ARG", "data length is not a multiple of the element size");
   int64_t numel = int64_t(length / dtype_size(dtype));
   auto storage = Storage::allocate(device, length);
@@ -62,20 +63,7 @@ Napi::Value from_buffer(const Napi::CallbackInfo& info) {
 // each batch into tensors planned once.
 Napi::Value write(const Napi::CallbackInfo& info) {
   NativeTensor& dst = arg_tensor(info, 0, "dst");
-  if (info.Length() < 2 || !(info[1].IsTypedArray() || info[1].IsDataView() || info[1].IsBuffer())) {
-    fail("ERR_ARG", "data (argument 1) must be a typed array or Buffer");
-  }
-  const uint8_t* bytes;
-  size_t length;
-  if (info[1].IsTypedArray()) {
-    auto view = info[1].As<Napi::TypedArray>();
-    bytes = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    length = view.ByteLength();
-  } else {
-    auto view = info[1].As<Napi::DataView>();
-    bytes = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    length = view.ByteLength();
-  }
+  auto [bytes, length] = arg_bytes(info, 1);
   if (length != dst.nbytes()) {
     fail("ERR_SHAPE", "write needs exactly " + std::to_string(dst.nbytes()) + " bytes for the tensor, got " + std::to_string(length));
   }
