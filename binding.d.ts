@@ -176,17 +176,25 @@ export interface KilnBinding {
   /** norm (1) f32 = global L2 norm of the tensors; scales them by min(1, maxNorm / (norm + 1e-6)) when maxNorm > 0 */
   gradNormClip(tensors: NativeTensor[], maxNorm: number, norm: NativeTensor): void;
 
-  // ---- optimizer (native/binding/optimizer_binding.cc; contract native/ops/optimizer_cpu.h; CPU f32 only) ----
+  // ---- optimizer (native/binding/optimizer_binding.cc; contracts native/ops/newton_schulz.h, optimizer.h, optimizer_cpu.h) ----
+  /** CPU: f32 in/out, compute f64/f32/bf16. CUDA: f32/bf16/f16 in, f32/bf16 out, compute bf16. */
   newtonSchulz(
     out: NativeTensor, g: NativeTensor,
     params: { batch: number; rows: number; cols: number; steps: number; coefficients: number[]; normScale: number; eps: number; compute: DTypeCode; reference: boolean },
   ): void;
-  /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m */
+  /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m (CPU f32) */
   muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
-  /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored */
+  /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored (CPU f32) */
   normuonNormalize(ortho: NativeTensor, rowSecondMoment: NativeTensor, rows: number, cols: number, beta2: number, eps: number): void;
-  /** w = w·(1 - lr·wd) - lr·scale·ortho */
+  /** w = w·(1 - lr·wd) - lr·scale·ortho (CPU f32) */
   muonApply(weight: NativeTensor, ortho: NativeTensor, lr: number, weightDecay: number, scale: number): void;
   adamw(weight: NativeTensor, m: NativeTensor, v: NativeTensor, grad: NativeTensor, params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
+  // Multi-tensor forms: one native call (CPU) or one kernel launch (CUDA) per list; every tensor on one device.
+  /** AdamW over the list (all f32). */
+  adamwMulti(weights: NativeTensor[], m: NativeTensor[], v: NativeTensor[], grads: NativeTensor[], params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
+  /** Muon momentum over the list; updates f32 or bf16 (one dtype). */
+  muonMomentumMulti(momenta: NativeTensor[], updates: NativeTensor[], grads: NativeTensor[], beta: number, nesterov: boolean): void;
+  /** w_i = w_i·(1 - lr·wd) - lr·scales[i]·orthos_i; orthos f32 or bf16 (one dtype). */
+  muonApplyMulti(weights: NativeTensor[], orthos: NativeTensor[], scales: number[], lr: number, weightDecay: number): void;
   newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
 }

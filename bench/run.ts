@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KilnError, formatInfo } from '../lib/index.js';
 import { parseDevice } from '../lib/device.js';
+import { preset } from '../lib/model/config.js';
 import { devicesToBenchmark, writeResults } from './harness.js';
 import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
@@ -42,20 +43,27 @@ export async function runBench(args: string[]): Promise<number> {
   const selected = values.only ? values.only.split(',') : positionals.length ? positionals : Object.keys(BENCHMARKS);
   const custom = values.preset !== undefined || values.device !== undefined || values.batch !== undefined || values.seq !== undefined || values.steps !== undefined;
   if (custom && (selected.length !== 1 || selected[0] !== 'train')) throw new KilnError('ERR_ARG', '--preset, --device, --batch, --seq and --steps apply to `bench train` alone');
+  for (const name of selected) {
+    if (!BENCHMARKS[name]) throw new KilnError('ERR_ARG', `unknown benchmark '${name}' (known: ${Object.keys(BENCHMARKS).join(', ')})`);
+  }
+  let trainSettings: Parameters<typeof benchTrainRun>[0] | undefined;
+  if (custom) {
+    const device = parseDevice(values.device ?? 'cpu', '--device');
+    const gpu = device !== 'cpu';
+    trainSettings = {
+      preset: values.preset ?? (gpu ? '1.4b' : 'tiny'), device,
+      batch: positiveInt(values.batch, 'batch') ?? (gpu ? 8 : 16), seqLen: positiveInt(values.seq, 'seq') ?? (gpu ? 2048 : 128),
+      steps: positiveInt(values.steps, 'steps') ?? (gpu ? 12 : 40), warmup: positiveInt(values.warmup, 'warmup') ?? (gpu ? 3 : 5),
+      recompute: values.recompute!, peer: !values['no-peer'],
+    };
+    preset(trainSettings.preset); // an unknown preset is an error before anything runs
+  }
   console.log(formatInfo() + '\n');
   for (const name of selected) {
     const bench = BENCHMARKS[name];
-    if (!bench) throw new KilnError('ERR_ARG', `unknown benchmark '${name}' (known: ${Object.keys(BENCHMARKS).join(', ')})`);
     let results: unknown[];
-    if (name === 'train' && custom) {
-      const device = parseDevice(values.device ?? 'cpu', '--device');
-      const gpu = device !== 'cpu';
-      results = [await benchTrainRun({
-        preset: values.preset ?? (gpu ? '1.4b' : 'tiny'), device,
-        batch: positiveInt(values.batch, 'batch') ?? (gpu ? 8 : 16), seqLen: positiveInt(values.seq, 'seq') ?? (gpu ? 2048 : 128),
-        steps: positiveInt(values.steps, 'steps') ?? (gpu ? 12 : 40), warmup: positiveInt(values.warmup, 'warmup') ?? (gpu ? 3 : 5),
-        recompute: values.recompute!, peer: !values['no-peer'],
-      })];
+    if (trainSettings) {
+      results = [await benchTrainRun(trainSettings)];
     } else {
       results = await bench(devicesToBenchmark());
     }

@@ -9,7 +9,7 @@ import { dtypeCode } from '../dtype.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
 import { Tensor, empty } from '../tensor.js';
-import { checkOptions, checkTensor } from '../validate.js';
+import { checkOptions, checkTensor, sameShape } from '../validate.js';
 
 export const CLASSIC: readonly [number, number, number] = [3.4445, -4.775, 2.0315];
 export const POLAR_EXPRESS: readonly (readonly [number, number, number])[] = [
@@ -32,6 +32,8 @@ export interface NewtonSchulzOptions {
   compute?: Extract<DType, 'bf16' | 'f32' | 'f64'>;
   /** plain double loops (the oracle) */
   reference?: boolean;
+  /** write the result here (g's shape; f32, or bf16 on CUDA) instead of a new f32 tensor */
+  out?: Tensor;
 }
 
 export function resolveCoefficients(options: NewtonSchulzOptions = {}): { triples: number[][]; normScale: number; eps: number } {
@@ -59,18 +61,32 @@ export function resolveCoefficients(options: NewtonSchulzOptions = {}): { triple
   return { triples, normScale: options.normScale ?? normScale, eps: options.eps ?? eps };
 }
 
-/** Orthogonalizes g: (rows, cols) or (batch, rows, cols) f32 on the CPU. */
+/**
+ * Orthogonalizes g: (rows, cols) or (batch, rows, cols). CPU: f32 in and out, compute f64, f32
+ * or bf16. CUDA: f32, bf16 or f16 in, f32 or bf16 out, compute bf16.
+ */
 export function newtonSchulz(g: Tensor, options?: NewtonSchulzOptions): Tensor {
   const x = checkTensor(g, 'g');
-  const o = checkOptions(options, ['coefficients', 'steps', 'normScale', 'eps', 'compute', 'reference'], 'newtonSchulz options') as NewtonSchulzOptions;
-  if (x.dtype !== 'f32') fail('ERR_DTYPE', `newtonSchulz takes f32 updates, got ${x.dtype}`);
+  const o = checkOptions(options, ['coefficients', 'steps', 'normScale', 'eps', 'compute', 'reference', 'out'], 'newtonSchulz options') as NewtonSchulzOptions;
+  const cuda = x.device !== 'cpu';
+  if (cuda ? !['f32', 'bf16', 'f16'].includes(x.dtype) : x.dtype !== 'f32') fail('ERR_DTYPE', `newtonSchulz takes ${cuda ? 'f32, bf16 or f16' : 'f32'} updates on ${x.device}, got ${x.dtype}`);
   if (x.ndim !== 2 && x.ndim !== 3) fail('ERR_SHAPE', 'newtonSchulz takes (rows, cols) or (batch, rows, cols)');
   const [batch, rows, cols] = x.ndim === 2 ? [1, ...x.shape] : x.shape;
   const { triples, normScale, eps } = resolveCoefficients(o);
   if (!(normScale > 0) || !(eps >= 0)) fail('ERR_ARG', 'normScale must be > 0 and eps >= 0');
   const compute = o.compute ?? 'bf16';
   if (!['bf16', 'f32', 'f64'].includes(compute)) fail('ERR_DTYPE', 'compute must be bf16, f32 or f64');
-  const out = empty([...x.shape], { device: x.device });
+  if (cuda && compute !== 'bf16') fail('ERR_DTYPE', `newtonSchulz computes in bf16 on CUDA, not ${compute}`);
+  let out: Tensor;
+  if (o.out === undefined) {
+    out = empty([...x.shape], { device: x.device });
+  } else {
+    out = checkTensor(o.out, 'out');
+    if (out.device !== x.device) fail('ERR_DEVICE', `out is on ${out.device}, g on ${x.device}`);
+    if (!sameShape(out.shape, x.shape)) fail('ERR_SHAPE', `out has shape [${out.shape}], g [${x.shape}]`);
+    if (cuda ? !['f32', 'bf16'].includes(out.dtype) : out.dtype !== 'f32') fail('ERR_DTYPE', `newtonSchulz writes ${cuda ? 'f32 or bf16' : 'f32'} on ${x.device}, not ${out.dtype}`);
+    if (out.handle === x.handle) fail('ERR_ARG', 'out must not be g');
+  }
   binding().newtonSchulz(out.handle, x.handle, {
     batch, rows, cols, steps: triples.length, coefficients: triples.flat(), normScale, eps, compute: dtypeCode(compute), reference: o.reference ?? false,
   });

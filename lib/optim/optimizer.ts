@@ -2,19 +2,20 @@
  * The Muon + AdamW optimizer (REFERENCE.md, "Muon"). Each parameter group names its update
  * rule: 'muon' (momentum, then the spectral-norm LMO = Newton–Schulz, then a scaled step with
  * decoupled weight decay) for 2-D hidden matrices, 'adamw' for embeddings, the output head and
- * norms. A new variant is one more entry in UPDATE_RULES.
+ * norms. A new rule is one more plan/step pair in Optimizer.
  *
  *   muon:  m = β·m + (1−β)·g;  u = nesterov ? (1−β)·g + β·m : m;  O = NS(u)
  *          W = W·(1 − lr·wd) − lr·s·O,  s = √max(1, rows/cols) ('spectral') or 0.2·√max(rows, cols) ('match-adamw')
  *   adamw: the decoupled-weight-decay Adam step with bias correction.
  *
  * State (momenta, second moments, step) saves and restores bit for bit (stateTensors/loadState).
- * CPU f32 today; the fused CUDA kernels are still owed (issue 5).
+ * CPU and CUDA (the CUDA kernels compile here and are verified by test/cuda/optimizer.test.ts on
+ * a GPU; NorMuon's row normalization is CPU only).
  */
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/elementwise.js';
-import { Tensor, zeros } from '../tensor.js';
+import { Tensor, empty, tensor, zeros } from '../tensor.js';
 import { type NewtonSchulzOptions, newtonSchulz } from './newton_schulz.js';
 
 export interface OptimizedParameter {
@@ -53,71 +54,107 @@ export interface AdamWGroup {
 
 export type ParamGroup = MuonGroup | AdamWGroup;
 
-interface UpdateRule<G extends ParamGroup> {
-  /** state tensors per parameter, by suffix */
-  state(p: OptimizedParameter): Record<string, Tensor>;
-  step(group: G, p: OptimizedParameter, state: Record<string, Tensor>, lrMultiplier: number, step: number): void;
+/** Same-shape Muon matrices of one group, stacked so Newton–Schulz runs once per shape. */
+interface MuonShapeBatch {
+  rows: number;
+  cols: number;
+  params: OptimizedParameter[];
+  /** (batch, rows, cols): the momentum step writes each matrix's Newton–Schulz input here */
+  update: Tensor;
+  /** (batch, rows, cols): Newton–Schulz output */
+  ortho: Tensor;
+  /** views of update/ortho, one per parameter */
+  updates: Tensor[];
+  orthos: Tensor[];
 }
 
-const muonRule: UpdateRule<MuonGroup> = {
-  state: (p) => {
-    const state: Record<string, Tensor> = { momentum: zeros([...p.value.shape], { device: p.value.device }) };
-    if (p.value.ndim === 2) {
-      state.rowSecondMoment = zeros([p.value.shape[0]], { device: p.value.device });
-      state.previous = p.value.clone();
-    }
-    return state;
-  },
-  step(group, p, state, lrMultiplier) {
-    if (p.value.ndim !== 2) fail('ERR_SHAPE', `muon updates 2-D matrices; ${p.name} is [${p.value.shape}]`);
-    const [rows, cols] = p.value.shape;
-    const variant = group.variant ?? 'standard';
-    if (variant === 'extrapolated' && state.current) {
-      // back from the extrapolated point to x_t; x_t becomes x_prev for the next step
-      binding().copy(p.value.handle, state.current.handle);
-      binding().copy(state.previous.handle, state.current.handle);
-      state.current.dispose();
-      delete state.current;
-    }
-    using update = zeros([rows, cols], { device: p.value.device });
-    binding().muonMomentum(state.momentum.handle, update.handle, p.grad.handle, group.momentum ?? 0.95, variant === 'extrapolated' ? false : (group.nesterov ?? true));
-    using ortho = newtonSchulz(update, group.newtonSchulz);
-    if (variant === 'normuon') binding().normuonNormalize(ortho.handle, state.rowSecondMoment.handle, rows, cols, group.beta2 ?? 0.95, 1e-8);
-    const scale = (group.scale ?? 'spectral') === 'spectral' ? Math.sqrt(Math.max(1, rows / cols)) : 0.2 * Math.sqrt(Math.max(rows, cols));
-    binding().muonApply(p.value.handle, ortho.handle, group.lr * lrMultiplier, group.weightDecay ?? 0, scale);
-  },
-};
+/** Planned per-group work: the lists every step hands to the multi-tensor kernels. */
+interface GroupPlan {
+  params: OptimizedParameter[];
+  batches: MuonShapeBatch[];
+  /** muon: per-parameter update scale (spectral or match-adamw) */
+  scales: number[];
+}
 
-const adamwRule: UpdateRule<AdamWGroup> = {
-  state: (p) => ({ m: zeros([...p.value.shape], { device: p.value.device }), v: zeros([...p.value.shape], { device: p.value.device }) }),
-  step(group, p, state, lrMultiplier, step) {
-    const [beta1, beta2] = group.betas ?? [0.9, 0.95];
-    binding().adamw(p.value.handle, state.m.handle, state.v.handle, p.grad.handle, {
-      lr: group.lr * lrMultiplier, beta1, beta2, eps: group.eps ?? 1e-8, weightDecay: group.weightDecay ?? 0, step,
-    });
-  },
-};
+function muonScale(group: MuonGroup, rows: number, cols: number): number {
+  return (group.scale ?? 'spectral') === 'spectral' ? Math.sqrt(Math.max(1, rows / cols)) : 0.2 * Math.sqrt(Math.max(rows, cols));
+}
 
-const UPDATE_RULES: { muon: UpdateRule<MuonGroup>; adamw: UpdateRule<AdamWGroup> } = { muon: muonRule, adamw: adamwRule };
-
+/**
+ * Muon + AdamW over parameter groups. Each step is a handful of native calls per group, not
+ * one per parameter: Muon momentum for the whole group (one multi-tensor call), Newton–Schulz
+ * once per distinct matrix shape over the stacked updates, the scaled weight update for the
+ * whole group; AdamW for the whole group. Every workspace is allocated at construction, so
+ * update() and prepareGradientPoint() allocate no tensor memory. On CUDA the Newton–Schulz
+ * input and output are bf16 (the compute dtype there); on the CPU they are f32.
+ */
 export class Optimizer {
   readonly groups: ParamGroup[];
   private steps = 0;
   private readonly states = new Map<string, Record<string, Tensor>>();
+  private readonly plans: GroupPlan[] = [];
+  private readonly workspaces: Tensor[] = [];
 
   constructor(groups: ParamGroup[]) {
     const seen = new Set<string>();
+    let device: string | undefined;
     for (const g of groups) {
-      if (!(g.rule in UPDATE_RULES)) fail('ERR_ARG', `unknown update rule '${String((g as { rule: unknown }).rule)}'`);
+      if (!g || !['muon', 'adamw'].includes((g as { rule: unknown }).rule as string)) fail('ERR_ARG', `unknown update rule '${String((g as { rule: unknown } | undefined)?.rule)}'`);
       if (!(typeof g.lr === 'number' && g.lr >= 0 && Number.isFinite(g.lr))) fail('ERR_ARG', 'group lr must be a finite number >= 0');
+      if (!Array.isArray(g.params)) fail('ERR_ARG', 'group params must be an array');
+      if (g.rule === 'muon' && g.variant !== undefined && !['standard', 'normuon', 'extrapolated'].includes(g.variant)) fail('ERR_ARG', `unknown muon variant '${String(g.variant)}'`);
       for (const p of g.params) {
         if (seen.has(p.name)) fail('ERR_ARG', `parameter ${p.name} is in two groups`);
         seen.add(p.name);
         if (p.value.dtype !== 'f32' || p.grad.dtype !== 'f32') fail('ERR_DTYPE', `${p.name}: master weights and gradients must be f32`);
-        this.states.set(p.name, (UPDATE_RULES[g.rule] as UpdateRule<ParamGroup>).state(p));
+        if (p.grad.device !== p.value.device || (device !== undefined && p.value.device !== device)) fail('ERR_DEVICE', `${p.name}: every parameter and gradient must be on one device`);
+        device = p.value.device;
+        if (g.rule === 'muon' && p.value.ndim !== 2) fail('ERR_SHAPE', `muon updates 2-D matrices; ${p.name} is [${p.value.shape}] (put it in an adamw group)`);
       }
     }
     this.groups = groups;
+    for (const g of groups) this.plans.push(g.rule === 'muon' ? this.planMuon(g) : this.planAdamW(g));
+  }
+
+  private planMuon(group: MuonGroup): GroupPlan {
+    const variant = group.variant ?? 'standard';
+    const byShape = new Map<string, OptimizedParameter[]>();
+    for (const p of group.params) {
+      const key = p.value.shape.join('x');
+      if (!byShape.has(key)) byShape.set(key, []);
+      byShape.get(key)!.push(p);
+      const device = p.value.device;
+      if (variant === 'normuon' && device !== 'cpu') fail('ERR_DEVICE', `NorMuon's row normalization runs on the CPU only; ${p.name} is on ${device}`);
+      const state: Record<string, Tensor> = { momentum: zeros([...p.value.shape], { device }) };
+      if (variant === 'normuon') state.rowSecondMoment = zeros([p.value.shape[0]], { device });
+      if (variant === 'extrapolated') {
+        state.previous = p.value.clone();
+        state.current = empty([...p.value.shape], { device }); // x_t while the weights sit at the extrapolated point
+      }
+      this.states.set(p.name, state);
+    }
+    const batches: MuonShapeBatch[] = [];
+    for (const params of byShape.values()) {
+      const [rows, cols] = params[0].value.shape;
+      const device = params[0].value.device;
+      // bf16 halves the traffic of the Newton–Schulz input and output on CUDA, where NS computes in bf16 anyway
+      const dtype = device === 'cpu' ? 'f32' : 'bf16';
+      const update = empty([params.length, rows, cols], { device, dtype });
+      const ortho = empty([params.length, rows, cols], { device, dtype });
+      this.workspaces.push(update, ortho);
+      const views = (t: Tensor) => params.map((_, i) => t.slice(i, i + 1).reshape(rows, cols));
+      batches.push({ rows, cols, params, update, ortho, updates: views(update), orthos: views(ortho) });
+    }
+    const ordered = batches.flatMap((b) => b.params);
+    return { params: ordered, batches, scales: ordered.map((p) => muonScale(group, p.value.shape[0], p.value.shape[1])) };
+  }
+
+  private planAdamW(group: AdamWGroup): GroupPlan {
+    for (const p of group.params) {
+      const device = p.value.device;
+      this.states.set(p.name, { m: zeros([...p.value.shape], { device }), v: zeros([...p.value.shape], { device }) });
+    }
+    return { params: group.params, batches: [], scales: [] };
   }
 
   get step(): number {
@@ -126,11 +163,51 @@ export class Optimizer {
 
   /** One update of every parameter with lr · lrMultiplier (the schedule). */
   update(lrMultiplier = 1): void {
+    if (typeof lrMultiplier !== 'number' || !Number.isFinite(lrMultiplier) || lrMultiplier < 0) fail('ERR_ARG', 'lrMultiplier must be a finite number >= 0');
     this.steps++;
-    for (const g of this.groups) {
-      const rule = UPDATE_RULES[g.rule] as UpdateRule<ParamGroup>;
-      for (const p of g.params) rule.step(g, p, this.states.get(p.name)!, lrMultiplier, this.steps);
+    for (const [i, g] of this.groups.entries()) {
+      const plan = this.plans[i];
+      if (plan.params.length === 0) continue;
+      if (g.rule === 'adamw') this.adamwStep(g, plan, lrMultiplier);
+      else this.muonStep(g, plan, lrMultiplier);
     }
+  }
+
+  private state(p: OptimizedParameter): Record<string, Tensor> {
+    return this.states.get(p.name)!;
+  }
+
+  private adamwStep(group: AdamWGroup, plan: GroupPlan, lrMultiplier: number): void {
+    const [beta1, beta2] = group.betas ?? [0.9, 0.95];
+    const ps = plan.params;
+    binding().adamwMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).m.handle), ps.map((p) => this.state(p).v.handle), ps.map((p) => p.grad.handle), {
+      lr: group.lr * lrMultiplier, beta1, beta2, eps: group.eps ?? 1e-8, weightDecay: group.weightDecay ?? 0, step: this.steps,
+    });
+  }
+
+  private muonStep(group: MuonGroup, plan: GroupPlan, lrMultiplier: number): void {
+    const variant = group.variant ?? 'standard';
+    const ps = plan.params;
+    if (variant === 'extrapolated') {
+      // back from the extrapolated point to x_t; x_t becomes x_prev for the next step
+      for (const p of ps) {
+        const s = this.state(p);
+        binding().copy(p.value.handle, s.current.handle);
+        binding().copy(s.previous.handle, s.current.handle);
+      }
+    }
+    const updates = plan.batches.flatMap((b) => b.updates);
+    const orthos = plan.batches.flatMap((b) => b.orthos);
+    const nesterov = variant === 'extrapolated' ? false : (group.nesterov ?? true);
+    binding().muonMomentumMulti(ps.map((p) => this.state(p).momentum.handle), updates.map((t) => t.handle), ps.map((p) => p.grad.handle), group.momentum ?? 0.95, nesterov);
+    for (const b of plan.batches) newtonSchulz(b.update, { ...group.newtonSchulz, out: b.ortho });
+    if (variant === 'normuon') {
+      for (const [i, p] of ps.entries()) {
+        const [rows, cols] = p.value.shape;
+        binding().normuonNormalize(orthos[i].handle, this.state(p).rowSecondMoment.handle, rows, cols, group.beta2 ?? 0.95, 1e-8);
+      }
+    }
+    binding().muonApplyMulti(ps.map((p) => p.value.handle), orthos.map((t) => t.handle), plan.scales, group.lr * lrMultiplier, group.weightDecay ?? 0);
   }
 
   /**
@@ -138,19 +215,18 @@ export class Optimizer {
    * so that the next forward/backward computes the gradient there; update() moves it back.
    */
   prepareGradientPoint(): void {
-    for (const g of this.groups) {
+    for (const [i, g] of this.groups.entries()) {
       if (g.rule !== 'muon' || g.variant !== 'extrapolated') continue;
-      const beta = g.momentum ?? 0.95;
-      const c = beta / (1 - beta);
-      for (const p of g.params) {
-        const state = this.states.get(p.name)!;
-        state.current?.dispose();
-        state.current = p.value.clone();
-        using ahead = ops.scale(p.value, 1 + c);
-        using back = ops.scale(state.previous, -c);
-        using point = ops.add(ahead, back);
-        binding().copy(p.value.handle, point.handle);
+      const c = (g.momentum ?? 0.95) / (1 - (g.momentum ?? 0.95));
+      const ps = this.plans[i].params;
+      if (ps.length === 0) continue;
+      for (const p of ps) {
+        const s = this.state(p);
+        binding().copy(s.current.handle, p.value.handle);
+        ops.scale(s.current, 1 + c, { out: p.value });
       }
+      // x̃ = (1 + c)·x − c·x_prev, the subtraction as a Muon apply with lr c, scale 1, no decay
+      binding().muonApplyMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).previous.handle), ps.map(() => 1), c, 0);
     }
   }
 
@@ -171,7 +247,7 @@ export class Optimizer {
         if (key === 'current') continue;
         const v = values.get(`${name}.${key}`);
         if (!v || v.length !== t.numel) fail('ERR_CHECKPOINT', `optimizer state ${name}.${key} is missing or has the wrong size`);
-        using src = (await import('../tensor.js')).tensor(v, { shape: [...t.shape] }).to(t.device);
+        using src = tensor(v, { shape: [...t.shape] }).to(t.device);
         binding().copy(t.handle, src.handle);
       }
     }
@@ -180,6 +256,7 @@ export class Optimizer {
 
   dispose(): void {
     for (const state of this.states.values()) for (const t of Object.values(state)) t.dispose();
+    for (const t of this.workspaces) t.dispose();
   }
 }
 

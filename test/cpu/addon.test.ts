@@ -93,9 +93,12 @@ test('kiln bench train measures a preset and writes its JSON', () => {
   assert.is(result.benchmark, 'train');
   assert.ok(row.tokensPerSecond > 0 && row.p99Ms >= row.p50Ms && row.issueMs > 0 && row.tokensPerStep === 64, JSON.stringify(row));
   assert.is(row.allocationsPerStep, 0, 'a steady-state training step allocates no tensor memory');
-  const bad = spawnSync(process.execPath, [cli, 'bench', 'train', '--batch', '0'], { encoding: 'utf8' });
-  assert.is(bad.status, 2);
-  assert.match(bad.stderr, /ERR_ARG/);
+  for (const [args, code] of [[['--batch', '0'], 'ERR_ARG'], [['--preset', 'huge'], 'ERR_ARG'], [['--device', 'gpu'], 'ERR_DEVICE']] as const) {
+    const bad = spawnSync(process.execPath, [cli, 'bench', 'train', ...args], { encoding: 'utf8' });
+    assert.is(bad.status, 1, args.join(' '));
+    assert.ok(bad.stderr.includes(code), bad.stderr);
+    assert.is(bad.stdout, '', 'nothing runs before the arguments are checked');
+  }
 });
 
 test.run();

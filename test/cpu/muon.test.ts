@@ -254,9 +254,114 @@ test('bad optimizer configurations are typed errors', async () => {
   await assertKilnError(() => new Optimizer([{ rule: 'adamw', params: [p], lr: NaN }]), 'ERR_ARG');
   await assertKilnError(() => new Optimizer([{ rule: 'adamw', params: [p, p], lr: 1 }]), 'ERR_ARG', 'two groups');
   const bias = { name: 'bias', value: zeros([4]), grad: zeros([4]) };
-  const opt = new Optimizer([{ rule: 'muon', params: [bias], lr: 1 }]);
-  await assertKilnError(() => opt.update(), 'ERR_SHAPE');
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', params: [bias], lr: 1 }]), 'ERR_SHAPE', 'adamw group');
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', variant: 'fast' as never, params: [p], lr: 1 }]), 'ERR_ARG', 'variant');
+  await assertKilnError(() => new Optimizer([{ rule: 'adamw', params: [p], lr: 1 }]).update(NaN), 'ERR_ARG', 'lrMultiplier');
   void (null as unknown as Tensor);
+});
+
+// The straightforward per-parameter optimizer the fused one replaced, on the single-tensor
+// bindings: the fused, shape-batched Optimizer must match it bit for bit.
+async function perParameterReference(
+  variant: 'standard' | 'normuon' | 'extrapolated',
+  params: { name: string; value: Tensor; grad: Tensor }[],
+  steps: number,
+  grads: (step: number) => Float32Array[],
+) {
+  const { binding } = await import('../../lib/native.js');
+  const beta = 0.9;
+  const state = params.map((p) => ({
+    momentum: zeros([...p.value.shape]), v: zeros([p.value.shape[0]]), previous: p.value.clone(), current: p.value.clone(),
+  }));
+  const c = beta / (1 - beta);
+  for (let step = 0; step < steps; step++) {
+    if (variant === 'extrapolated') {
+      for (const [i, p] of params.entries()) {
+        binding().copy(state[i].current.handle, p.value.handle);
+        const ahead = ops.scale(p.value, 1 + c);
+        binding().muonApply(ahead.handle, state[i].previous.handle, c, 0, 1);
+        binding().copy(p.value.handle, ahead.handle);
+      }
+    }
+    const g = grads(step);
+    for (const [i, p] of params.entries()) {
+      binding().copy(p.grad.handle, tensor(g[i], { shape: [...p.grad.shape] }).handle);
+      if (variant === 'extrapolated') {
+        binding().copy(p.value.handle, state[i].current.handle);
+        binding().copy(state[i].previous.handle, state[i].current.handle);
+      }
+      const [rows, cols] = p.value.shape;
+      const update = zeros([rows, cols]);
+      binding().muonMomentum(state[i].momentum.handle, update.handle, p.grad.handle, beta, variant !== 'extrapolated');
+      const ortho = newtonSchulz(update, { compute: 'f32' });
+      if (variant === 'normuon') binding().normuonNormalize(ortho.handle, state[i].v.handle, rows, cols, 0.95, 1e-8);
+      binding().muonApply(p.value.handle, ortho.handle, 0.03, 0.1, Math.sqrt(Math.max(1, rows / cols)));
+    }
+  }
+  return Promise.all(params.map((p) => p.value.toArray()));
+}
+
+for (const variant of ['standard', 'normuon', 'extrapolated'] as const) {
+  test(`the fused, shape-batched Muon step equals the per-parameter one bit for bit, allocating nothing (${variant})`, async () => {
+    // two 24x40 matrices share one Newton–Schulz batch; 40x24 and 16x16 get their own
+    const make = () => [param('a', 24, 40, 1), param('b', 40, 24, 2), param('c', 24, 40, 3), param('d', 16, 16, 4)];
+    const grads = (step: number) => make().map((p, i) => Float32Array.from(seededValues(p.value.numel, 1000 + 10 * step + i)));
+    const reference = await perParameterReference(variant, make(), 3, grads);
+    const ps = make();
+    const opt = new Optimizer([{ rule: 'muon', variant, params: ps, lr: 0.03, weightDecay: 0.1, momentum: 0.9, newtonSchulz: { compute: 'f32' } }]);
+    const { binding } = await import('../../lib/native.js');
+    const { memoryStats } = await import('../../lib/runtime.js');
+    for (let step = 0; step < 3; step++) {
+      const g = grads(step).map((v, i) => tensor(v, { shape: [...ps[i].grad.shape] }));
+      const before = memoryStats('cpu').allocations;
+      opt.prepareGradientPoint();
+      for (const [i, p] of ps.entries()) binding().copy(p.grad.handle, g[i].handle);
+      opt.update();
+      assert.is(memoryStats('cpu').allocations - before, 0, `step ${step} allocated`);
+    }
+    for (const [i, p] of ps.entries()) assert.equal(await p.value.toArray(), reference[i], `${p.name} after 3 steps`);
+    opt.dispose();
+  });
+}
+
+test('the fused AdamW step equals the per-parameter one bit for bit, allocating nothing', async () => {
+  const { binding } = await import('../../lib/native.js');
+  const { memoryStats } = await import('../../lib/runtime.js');
+  const make = () => [param('a', 7, 9, 5), param('b', 1, 70000, 6), param('c', 3, 1, 7)];
+  const ref = make();
+  const ms = ref.map((p) => zeros([...p.value.shape]));
+  const vs = ref.map((p) => zeros([...p.value.shape]));
+  const ps = make();
+  const opt = new Optimizer([{ rule: 'adamw', params: ps, lr: 0.01, weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }]);
+  for (let step = 1; step <= 3; step++) {
+    for (const [i, p] of ref.entries()) binding().adamw(p.value.handle, ms[i].handle, vs[i].handle, p.grad.handle, { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.1, step });
+    const before = memoryStats('cpu').allocations;
+    opt.update();
+    assert.is(memoryStats('cpu').allocations - before, 0);
+  }
+  for (const [i, p] of ps.entries()) assert.equal(await p.value.toArray(), await ref[i].value.toArray(), p.name);
+});
+
+test('multi-tensor bindings reject bad lists with typed errors', async () => {
+  const { binding } = await import('../../lib/native.js');
+  const a = zeros([4]);
+  const b = zeros([5]);
+  const h = zeros([4], { dtype: 'bf16' });
+  const params = { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, step: 1 };
+  const call = (f: string, ...args: unknown[]) => (binding() as unknown as Record<string, (...x: unknown[]) => void>)[f](...args);
+  await assertKilnError(() => call('adamwMulti', [a.handle], [a.handle], [a.handle], [b.handle], params), 'ERR_SHAPE');
+  await assertKilnError(() => call('adamwMulti', [a.handle], [a.handle], [a.handle], [], params), 'ERR_ARG', 'expected 1');
+  await assertKilnError(() => call('adamwMulti', [a.handle], [h.handle], [a.handle], [a.handle], params), 'ERR_DTYPE');
+  await assertKilnError(() => call('adamwMulti', 'x', [], [], [], params), 'ERR_ARG');
+  await assertKilnError(() => call('adamwMulti', [{}], [a.handle], [a.handle], [a.handle], params), 'ERR_ARG');
+  await assertKilnError(() => call('adamwMulti', [a.handle], [a.handle], [a.handle], [a.handle], { ...params, step: 0 }), 'ERR_ARG');
+  await assertKilnError(() => call('muonMomentumMulti', [a.handle], [h.handle, a.handle], [a.handle], 0.9, true), 'ERR_ARG');
+  await assertKilnError(() => call('muonMomentumMulti', [a.handle], [b.handle], [a.handle], 0.9, true), 'ERR_SHAPE');
+  await assertKilnError(() => call('muonApplyMulti', [a.handle], [a.handle], [], 0.1, 0), 'ERR_ARG', 'scales');
+  await assertKilnError(() => call('muonApplyMulti', [a.handle], [a.handle], [NaN], 0.1, 0), 'ERR_ARG', 'finite');
+  call('muonApplyMulti', [], [], [], 0.1, 0); // an empty list is nothing to do
+  await assertKilnError(() => newtonSchulz(matrix(4, 4, 1), { out: zeros([4, 5]) }), 'ERR_SHAPE');
+  await assertKilnError(() => newtonSchulz(matrix(4, 4, 1), { out: zeros([4, 4], { dtype: 'bf16' }) }), 'ERR_DTYPE');
 });
 
 test.run();
