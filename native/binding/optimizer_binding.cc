@@ -217,6 +217,40 @@ Napi::Value adamw(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// A CUDA launcher where this build has CUDA, nullptr otherwise (its symbol is not linked then).
+#if KILN_WITH_CUDA
+#define KILN_IF_CUDA(f) f
+#else
+#define KILN_IF_CUDA(f) nullptr
+#endif
+
+template <typename T>
+struct NotDeduced {
+  using type = T;
+};
+
+// Enqueues one multi-tensor op: one CPU call, or one CUDA launch whose device-side list lives in
+// a workspace from the caching allocator. `items` backs p.tensors and lives until the op ran.
+template <typename Params, typename Item>
+void enqueue_multi(Device device, std::vector<std::shared_ptr<Storage>> keep, Params p, std::shared_ptr<std::vector<Item>> items,
+                   void (*cpu)(const Params&), typename NotDeduced<size_t (*)(const Params&)>::type workspace_bytes,
+                   typename NotDeduced<void (*)(const Params&, void*, size_t, CUstream_st*)>::type cuda) {
+  std::shared_ptr<Storage> ws;
+  if (device.is_cuda()) {
+    if (!cuda) fail("ERR_NO_CUDA", "this build has no CUDA kernels");
+    ws = scratch(device, workspace_bytes(p));
+    if (ws) keep.push_back(ws);
+  }
+  run_on(device, std::move(keep), [p, items, device, ws, cpu, cuda](void* stream) mutable {
+    p.tensors = items->data();
+    if (device.is_cuda()) {
+      cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
+    } else {
+      cpu(p);
+    }
+  });
+}
+
 // adamwMulti(weights[], m[], v[], grads[], { lr, beta1, beta2, eps, weightDecay, step }): one
 // AdamW step over the whole list (f32 everything).
 Napi::Value adamw_multi(const Napi::CallbackInfo& info) {
@@ -244,22 +278,7 @@ Napi::Value adamw_multi(const Napi::CallbackInfo& info) {
   p.step = field_int(o, "step", "adamw params", 1);
   p.tensors = tensors->data();
   adamw_multi_tensor_validate(p);
-  Device device = first.device();
-  auto keep = keep_all({&weights, &ms, &vs, &grads});
-  std::shared_ptr<Storage> ws;
-#if KILN_WITH_CUDA
-  if (device.is_cuda()) ws = scratch(device, adamw_multi_tensor_cuda_workspace_bytes(p));
-  if (ws) keep.push_back(ws);
-#endif
-  run_on(device, std::move(keep), [p, tensors, device, ws](void* stream) mutable {
-    p.tensors = tensors->data();
-#if KILN_WITH_CUDA
-    if (device.is_cuda()) return adamw_multi_tensor_cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
-#endif
-    (void)stream;
-    (void)device;
-    adamw_multi_tensor_cpu(p);
-  });
+  enqueue_multi(first.device(), keep_all({&weights, &ms, &vs, &grads}), p, tensors, adamw_multi_tensor_cpu, KILN_IF_CUDA(adamw_multi_tensor_cuda_workspace_bytes), KILN_IF_CUDA(adamw_multi_tensor_cuda));
   return info.Env().Undefined();
 }
 
@@ -292,22 +311,7 @@ Napi::Value muon_momentum_multi(const Napi::CallbackInfo& info) {
   p.update_dtype = update_dtype;
   p.tensors = tensors->data();
   muon_momentum_multi_tensor_validate(p);
-  Device device = first.device();
-  auto keep = keep_all({&momenta, &updates, &grads});
-  std::shared_ptr<Storage> ws;
-#if KILN_WITH_CUDA
-  if (device.is_cuda()) ws = scratch(device, muon_momentum_multi_tensor_cuda_workspace_bytes(p));
-  if (ws) keep.push_back(ws);
-#endif
-  run_on(device, std::move(keep), [p, tensors, device, ws](void* stream) mutable {
-    p.tensors = tensors->data();
-#if KILN_WITH_CUDA
-    if (device.is_cuda()) return muon_momentum_multi_tensor_cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
-#endif
-    (void)stream;
-    (void)device;
-    muon_momentum_multi_tensor_cpu(p);
-  });
+  enqueue_multi(first.device(), keep_all({&momenta, &updates, &grads}), p, tensors, muon_momentum_multi_tensor_cpu, KILN_IF_CUDA(muon_momentum_multi_tensor_cuda_workspace_bytes), KILN_IF_CUDA(muon_momentum_multi_tensor_cuda));
   return info.Env().Undefined();
 }
 
@@ -344,22 +348,7 @@ Napi::Value muon_apply_multi(const Napi::CallbackInfo& info) {
   p.ortho_dtype = ortho_dtype;
   p.tensors = tensors->data();
   muon_apply_multi_tensor_validate(p);
-  Device device = first.device();
-  auto keep = keep_all({&weights, &orthos});
-  std::shared_ptr<Storage> ws;
-#if KILN_WITH_CUDA
-  if (device.is_cuda()) ws = scratch(device, muon_apply_multi_tensor_cuda_workspace_bytes(p));
-  if (ws) keep.push_back(ws);
-#endif
-  run_on(device, std::move(keep), [p, tensors, device, ws](void* stream) mutable {
-    p.tensors = tensors->data();
-#if KILN_WITH_CUDA
-    if (device.is_cuda()) return muon_apply_multi_tensor_cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
-#endif
-    (void)stream;
-    (void)device;
-    muon_apply_multi_tensor_cpu(p);
-  });
+  enqueue_multi(first.device(), keep_all({&weights, &orthos}), p, tensors, muon_apply_multi_tensor_cpu, KILN_IF_CUDA(muon_apply_multi_tensor_cuda_workspace_bytes), KILN_IF_CUDA(muon_apply_multi_tensor_cuda));
   return info.Env().Undefined();
 }
 
