@@ -41,45 +41,6 @@ std::shared_ptr<std::vector<double>> coefficient_list(const Napi::Object& o, int
   return coefficients;
 }
 
-// The CUDA Newton–Schulz: bf16 compute, f32/bf16/f16 input, f32/bf16 output, the whole batch per
-// launch sequence, workspace from the caching allocator.
-Napi::Value newton_schulz_cuda_call(const Napi::CallbackInfo& info, NativeTensor& out, NativeTensor& g, const Napi::Object& o) {
-  require_same_device(out, g, "out", "g");
-  NewtonSchulzBatchParams p;
-  p.batch = field_int(o, "batch", "newtonSchulz params");
-  p.rows = field_int(o, "rows", "newtonSchulz params");
-  p.cols = field_int(o, "cols", "newtonSchulz params");
-  p.steps = int(field_int(o, "steps", "newtonSchulz params"));
-  p.norm_scale = field_number(o, "normScale", "newtonSchulz params");
-  p.eps = field_number(o, "eps", "newtonSchulz params");
-  p.compute_dtype = DType(int32_t(field_int(o, "compute", "newtonSchulz params")));
-  if (field_bool(o, "reference", "newtonSchulz params")) fail("ERR_ARG", "the reference Newton–Schulz runs on the CPU only");
-  if (p.steps > 100) fail("ERR_ARG", "newtonSchulz steps must be in [0, 100]");
-  auto coefficients = coefficient_list(o, p.steps);
-  int64_t numel = checked_product({p.batch, p.rows, p.cols});
-  require_numel(g, numel, "g");
-  require_numel(out, numel, "out");
-  p.input = g.data();
-  p.output = out.data();
-  p.input_dtype = g.dtype();
-  p.output_dtype = out.dtype();
-  p.coefficients = coefficients->data();
-  newton_schulz_validate(p, true);  // dtypes (compute bf16 only), sizes: a typed error now, not in the queue
-#if KILN_WITH_CUDA
-  Device device = out.device();
-  auto ws = scratch(device, newton_schulz_cuda_workspace_bytes(p));
-  std::vector<std::shared_ptr<Storage>> keep{out.storage(), g.storage()};
-  if (ws) keep.push_back(ws);
-  run_on(device, std::move(keep), [p, coefficients, ws](void* stream) mutable {
-    p.coefficients = coefficients->data();
-    newton_schulz_cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
-  });
-  return info.Env().Undefined();
-#else
-  fail("ERR_NO_CUDA", "this build has no CUDA kernels");
-#endif
-}
-
 // An array argument of tensors, all on `device` (set from the first when unset) and f32 unless listed.
 std::vector<NativeTensor*> tensor_list(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t count) {
   if (info.Length() <= index || !info[index].IsArray()) fail("ERR_ARG", std::string(name) + " (argument " + std::to_string(index) + ") must be an array of tensors");
@@ -109,31 +70,53 @@ std::vector<std::shared_ptr<Storage>> keep_all(std::initializer_list<const std::
   return keep;
 }
 
-// newtonSchulz(out, g, { batch, rows, cols, steps, coefficients, normScale, eps, compute, reference })
+// newtonSchulz(out, g, { batch, rows, cols, steps, coefficients, normScale, eps, compute, reference }).
+// CPU: the fast path or the double-loop oracle; CUDA: bf16 compute, the whole batch per launch
+// sequence, workspace from the caching allocator. Dtype and size rules: ops/newton_schulz.h.
 Napi::Value newton_schulz(const Napi::CallbackInfo& info) {
   NativeTensor& out = arg_tensor(info, 0, "out");
   NativeTensor& g = arg_tensor(info, 1, "g");
   Napi::Object o = arg_object(info, 2, "params");
-  if (out.device().is_cuda() || g.device().is_cuda()) return newton_schulz_cuda_call(info, out, g, o);
-  require_cpu_f32(out, "out");
-  require_cpu_f32(g, "g");
-  NewtonSchulzParams p;
+  require_same_device(out, g, "out", "g");
+  NewtonSchulzBatchParams p;
   p.batch = field_int(o, "batch", "newtonSchulz params");
   p.rows = field_int(o, "rows", "newtonSchulz params");
   p.cols = field_int(o, "cols", "newtonSchulz params");
   p.steps = int(field_int(o, "steps", "newtonSchulz params"));
   p.norm_scale = field_number(o, "normScale", "newtonSchulz params");
   p.eps = field_number(o, "eps", "newtonSchulz params");
-  p.compute = DType(int32_t(field_int(o, "compute", "newtonSchulz params")));
+  p.compute_dtype = DType(int32_t(field_int(o, "compute", "newtonSchulz params")));
   bool reference = field_bool(o, "reference", "newtonSchulz params");
+  Device device = out.device();
+  if (reference && device.is_cuda()) fail("ERR_ARG", "the reference Newton–Schulz runs on the CPU only");
+  if (p.steps > 100) fail("ERR_ARG", "newtonSchulz steps must be in [0, 100]");
   auto coefficients = coefficient_list(o, p.steps);
   int64_t numel = checked_product({p.batch, p.rows, p.cols});
   require_numel(g, numel, "g");
   require_numel(out, numel, "out");
-  p.g = static_cast<const float*>(g.data());
-  p.out = static_cast<float*>(out.data());
-  run_on(Device{}, {out.storage(), g.storage()}, [p, coefficients, reference](void*) mutable {
+  p.input = g.data();
+  p.output = out.data();
+  p.input_dtype = g.dtype();
+  p.output_dtype = out.dtype();
+  p.coefficients = coefficients->data();
+  newton_schulz_validate(p, device.is_cuda());  // a typed error now, not inside the queue
+  std::vector<std::shared_ptr<Storage>> keep{out.storage(), g.storage()};
+  std::shared_ptr<Storage> ws;
+  if (device.is_cuda()) {
+#if KILN_WITH_CUDA
+    ws = scratch(device, newton_schulz_cuda_workspace_bytes(p));
+    if (ws) keep.push_back(ws);
+#else
+    fail("ERR_NO_CUDA", "this build has no CUDA kernels");
+#endif
+  }
+  run_on(device, std::move(keep), [p, coefficients, reference, device, ws](void* stream) mutable {
     p.coefficients = coefficients->data();
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return newton_schulz_cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
+#endif
+    (void)stream;
+    (void)device;
     reference ? newton_schulz_reference_cpu(p) : newton_schulz_cpu(p);
   });
   return info.Env().Undefined();
