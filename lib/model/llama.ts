@@ -73,16 +73,16 @@ class StepPlan {
   readonly classifierRows: number;
   readonly rowLoss: Tensor; // (N) f32
   readonly lossTotal: Tensor; // () f32
-  // backward scratch, reused by every layer
-  readonly dh: Tensor; // (N, d)
-  readonly dhMid: Tensor; // (N, d)
-  readonly dy: Tensor; // (N, d)
-  readonly ds: Tensor; // (N, ffn)
-  readonly dgu: Tensor; // (N, 2·ffn)
-  readonly dattn: Tensor; // (B, T, H, hd)
-  readonly dq: Tensor; // (B, T, H, hd)
-  readonly dk: Tensor; // (B, T, KV, hd)
-  readonly dv: Tensor; // (B, T, KV, hd)
+  // backward scratch, reused by every layer (training plans only)
+  readonly dh!: Tensor; // (N, d)
+  readonly dhMid!: Tensor; // (N, d)
+  readonly dy!: Tensor; // (N, d)
+  readonly ds!: Tensor; // (N, ffn)
+  readonly dgu!: Tensor; // (N, 2·ffn)
+  readonly dattn!: Tensor; // (B, T, H, hd)
+  readonly dq!: Tensor; // (B, T, H, hd)
+  readonly dk!: Tensor; // (B, T, KV, hd)
+  readonly dv!: Tensor; // (B, T, KV, hd)
   private readonly owned: Tensor[] = [];
   private readonly vocabSize: number;
 
@@ -94,6 +94,8 @@ class StepPlan {
     private readonly dtype: DType,
     readonly recompute: boolean,
     classifierRows: number,
+    /** false for an inference-only plan (generation at a new length): no backward scratch */
+    training = true,
   ) {
     this.vocabSize = c.vocabSize;
     const N = (this.N = B * T);
@@ -125,6 +127,7 @@ class StepPlan {
     this.classifierRows = Math.max(1, Math.min(N, classifierRows));
     this.rowLoss = make([N], statDType);
     this.lossTotal = make([], statDType);
+    if (!training) return;
     this.dh = make([N, c.dModel]);
     this.dhMid = make([N, c.dModel]);
     this.dy = make([N, c.dModel]);
@@ -382,7 +385,7 @@ export class LlamaModel {
     this.saved = undefined;
     // inference at another shape (generation) gets a transient plan and leaves the training plan alone
     const transient = !keepForBackward && !(this.plan && this.plan.B === B && this.plan.T === T);
-    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true, 1) : this.planFor(B, T);
+    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true, 1, false) : this.planFor(B, T);
     try {
       const N = plan.N;
       this.trunkForward(plan, ids);

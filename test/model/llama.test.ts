@@ -144,8 +144,13 @@ test('a steady-state step allocates no tensor memory; recomputation gives bit-id
   const other = batch(1, 5, config.vocabSize, 8);
   plain.backward(plain.forward(other.ids), other.targets, other.count);
   const bytes = plain.planBytes;
-  using generated = plain.forward(tensor(new Int32Array([1, 2, 3]), { shape: [1, 3] }), false);
+  const input = tensor(new Int32Array([1, 2, 3]), { shape: [1, 3] });
+  const mark = memoryStats('cpu').allocations;
+  using generated = plain.forward(input, false);
   assert.equal(generated.shape, [3, config.vocabSize]);
+  // an inference-only plan: one activation set, the residual streams, positions, final norm, loss
+  // scratch and the returned logits; no backward scratch
+  assert.is(memoryStats('cpu').allocations - mark, 12 + (config.layers + 1) + 6);
   assert.is(plain.planBytes, bytes);
   plain.dispose();
   recomputed.dispose();
