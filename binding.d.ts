@@ -184,7 +184,7 @@ export interface KilnBinding {
   ): void;
   /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m (CPU f32) */
   muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
-  /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored (CPU f32) */
+  /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored (CPU f32; CUDA f32 or bf16 ortho) */
   normuonNormalize(ortho: NativeTensor, rowSecondMoment: NativeTensor, rows: number, cols: number, beta2: number, eps: number): void;
   /** w = w·(1 - lr·wd) - lr·scale·ortho (CPU f32) */
   muonApply(weight: NativeTensor, ortho: NativeTensor, lr: number, weightDecay: number, scale: number): void;

@@ -10,7 +10,7 @@
  *
  * State (momenta, second moments, step) saves and restores bit for bit (stateTensors/loadState).
  * CPU and CUDA (the CUDA kernels compile here and are verified by test/cuda/optimizer.test.ts on
- * a GPU; NorMuon's row normalization is CPU only).
+ * a GPU).
  */
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
@@ -124,7 +124,6 @@ export class Optimizer {
       if (!byShape.has(key)) byShape.set(key, []);
       byShape.get(key)!.push(p);
       const device = p.value.device;
-      if (variant === 'normuon' && device !== 'cpu') fail('ERR_DEVICE', `NorMuon's row normalization runs on the CPU only; ${p.name} is on ${device}`);
       const state: Record<string, Tensor> = { momentum: zeros([...p.value.shape], { device }) };
       if (variant === 'normuon') state.rowSecondMoment = zeros([p.value.shape[0]], { device });
       if (variant === 'extrapolated') {

@@ -1,8 +1,8 @@
 // Binding for the optimizer kernels. Newton–Schulz (ops/newton_schulz.h) and the fused
 // multi-tensor updates (ops/optimizer.h: one native call per list on the CPU, one kernel launch
 // per list on CUDA, with the device-side list in a workspace from the caching allocator) run on
-// both backends; NorMuon's row normalization and the single-tensor entry points
-// (ops/optimizer_cpu.h) are CPU only. CUDA paths compile here and are verified on a GPU by
+// both backends, and so does NorMuon's row normalization; the single-tensor momentum, apply and
+// AdamW entry points (ops/optimizer_cpu.h) are CPU only. CUDA paths compile here and are verified on a GPU by
 // test/cuda/optimizer.test.ts.
 #include <cmath>
 #include <memory>
@@ -158,20 +158,41 @@ Napi::Value muon_apply(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// normuonNormalize(ortho (rows, cols), rowSecondMoment (rows), beta2, eps)
+// normuonNormalize(ortho (rows, cols), rowSecondMoment (rows), rows, cols, beta2, eps): CPU f32;
+// CUDA f32 or bf16 ortho (three launches, workspace from the caching allocator).
 Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
   NativeTensor& ortho = arg_tensor(info, 0, "ortho");
   NativeTensor& v = arg_tensor(info, 1, "rowSecondMoment");
   int64_t rows = arg_int(info, 2, "rows", 0), cols = arg_int(info, 3, "cols", 0);
   float beta2 = float(arg_number(info, 4, "beta2"));
   float eps = float(arg_number(info, 5, "eps"));
-  require_cpu_f32(ortho, "ortho");
-  require_cpu_f32(v, "rowSecondMoment");
+  require_same_device(v, ortho, "rowSecondMoment", "ortho");
+  require_dtype(v, DType::f32, "rowSecondMoment");
+  if (!ortho.device().is_cuda()) require_dtype(ortho, DType::f32, "ortho");
   require_numel(ortho, checked_product({rows, cols}), "ortho");
   require_numel(v, rows, "rowSecondMoment");
-  float* o = static_cast<float*>(ortho.data());
+  void* o = ortho.data();
+  DType dtype = ortho.dtype();
   float* vp = static_cast<float*>(v.data());
-  run_on(Device{}, {ortho.storage(), v.storage()}, [=](void*) { normuon_normalize_cpu(o, vp, rows, cols, beta2, eps); });
+  normuon_normalize_validate(o, dtype, vp, rows, cols, beta2, eps);
+  Device device = ortho.device();
+  std::vector<std::shared_ptr<Storage>> keep{ortho.storage(), v.storage()};
+  std::shared_ptr<Storage> ws;
+  if (device.is_cuda()) {
+#if KILN_WITH_CUDA
+    ws = scratch(device, normuon_normalize_cuda_workspace_bytes(rows));
+    if (ws) keep.push_back(ws);
+#else
+    fail("ERR_NO_CUDA", "this build has no CUDA kernels");
+#endif
+  }
+  run_on(device, std::move(keep), [=](void* stream) {
+#if KILN_WITH_CUDA
+    if (device.is_cuda()) return normuon_normalize_cuda(o, dtype, vp, rows, cols, beta2, eps, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
+#endif
+    (void)stream;
+    normuon_normalize_cpu(static_cast<float*>(o), vp, rows, cols, beta2, eps);
+  });
   return info.Env().Undefined();
 }
 

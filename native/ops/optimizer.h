@@ -112,6 +112,16 @@ void muon_momentum_multi_tensor_validate(const MuonMomentumParams& p);
 void muon_apply_multi_tensor_validate(const MuonApplyParams& p);
 void tensor_list_validate(const TensorListParams& p, const char* op);
 
+// NorMuon's row normalization of one orthogonalized update O (rows x cols, f32 or bf16) with its
+// per-row second-moment EMA v (rows, f32), in place:
+//   v_r = β2·v_r + (1−β2)·mean_c(O_rc²);  O_rc /= sqrt(v_r) + eps;  O *= ‖O_before‖ / (‖O_after‖ + eps).
+// CPU: normuon_normalize_cpu (ops/optimizer_cpu.h, f32). CUDA: three launches, deterministic.
+void normuon_normalize_validate(const void* ortho, DType ortho_dtype, const float* row_second_moment, int64_t rows,
+                                int64_t cols, float beta2, float eps);
+size_t normuon_normalize_cuda_workspace_bytes(int64_t rows);
+void normuon_normalize_cuda(void* ortho, DType ortho_dtype, float* row_second_moment, int64_t rows, int64_t cols, float beta2,
+                            float eps, void* workspace, size_t workspace_bytes, CUstream_st* stream);
+
 // ---- CPU (kiln::parallel_for over 64K-element chunks of all tensors) ----
 void adamw_multi_tensor_cpu(const AdamWParams& p);
 void muon_momentum_multi_tensor_cpu(const MuonMomentumParams& p);

@@ -360,6 +360,12 @@ test('multi-tensor bindings reject bad lists with typed errors', async () => {
   await assertKilnError(() => call('muonApplyMulti', [a.handle], [a.handle], [], 0.1, 0), 'ERR_ARG', 'scales');
   await assertKilnError(() => call('muonApplyMulti', [a.handle], [a.handle], [NaN], 0.1, 0), 'ERR_ARG', 'finite');
   call('muonApplyMulti', [], [], [], 0.1, 0); // an empty list is nothing to do
+  const o = zeros([2, 3]);
+  const v = zeros([2]);
+  await assertKilnError(() => call('normuonNormalize', o.handle, v.handle, 2, 3, 1.5, 1e-8), 'ERR_ARG', 'beta2');
+  await assertKilnError(() => call('normuonNormalize', o.handle, v.handle, 3, 2, 0.9, 1e-8), 'ERR_SHAPE');
+  await assertKilnError(() => call('normuonNormalize', zeros([2, 3], { dtype: 'bf16' }).handle, v.handle, 2, 3, 0.9, 1e-8), 'ERR_DTYPE');
+  await assertKilnError(() => call('normuonNormalize', o.handle, zeros([2], { dtype: 'bf16' }).handle, 2, 3, 0.9, 1e-8), 'ERR_DTYPE');
   await assertKilnError(() => newtonSchulz(matrix(4, 4, 1), { out: zeros([4, 5]) }), 'ERR_SHAPE');
   await assertKilnError(() => newtonSchulz(matrix(4, 4, 1), { out: zeros([4, 4], { dtype: 'bf16' }) }), 'ERR_DTYPE');
 });

@@ -64,6 +64,24 @@ for (const nesterov of [true, false]) {
   }
 }
 
+for (const dtype of ['f32', 'bf16'] as const) {
+  cudaTest(test, `NorMuon row normalization on CUDA matches the CPU (${dtype} update)`, async () => {
+    for (const [rows, cols] of [[1, 7], [37, 300], [2048, 5632]]) {
+      const o = randn([rows, cols], { seed: rows, std: 0.05 }).to('cpu', dtype).to('cpu', 'f32'); // values representable in both
+      const v = tensor(Float32Array.from({ length: rows }, (_, i) => 1e-3 * (1 + (i % 5))));
+      const oCpu = o.clone();
+      const vCpu = v.clone();
+      binding().normuonNormalize(oCpu.handle, vCpu.handle, rows, cols, 0.95, 1e-8);
+      const oGpu = o.to('cuda', dtype);
+      const vGpu = v.to('cuda');
+      binding().normuonNormalize(oGpu.handle, vGpu.handle, rows, cols, 0.95, 1e-8);
+      assertClose(await vGpu.toArray(), await vCpu.toArray(), 1e-5, 0, `${rows}x${cols} second moments`);
+      // f32: the CPU rounds twice (row factor, then rescale) where CUDA rounds once; bf16 stores round to bf16
+      assertClose(await oGpu.toArray(), await oCpu.toArray(), dtype === 'bf16' ? RTOL.bf16 : 1e-5, 1e-7, `${rows}x${cols} update`);
+    }
+  });
+}
+
 /** max |x − ref| over max |ref| */
 function relativeError(x: ArrayLike<number>, ref: ArrayLike<number>): number {
   let err = 0;
@@ -93,8 +111,8 @@ cudaTest(test, 'bf16 Newton–Schulz on CUDA is as close to the f64 oracle as th
   }
 });
 
-cudaTest(test, 'whole Optimizer steps on CUDA follow the CPU (standard and extrapolated Muon, AdamW; no cudaMalloc after the first step)', async () => {
-  for (const variant of ['standard', 'extrapolated'] as const) {
+cudaTest(test, 'whole Optimizer steps on CUDA follow the CPU (every Muon variant, AdamW; no cudaMalloc after the first step)', async () => {
+  for (const variant of ['standard', 'normuon', 'extrapolated'] as const) {
     const make = (device: 'cpu' | 'cuda:0') => [
       ['q', 256, 128], ['k', 256, 128], ['o', 128, 256], ['embed', 1000, 128],
     ].map(([name, rows, cols], i) => ({ name: name as string, value: randn([rows as number, cols as number], { seed: 80 + i, std: 0.02, device }), grad: zeros([rows as number, cols as number], { device }) }));

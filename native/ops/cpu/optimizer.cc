@@ -268,6 +268,16 @@ void adamw_cpu(float* weight, float* m, float* v, const float* grad, int64_t n, 
   adamw_multi_tensor_cpu(p);
 }
 
+void normuon_normalize_validate(const void* ortho, DType ortho_dtype, const float* row_second_moment, int64_t rows,
+                                int64_t cols, float beta2, float eps) {
+  check(rows >= 0 && cols >= 0, "ERR_SHAPE", "normuon_normalize: rows and cols must be >= 0");
+  check(ortho_dtype == DType::f32 || ortho_dtype == DType::bf16, "ERR_DTYPE", "normuon_normalize: the update must be f32 or bf16");
+  check((rows == 0 || cols == 0 || ortho != nullptr) && (rows == 0 || row_second_moment != nullptr), "ERR_ARG",
+        "normuon_normalize: null pointer");
+  check(std::isfinite(beta2) && beta2 >= 0 && beta2 < 1 && std::isfinite(eps) && eps >= 0, "ERR_ARG",
+        "normuon_normalize: beta2 must be in [0, 1) and eps finite and >= 0");
+}
+
 void normuon_normalize_cpu(float* ortho, float* row_second_moment, int64_t rows, int64_t cols, float beta2, float eps) {
   double before = 0, after = 0;
   for (int64_t i = 0; i < rows * cols; ++i) before += double(ortho[i]) * ortho[i];
