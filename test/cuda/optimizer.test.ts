@@ -9,7 +9,8 @@ import { type Tensor, memoryStats, randn, tensor, zeros } from '../../lib/index.
 import { binding } from '../../lib/native.js';
 import { newtonSchulz } from '../../lib/optim/newton_schulz.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
-import { RTOL, assertClose, cudaTest } from '../helpers.js';
+import { dtypeCode } from '../../lib/dtype.js';
+import { RTOL, assertClose, assertKilnError, cudaTest } from '../helpers.js';
 
 const test = suite('cuda optimizer');
 
@@ -156,6 +157,37 @@ cudaTest(test, 'whole Optimizer steps on CUDA follow the CPU (every Muon variant
     cpu.dispose();
     gpu.dispose();
   }
+});
+
+cudaTest(test, 'mixed devices and what the CUDA paths cannot take are typed errors', async () => {
+  const c = zeros([4], { device: 'cuda' });
+  const h = zeros([4]);
+  const params = { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, step: 1 };
+  const call = (f: string, ...args: unknown[]) => (binding() as unknown as Record<string, (...x: unknown[]) => void>)[f](...args);
+  // one device per call
+  await assertKilnError(() => call('adamwMulti', [c.handle], [c.handle], [h.handle], [c.handle], params), 'ERR_DEVICE');
+  await assertKilnError(() => call('adamwMulti', [c.handle, h.handle], [c.handle, h.handle], [c.handle, h.handle], [c.handle, h.handle], params), 'ERR_DEVICE');
+  await assertKilnError(() => call('muonMomentumMulti', [c.handle], [c.handle], [h.handle], 0.9, true), 'ERR_DEVICE');
+  await assertKilnError(() => call('muonApplyMulti', [c.handle], [h.handle], [1], 0.1, 0), 'ERR_DEVICE');
+  await assertKilnError(() => call('normuonNormalize', zeros([2, 2], { device: 'cuda' }).handle, zeros([2]).handle, 2, 2, 0.9, 1e-8), 'ERR_DEVICE');
+  // the single-tensor entry points stay CPU-only
+  await assertKilnError(() => call('muonMomentum', c.handle, c.handle, c.handle, 0.9, true), 'ERR_DEVICE');
+  await assertKilnError(() => call('muonApply', c.handle, c.handle, 0.1, 0, 1), 'ERR_DEVICE');
+  await assertKilnError(() => call('adamw', c.handle, c.handle, c.handle, c.handle, params), 'ERR_DEVICE');
+  // Newton–Schulz on CUDA: bf16 compute only, no oracle, f32/bf16 out, one device
+  const g = randn([8, 8], { seed: 1, device: 'cuda' });
+  const ns = (out: Tensor, x: Tensor, compute: 'bf16' | 'f32', reference = false) =>
+    call('newtonSchulz', out.handle, x.handle, { batch: 1, rows: 8, cols: 8, steps: 1, coefficients: [3.4445, -4.775, 2.0315], normScale: 1, eps: 1e-7, compute: dtypeCode(compute), reference });
+  await assertKilnError(() => ns(zeros([8, 8], { device: 'cuda' }), g, 'f32'), 'ERR_DTYPE');
+  await assertKilnError(() => ns(zeros([8, 8], { device: 'cuda' }), g, 'bf16', true), 'ERR_ARG');
+  await assertKilnError(() => ns(zeros([8, 8], { device: 'cuda', dtype: 'f16' }), g, 'bf16'), 'ERR_DTYPE');
+  await assertKilnError(() => ns(zeros([8, 8]), g, 'bf16'), 'ERR_DEVICE');
+  await assertKilnError(() => newtonSchulz(g, { compute: 'f32' }), 'ERR_DTYPE');
+  await assertKilnError(() => newtonSchulz(g, { out: zeros([8, 8]) }), 'ERR_DEVICE');
+  // an optimizer over parameters on two devices
+  const p = (name: string, device: 'cpu' | 'cuda') => ({ name, value: zeros([4, 4], { device }), grad: zeros([4, 4], { device }) });
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', params: [p('a', 'cuda'), p('b', 'cpu')], lr: 0.02 }]), 'ERR_DEVICE');
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', params: [p('a', 'cuda')], lr: 0.02 }, { rule: 'adamw', params: [p('b', 'cpu')], lr: 0.01 }]), 'ERR_DEVICE');
 });
 
 test.run();
