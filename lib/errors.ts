@@ -13,6 +13,7 @@ export type KilnErrorCode =
   | 'ERR_ARG' // a bad argument: wrong type, NaN, negative or absurd size, unknown option
   | 'ERR_NO_ADDON' // the native addon could not be loaded
   | 'ERR_CHECKPOINT' // a corrupt, truncated or mismatched checkpoint
+  | 'ERR_BUSY' // a queue is full: retry later
   | 'ERR_INTERNAL'; // a bug in kiln: please report it
 
 export class KilnError extends Error {
@@ -26,7 +27,7 @@ export class KilnError extends Error {
 
 const KNOWN_CODES = new Set<string>([
   'ERR_SHAPE', 'ERR_DTYPE', 'ERR_DEVICE', 'ERR_DISPOSED', 'ERR_OOM', 'ERR_CUDA', 'ERR_NO_CUDA', 'ERR_ARG',
-  'ERR_NO_ADDON', 'ERR_CHECKPOINT', 'ERR_INTERNAL',
+  'ERR_NO_ADDON', 'ERR_CHECKPOINT', 'ERR_BUSY', 'ERR_INTERNAL',
 ]);
 
 /** Turns an error thrown by the addon (an Error with a `code`) into a KilnError. */
