@@ -129,14 +129,20 @@ test('sampling 50k-vocabulary rows is cheap next to the model', () => {
   const scratch = new Float32Array(V);
   const cost = (params: object) => {
     const s = new SequenceSampler(resolveSampling({ seed: 1, ...params }, V), []);
-    const started = performance.now();
-    for (let i = 0; i < 20; i++) s.sample(row.slice(), scratch);
-    return (performance.now() - started) / 20;
+    const times: number[] = [];
+    for (let i = 0; i < 25; i++) {
+      const copy = row.slice();
+      const started = performance.now();
+      s.sample(copy, scratch);
+      if (i >= 5) times.push(performance.now() - started); // after the JIT warmed up
+    }
+    return times.sort((a, b) => a - b)[times.length >> 1];
   };
   const greedy = cost({ temperature: 0 });
   const topP = cost({ temperature: 0.8, topP: 0.9 });
   const topK = cost({ temperature: 0.8, topK: 40 });
-  // generous bounds for a loaded 2-core machine: a 125m decode step takes ~100 ms here
+  // generous bounds for a loaded 2-core machine (the row is flat: a nucleus of thousands of
+  // tokens, a worst case); a 125m decode step takes 100+ ms here
   for (const [name, ms] of [['greedy', greedy], ['top-p', topP], ['top-k', topK]] as const) assert.ok(ms < 25, `${name} sampling took ${ms.toFixed(2)} ms per row`);
 });
 
