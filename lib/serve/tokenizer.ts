@@ -56,7 +56,7 @@ export function loadHfTokenizer(dir: string, modelConfig: Record<string, unknown
     vocabSize,
     eot,
     encode: (text) => hf.encode(text).ids,
-    decode: (ids) => hf.decode(ids, { skip_special_tokens: true }),
+    decode: (ids) => (ids.length ? hf.decode(ids, { skip_special_tokens: true }) : ''),
   };
   const template = config.chat_template;
   const chatTemplate = typeof template === 'string' ? template : undefined;
