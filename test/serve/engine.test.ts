@@ -4,9 +4,11 @@
  * token, KV blocks all return, bad input is a typed error, streams are UTF-8 safe and never
  * leak a stop string, and an abort ends a stream.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Completion, Engine, type EngineLoadOptions, type SamplingParams, type StreamEnd, type TokenEvent } from '../../lib/index.js';
@@ -252,6 +254,18 @@ test('onRequestFinished, stats, close(drain) finishes work and close(cancel) abo
   const s = cancelled.stats();
   assert.is(s.kvBlocksUsed, 0);
   assert.ok(s.generationTokensTotal < 200);
+});
+
+test('kiln generate streams through the engine and reports tokens/s', async () => {
+  const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'lib', 'cli.js');
+  const r = spawnSync(process.execPath, [cli, 'generate', '--checkpoint', join(root, 'run'), '--prompt', 'The film was', '--tokens', '40', '--temperature', '0'], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  const expected = await withEngine({}, (engine) => engine.generate('The film was', { maxTokens: 40, temperature: 0 }));
+  assert.is(r.stdout, `The film was${expected.text}`);
+  assert.match(r.stderr, /\d+ tokens in [\d.]+ s: [\d.]+ tokens\/s/);
+  const bad = spawnSync(process.execPath, [cli, 'generate', '--checkpoint', join(root, 'run'), '--top-p', '2'], { encoding: 'utf8' });
+  assert.is(bad.status, 1);
+  assert.match(bad.stderr, /ERR_ARG/);
 });
 
 test.run();
