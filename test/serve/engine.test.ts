@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { type Completion, Engine, type EngineLoadOptions, type SamplingParams, type StreamEnd, type TokenEvent } from '../../lib/index.js';
+import { type Completion, Engine, type EngineLoadOptions, memoryStats, type SamplingParams, type StreamEnd, type TokenEvent } from '../../lib/index.js';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { generateTokens, loadModel } from '../../lib/generate.js';
@@ -254,6 +254,15 @@ test('onRequestFinished, stats, close(drain) finishes work and close(cancel) abo
   const s = cancelled.stats();
   assert.is(s.kvBlocksUsed, 0);
   assert.ok(s.generationTokensTotal < 200);
+});
+
+test('steady-state iterations allocate no tensor memory (planned buffers and views)', async () => {
+  await withEngine({}, async (engine) => {
+    await engine.generate('The film was', { maxTokens: 8, temperature: 0, ignoreEos: true });
+    const before = memoryStats('cpu').allocations;
+    await engine.generate('The film was', { maxTokens: 30, temperature: 0.7, ignoreEos: true, seed: 2 });
+    assert.is(memoryStats('cpu').allocations - before, 0);
+  });
 });
 
 test('kiln generate streams through the engine and reports tokens/s', async () => {
