@@ -142,7 +142,8 @@ export function topKIndices(row: Float32Array, k: number): Int32Array {
         heapV[parent] = tv, heapI[parent] = ti;
         j = parent;
       }
-    } else if (!weaker(v, i, heapV[0], heapI[0])) {
+    } else if (v > heapV[0]) {
+      // (indices only grow, so an equal value never beats the root: ties keep the lower id)
       heapV[0] = v, heapI[0] = i;
       siftDown(0);
     }
