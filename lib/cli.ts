@@ -26,6 +26,11 @@ commands:
                        pretrain; SIGINT saves a checkpoint and exits (--recompute: activation
                        recomputation, less memory for one extra layer forward per layer)
   generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--seed 0]
+  serve --checkpoint DIR [--host 127.0.0.1] [--port 8000] [--device cpu] [--model-name NAME]
+        [--api-key KEY] [--kv-cache-mb N] [--max-running N] [--max-queued N] [--drain-seconds 30]
+                       OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
+                       /v1/models, /health, /metrics); hosts other than loopback need --api-key
+                       (or KILN_API_KEY); SIGTERM drains in-flight requests, then exits
   prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
                        tokenize .txt/.md/.jsonl files (default: the bundled corpus) into
                        train.bin and val.bin token shards
@@ -57,6 +62,10 @@ async function main(argv: string[]): Promise<number> {
       return train(rest);
     case 'generate':
       return generate(rest);
+    case 'serve': {
+      const { serveCommand } = await import('./serve/serve_command.js');
+      return serveCommand(rest);
+    }
     case 'selfcheck': {
       parseArgs({ args: rest, options: {}, strict: true });
       const results = await selfCheck();
