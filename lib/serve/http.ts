@@ -490,6 +490,11 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, opt
       res.writeHead(200, SSE_HEADERS);
       const usageField = prepared.includeUsage ? { usage: null } : {};
       const chunk = (choice: Record<string, unknown>) => sse({ id, object, created: createdAt, model: modelName, choices: [{ index: 0, ...choice }], ...usageField });
+      // the per-token chunk without logprobs, built once around the text (the hot path: one per token per stream)
+      const template = chunk(chat ? { delta: { content: '\u0000' }, logprobs: null, finish_reason: null } : { text: '\u0000', logprobs: null, finish_reason: null });
+      const hole = template.indexOf('"\\u0000"');
+      const textChunkHead = template.slice(0, hole);
+      const textChunkTail = template.slice(hole + '"\\u0000"'.length);
       if (chat) await writeChunk(res, chunk({ delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
       let offset = 0;
       let end: StreamEnd | undefined;
@@ -502,7 +507,10 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, opt
         if (event.text !== '' || event.logprob) {
           const logprobs = event.logprob ? (chat ? chatLogprobs([event.logprob]) : completionLogprobs([event.logprob], offset)) : null;
           offset += event.text.length;
-          const ok = await writeChunk(res, chat ? chunk({ delta: { content: event.text }, logprobs, finish_reason: null }) : chunk({ text: event.text, logprobs, finish_reason: null }));
+          const data = logprobs
+            ? (chat ? chunk({ delta: { content: event.text }, logprobs, finish_reason: null }) : chunk({ text: event.text, logprobs, finish_reason: null }))
+            : textChunkHead + JSON.stringify(event.text) + textChunkTail;
+          const ok = await writeChunk(res, data);
           if (!ok) controller.abort();
         }
         next = await iterator.next();

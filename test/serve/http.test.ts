@@ -2,7 +2,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import OpenAI, { APIError } from 'openai';
-import { DEFAULT_CHAT_TEMPLATE } from '../../lib/serve/chat_template.js';
+import { ChatTemplate, DEFAULT_CHAT_TEMPLATE } from '../../lib/serve/chat_template.js';
 import type { ServingEngine } from '../../lib/serve/types.js';
 import { type Running, loadEngine, metric, raw, startServer, trainedCheckpoint } from './http_fixture.js';
 
@@ -86,6 +86,32 @@ test('chat: rendered with the default template, streamed and not', async () => {
   assert.is(role, 'assistant');
   assert.is(text, direct.text);
   assert.is(finish, r.choices[0].finish_reason);
+});
+
+test('chat: a checkpoint\'s chat_template (Jinja) renders the prompt', async () => {
+  const chatml = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  // the real engine, seen through an object whose checkpoint carries a template
+  const templated = Object.create(engine, { chatTemplate: { value: chatml } }) as ServingEngine;
+  const t = await startServer(templated);
+  try {
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: [{ type: 'text', text: 'Name ' }, { type: 'text', text: 'a color.' }] }];
+    const r = await t.client.chat.completions.create({ model: engine.modelName, messages, max_completion_tokens: 5, temperature: 0 });
+    const rendered = '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n';
+    assert.is(new ChatTemplate(chatml).render([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Name a color.' }]), rendered);
+    assert.is(r.usage!.prompt_tokens, engine.tokenizer.encode(rendered).length);
+    assert.is(r.choices[0].message.content, (await engine.generate(rendered, { maxTokens: 5, temperature: 0 })).text);
+    // a template that raises on the conversation is the client's error
+    const strict = Object.create(engine, { chatTemplate: { value: "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}{{ messages[0]['content'] }}" } }) as ServingEngine;
+    const u = await startServer(strict);
+    try {
+      const e = await u.client.chat.completions.create({ model: engine.modelName, messages, max_completion_tokens: 2 }).catch((x: unknown) => x);
+      assert.instance(e, OpenAI.BadRequestError);
+    } finally {
+      await u.close();
+    }
+  } finally {
+    await t.close();
+  }
 });
 
 test('stop strings end the text before the stop string, streamed or not', async () => {
