@@ -12,7 +12,7 @@
  */
 import { mkdtempSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -33,6 +33,8 @@ interface Load {
 
 interface RoundResult {
   wallMs: number;
+  /** busy time of the main thread (engine loop + HTTP server, or engine loop + in-process client) */
+  mainThreadActiveMs?: number;
   outputTokens: number;
   tokensPerSecond: number;
   ttftMs: number[];
@@ -132,6 +134,7 @@ function summary(rounds: RoundResult[]) {
     interTokenP50Ms: median(rounds.map((r) => quantile(r.interTokenMs, 0.5))),
     interTokenP99Ms: median(rounds.map((r) => quantile(r.interTokenMs, 0.99))),
     failed: rounds.reduce((a, r) => a + r.failed, 0),
+    mainThreadMsPerToken: median(rounds.map((r) => r.mainThreadActiveMs! / r.outputTokens)),
     rounds: rounds.map((r) => ({ wallMs: r.wallMs, outputTokens: r.outputTokens, tokensPerSecond: r.tokensPerSecond })),
   };
 }
@@ -189,8 +192,12 @@ async function main(): Promise<void> {
   const inProcess: RoundResult[] = [];
   const http: RoundResult[] = [];
   for (let r = 0; r < Number(values.rounds); r++) {
+    let elu = performance.eventLoopUtilization();
     inProcess.push(await drive(load, inProcessOne));
+    inProcess[r].mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
+    elu = performance.eventLoopUtilization();
     http.push(await overHttp());
+    http[r].mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
     console.log(`round ${r + 1}: in-process ${inProcess[r].tokensPerSecond.toFixed(0)} tok/s, HTTP ${http[r].tokensPerSecond.toFixed(0)} tok/s`);
   }
   await worker.terminate();
@@ -204,11 +211,15 @@ async function main(): Promise<void> {
     inProcess: a, http: b,
     httpTokensPerSecondRatio: b.tokensPerSecond / a.tokensPerSecond,
     httpTtftP50ExtraMs: b.ttftP50Ms - a.ttftP50Ms,
+    /** main-thread busy time the HTTP layer adds per streamed token (contention-independent) */
+    httpMainThreadExtraMsPerToken: b.mainThreadMsPerToken - a.mainThreadMsPerToken,
+    loadAverage: loadavg(),
   };
   console.log(`concurrency ${concurrency}, ${prompts.length} requests x ${tokens} tokens (medians of ${values.rounds} rounds)`);
   console.log(`  in-process: ${a.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${a.ttftP50Ms.toFixed(1)} ms p99 ${a.ttftP99Ms.toFixed(1)} ms, ITL p50 ${a.interTokenP50Ms.toFixed(2)} ms`);
   console.log(`  HTTP:       ${b.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${b.ttftP50Ms.toFixed(1)} ms p99 ${b.ttftP99Ms.toFixed(1)} ms, ITL p50 ${b.interTokenP50Ms.toFixed(2)} ms, failed ${b.failed}`);
   console.log(`  HTTP/in-process tokens/s ${(result.httpTokensPerSecondRatio * 100).toFixed(1)}% (target >= 95%), TTFT p50 +${result.httpTtftP50ExtraMs.toFixed(1)} ms (target <= 5 ms)`);
+  console.log(`  main thread busy per output token: in-process ${(a.mainThreadMsPerToken * 1000).toFixed(0)} us, HTTP ${(b.mainThreadMsPerToken * 1000).toFixed(0)} us (+${(result.httpMainThreadExtraMsPerToken * 1000).toFixed(0)} us); load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   console.log(`  -> ${writeResults(values.out!, 'http_overhead', [result])}`);
 }
 

@@ -252,6 +252,8 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, opt
     bodyLimit,
     return503OnClosing: false, // the onRequest hook answers in OpenAI's shape instead
     forceCloseConnections: 'idle',
+    // a client must send its whole request within this (slow-loris); streamed responses are not limited
+    requestTimeout: 30_000,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
   });
   const metrics = new ServerMetrics(options.modelName ?? 'kiln', { processMetrics: options.processMetrics });
