@@ -29,6 +29,11 @@ commands:
         [--tokenizer byte|gpt2] [--device cpu] [--dtype f32|bf16]
                        streams a completion from a kiln or Hugging Face LLaMA checkpoint through
                        the serving engine (lib/serve) and prints tokens/s
+  serve --checkpoint DIR [--host 127.0.0.1] [--port 8000] [--device cpu] [--model-name NAME]
+        [--api-key KEY] [--kv-cache-mb N] [--max-running N] [--max-queued N] [--drain-seconds 30]
+                       OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
+                       /v1/models, /health, /metrics); hosts other than loopback need --api-key
+                       (or KILN_API_KEY); SIGTERM drains in-flight requests, then exits
   prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
                        tokenize .txt/.md/.jsonl files (default: the bundled corpus) into
                        train.bin and val.bin token shards
@@ -60,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
       return train(rest);
     case 'generate':
       return generate(rest);
+    case 'serve': {
+      const { serveCommand } = await import('./serve/serve_command.js');
+      return serveCommand(rest);
+    }
     case 'selfcheck': {
       parseArgs({ args: rest, options: {}, strict: true });
       const results = await selfCheck();

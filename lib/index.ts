@@ -11,3 +11,5 @@ export { info, formatInfo, datasheetPeak, type KilnInfo, type DeviceInfo, type G
 export * as ops from './ops/index.js';
 export { Engine, type EngineLoadOptions } from './serve/engine.js';
 export type * from './serve/types.js';
+export { createServer, toHttpError, HttpError, type ServerOptions, type ServerControl, type ServerState } from './serve/http.js';
+export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, type ChatMessage } from './serve/chat_template.js';
