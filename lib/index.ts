@@ -9,3 +9,5 @@ export { Tensor, tensor, empty, zeros, ones, full, randn, rand, manualSeed, type
 export { synchronize, memoryStats, resetPeakMemory, emptyCache, cudaDeviceCount, defaultDevice, type MemoryStats } from './runtime.js';
 export { info, formatInfo, datasheetPeak, type KilnInfo, type DeviceInfo, type GpuPeak } from './info.js';
 export * as ops from './ops/index.js';
+export { Engine, type EngineLoadOptions } from './serve/engine.js';
+export type * from './serve/types.js';

@@ -20,7 +20,9 @@
 //   block's scratch holds both halves of the columns it finishes.
 //   Every element's K sum runs in the same order whatever the tiling, so results do not depend
 //   on the thread count. M <= 8 takes run_skinny instead (no packing; dot products along B rows
-//   for trans_b, row updates otherwise).
+//   for trans_b, row updates otherwise), unless batch_invariant asks every M to take the blocked
+//   path, whose per-element K order does not depend on M (a row's result is then bit-identical
+//   whatever rows share the call: the serving engine's batches).
 //   Measured (Zen 4, 2 threads, f32, 2048^3 and the 1.4B shapes): 190-205 GFLOP/s, 0.95-1.0x
 //   numpy/OpenBLAS; bf16 in/out 193, swiglu 186; f64 94. One thread: 104 (OpenBLAS 101).
 #include "../../runtime/cpu_isa.h"
@@ -936,7 +938,7 @@ void matmul_cpu(const MatmulParams& p) {
   // Blocking {MC, KC, NC} measured on Zen 4 (32 KB L1d, 1 MB L2): KC = 512 f32 (256 f64) keeps the
   // MR x KC A panel in L1 and the KC x NR B panel in L2; larger KC also means fewer C merges.
   const bool f64 = p.ab_dtype == DType::f64;
-  if (p.M <= kSkinnyM && p.K > 0) {
+  if (p.M <= kSkinnyM && p.K > 0 && !p.batch_invariant) {
     if (f64) run_skinny<double>(p);
     else run_skinny<float>(p);
     return;
