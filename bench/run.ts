@@ -7,13 +7,14 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { KilnError, formatInfo } from '../lib/index.js';
+import { KilnError, formatInfo, info } from '../lib/index.js';
 import { parseDevice } from '../lib/device.js';
 import { preset } from '../lib/model/config.js';
 import { devicesToBenchmark, writeResults } from './harness.js';
 import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
 import { benchTrain, benchTrainRun } from './train.js';
+import { SERVE_DEFAULTS, type ServeBenchOptions, benchServe } from './serve.js';
 
 const BENCHMARKS: Record<string, (devices: ReturnType<typeof devicesToBenchmark>) => Promise<unknown[]>> = {
   memory: benchMemory,
@@ -37,9 +38,15 @@ export async function runBench(args: string[]): Promise<number> {
       // `train` with explicit settings
       preset: { type: 'string' }, device: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' },
       steps: { type: 'string' }, warmup: { type: 'string' }, recompute: { type: 'boolean', default: false }, 'no-peer': { type: 'boolean', default: false },
+      // `serve` (run on request only: not part of the default set)
+      checkpoint: { type: 'string' }, dtype: { type: 'string' }, drivers: { type: 'string' }, url: { type: 'string' }, model: { type: 'string' },
+      'api-key': { type: 'string' }, data: { type: 'string' }, 'prompt-min': { type: 'string' }, 'prompt-max': { type: 'string' },
+      'output-tokens': { type: 'string' }, requests: { type: 'string' }, concurrency: { type: 'string' }, rates: { type: 'string' },
+      'rate-requests': { type: 'string' }, 'kv-cache-mib': { type: 'string' }, 'peer-threads': { type: 'string' }, seed: { type: 'string' }, 'no-bandwidth': { type: 'boolean', default: false },
     },
     strict: true,
   });
+  if (positionals[0] === 'serve' || values.only === 'serve') return runServe(values, positionals.slice(1));
   const selected = values.only ? values.only.split(',') : positionals.length ? positionals : Object.keys(BENCHMARKS);
   const custom = values.preset !== undefined || values.device !== undefined || values.batch !== undefined || values.seq !== undefined || values.steps !== undefined;
   if (custom && (selected.length !== 1 || selected[0] !== 'train')) throw new KilnError('ERR_ARG', '--preset, --device, --batch, --seq and --steps apply to `bench train` alone');
@@ -69,6 +76,35 @@ export async function runBench(args: string[]): Promise<number> {
     }
     console.log(`wrote ${writeResults(values.out!, name, results)}`);
   }
+  return 0;
+}
+
+/** `kiln bench serve ...`: the serving benchmark with its own options (bench/serve.ts). */
+async function runServe(values: Record<string, string | boolean | undefined>, extra: string[]): Promise<number> {
+  if (extra.length) throw new KilnError('ERR_ARG', `bench serve takes no further positionals: ${extra.join(' ')}`);
+  const str = (k: string) => values[k] as string | undefined;
+  const list = (k: string, positive: boolean) => str(k)?.split(',').map((x) => {
+    const n = Number(x);
+    if (!(n > 0) || (positive && !Number.isSafeInteger(n))) throw new KilnError('ERR_ARG', `--${k} takes positive ${positive ? 'integers' : 'numbers'}, got ${x}`);
+    return n;
+  });
+  const url = str('url');
+  const dtype = str('dtype') ?? SERVE_DEFAULTS.dtype;
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new KilnError('ERR_ARG', `--dtype must be f32 or bf16, got ${dtype}`);
+  const options: ServeBenchOptions = {
+    ...SERVE_DEFAULTS,
+    checkpoint: str('checkpoint'), preset: str('preset') ?? SERVE_DEFAULTS.preset, dtype,
+    drivers: str('drivers')?.split(',') ?? (url ? ['kiln', 'http'] : SERVE_DEFAULTS.drivers), url, model: str('model'), apiKey: str('api-key'), data: str('data'),
+    promptMin: positiveInt(str('prompt-min'), 'prompt-min') ?? SERVE_DEFAULTS.promptMin, promptMax: positiveInt(str('prompt-max'), 'prompt-max') ?? SERVE_DEFAULTS.promptMax,
+    outputTokens: positiveInt(str('output-tokens'), 'output-tokens') ?? SERVE_DEFAULTS.outputTokens, requests: positiveInt(str('requests'), 'requests') ?? SERVE_DEFAULTS.requests,
+    concurrency: list('concurrency', true) ?? SERVE_DEFAULTS.concurrency, rates: list('rates', false) ?? SERVE_DEFAULTS.rates,
+    rateRequests: positiveInt(str('rate-requests'), 'rate-requests') ?? SERVE_DEFAULTS.rateRequests,
+    kvCacheMiB: positiveInt(str('kv-cache-mib'), 'kv-cache-mib') ?? SERVE_DEFAULTS.kvCacheMiB, seed: Number(str('seed') ?? 0),
+    bandwidth: !values['no-bandwidth'], threads: info().cpuThreads, peerThreads: positiveInt(str('peer-threads'), 'peer-threads'),
+  };
+  console.log(formatInfo() + '\n');
+  const result = await benchServe(options);
+  console.log(`wrote ${writeResults(str('out') ?? 'bench/results', 'serve', [result])}`);
   return 0;
 }
 

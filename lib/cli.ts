@@ -11,6 +11,7 @@ import { parseDType } from './dtype.js';
 import { layerShapes, tuneMatmul } from './tune.js';
 import { bundledCorpus, prepareDocuments, prepareFiles } from './data/shards.js';
 import { tokenizerByName } from './data/tokenizer.js';
+import { exportLlamaGguf } from './io/gguf_llama.js';
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -37,6 +38,9 @@ commands:
   prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
                        tokenize .txt/.md/.jsonl files (default: the bundled corpus) into
                        train.bin and val.bin token shards
+  export --format gguf --checkpoint DIR --out model.gguf [--dtype f32|f16|bf16] [--tokenizer byte|gpt2]
+                       write the checkpoint as a GGUF file for llama.cpp (llama architecture,
+                       tokenizer vocabulary, Q/K rows in llama.cpp's rotary order)
   tune [--device cuda:N] [--tokens 8192,16384] [--dtype bf16]
                        time every CUDA GEMM candidate on the 1.4B layer shapes and cache the
                        winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
@@ -92,6 +96,19 @@ async function main(argv: string[]): Promise<number> {
         console.log(`${shard.path}: ${shard.tokens.toLocaleString()} ${tokenizer.name} tokens (${shard.bytesPerToken} bytes each)`);
       }
       console.log(`prepared in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return 0;
+    }
+    case 'export': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { format: { type: 'string', default: 'gguf' }, checkpoint: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string', default: 'f32' }, tokenizer: { type: 'string' } },
+        strict: true,
+      });
+      if (values.format !== 'gguf') throw new KilnError('ERR_ARG', `--format ${values.format}: the formats kiln exports are: gguf`);
+      if (!values.checkpoint || !values.out) throw new KilnError('ERR_ARG', 'export needs --checkpoint DIR and --out FILE');
+      const started = performance.now();
+      const result = await exportLlamaGguf(values.checkpoint, values.out, { dtype: values.dtype as 'f32', tokenizer: values.tokenizer });
+      console.log(`${result.path}: ${result.tensors} ${result.dtype} tensors, ${result.tokenizer} vocabulary of ${result.vocabSize}, ${(result.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - started) / 1000).toFixed(1)} s`);
       return 0;
     }
     case 'tune': {

@@ -1,0 +1,207 @@
+/**
+ * The serving benchmark's machinery (bench/serve.ts): SSE parsing and client-side timing of the
+ * HTTP driver against a scripted OpenAI-style server, the vLLM-style summary, closed- and
+ * open-loop scenarios, and a small end-to-end run over the kiln engine and llama.cpp.
+ */
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { byteTokenizer } from '../../lib/data/tokenizer.js';
+import { type RequestTiming, type ServeDriver, SERVE_DEFAULTS, benchServe, decodeBytes, drawPrompts, httpDriver, runScenario, sseData, summarize } from '../../bench/serve.js';
+import { matmulParameters, preset } from '../../lib/model/config.js';
+import { assertKilnError } from '../helpers.js';
+
+const test = suite('serving benchmark');
+const root = mkdtempSync(join(tmpdir(), 'kiln-bench-serve-test-'));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+async function* chunks(parts: string[]): AsyncGenerator<Uint8Array> {
+  for (const p of parts) yield new TextEncoder().encode(p);
+}
+
+test('SSE events are reassembled across arbitrary chunk boundaries', async () => {
+  const stream = 'data: {"a":1}\n\ndata: {"b":"é"}\r\n\r\n: comment\n\ndata: [DONE]\n\n';
+  const bytes = new TextEncoder().encode(stream);
+  for (const cut of [1, 3, 7, 13]) {
+    // split the UTF-8 bytes (not characters) so a multi-byte character can straddle chunks
+    const pieces: Uint8Array[] = [];
+    for (let i = 0; i < bytes.length; i += cut) pieces.push(bytes.subarray(i, i + cut));
+    const got: string[] = [];
+    for await (const d of sseData((async function* () { yield* pieces; })())) got.push(d);
+    assert.equal(got, ['{"a":1}', '{"b":"é"}', '[DONE]'], `cut ${cut}`);
+  }
+  const whole: string[] = [];
+  for await (const d of sseData(chunks([stream]))) whole.push(d);
+  assert.is(whole.length, 3);
+});
+
+/** An OpenAI-style completions server that streams `n` chunks: the first after `firstMs`, then one per `gapMs`. */
+async function scriptedServer(firstMs: number, gapMs: number): Promise<{ server: Server; url: string; bodies: unknown[] }> {
+  const bodies: unknown[] = [];
+  const server = createServer(async (req, res) => {
+    if (req.url === '/v1/models') {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ object: 'list', data: [{ id: 'scripted', object: 'model' }] }));
+      return;
+    }
+    let raw = '';
+    for await (const c of req) raw += c;
+    const body = JSON.parse(raw) as { max_tokens: number; prompt: number[] };
+    bodies.push(body);
+    if (body.max_tokens > 100) {
+      res.statusCode = 429;
+      res.end(JSON.stringify({ error: { message: 'queue full', type: 'rate_limit' } }));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    await sleep(firstMs);
+    for (let i = 0; i < body.max_tokens; i++) {
+      if (i) await sleep(gapMs);
+      res.write(`data: ${JSON.stringify({ choices: [{ index: 0, text: `t${i}` }] })}\n\n`);
+    }
+    res.write(`data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: body.prompt.length, completion_tokens: body.max_tokens } })}\n\n`);
+    res.end('data: [DONE]\n\n');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies };
+}
+
+test('the HTTP driver times tokens where the client sees them and reports server errors', async () => {
+  const { server, url, bodies } = await scriptedServer(60, 25);
+  try {
+    const driver = await httpDriver({ url: `${url}/v1` });
+    assert.is(driver.description.model, 'scripted');
+    const t = await driver.request([1, 2, 3], 6);
+    assert.ok(t.ok, t.error);
+    assert.is(t.outputTokens, 6);
+    assert.is(t.promptTokens, 3);
+    assert.is(t.tokenMs.length, 6);
+    const ttft = t.tokenMs[0] - t.sentMs;
+    assert.ok(ttft >= 55 && ttft < 1000, `TTFT ${ttft} ms`);
+    // the server spaces tokens 25 ms apart; a loaded event loop may deliver two at once, never earlier in total
+    const span = t.tokenMs[5] - t.tokenMs[0];
+    assert.ok(span >= 5 * 25 * 0.9, `tokens 1..5 arrived over ${span.toFixed(0)} ms`);
+    const body = bodies[0] as Record<string, unknown>;
+    assert.equal(body.prompt, [1, 2, 3]);
+    assert.is(body.stream, true);
+    assert.is(body.temperature, 0);
+    assert.is(body.model, 'scripted');
+    const refused = await driver.request([1], 500);
+    assert.not.ok(refused.ok);
+    assert.ok(refused.error!.includes('429'), refused.error);
+    await assertKilnError(() => httpDriver({ url: 'ftp://x' }), 'ERR_ARG', 'http');
+    await assertKilnError(() => httpDriver({ url: 'http://127.0.0.1:9' }), 'ERR_ARG', 'cannot reach');
+  } finally {
+    server.close();
+  }
+});
+
+test('summaries follow vLLM: TTFT, TPOT over tokens after the first, pooled ITL, failures apart', () => {
+  const mk = (sent: number, tokens: number[], ok = true): RequestTiming => ({ ok, promptTokens: 10, outputTokens: tokens.length, sentMs: sent, tokenMs: tokens, endMs: tokens.at(-1) ?? sent });
+  const timings = [mk(0, [100, 110, 120, 130]), mk(0, [200, 230, 260, 290]), mk(0, [], false)];
+  timings[2].error = 'boom';
+  const s = summarize(timings, 1000);
+  assert.is(s.completed, 2);
+  assert.is(s.failed, 1);
+  assert.equal(s.errors, ['boom']);
+  assert.is(s.outputTokens, 8);
+  assert.is(s.promptTokens, 20);
+  assert.is(s.outputTokensPerSecond, 8);
+  assert.is(s.requestsPerSecond, 2);
+  assert.is(s.ttftMs.p50, 150);
+  assert.is(s.tpotMs.mean, 20);
+  assert.is(s.itlMs.p50, 20);
+  assert.ok(Math.abs(s.itlMs.p99 - 30) < 1e-9);
+  assert.is(s.decodeTokensPerSecond, 50);
+});
+
+test('closed loops keep exactly c requests in flight; open loops follow the arrival rate', async () => {
+  let inFlight = 0;
+  let most = 0;
+  const driver: ServeDriver = {
+    name: 'fake', description: {},
+    async request(prompt, maxTokens) {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      const sent = performance.now();
+      const tokenMs: number[] = [];
+      for (let i = 0; i < maxTokens; i++) {
+        await sleep(2);
+        tokenMs.push(performance.now());
+      }
+      inFlight--;
+      return { ok: true, promptTokens: prompt.length, outputTokens: maxTokens, sentMs: sent, tokenMs, endMs: performance.now() };
+    },
+    gauges: () => ({ kvUsage: inFlight / 10, prefixCacheQueries: 0, prefixCacheHits: 0 }),
+    close: async () => {},
+  };
+  const prompts = Array.from({ length: 40 }, (_, i) => [i]);
+  const closed = await runScenario(driver, prompts, 3, { name: 'c4', concurrency: 4, requests: 12 });
+  assert.is(most, 4);
+  assert.is(closed.completed, 12);
+  assert.ok(closed.kvUsage!.max <= 0.4);
+  most = 0;
+  const started = performance.now();
+  const open = await runScenario(driver, prompts, 2, { name: 'rate', rate: 200, requests: 40 }, 1);
+  const elapsed = performance.now() - started;
+  assert.is(open.completed, 40);
+  // 40 arrivals at 200/s take about 0.2 s (Poisson: loosely)
+  assert.ok(elapsed > 80 && elapsed < 3000, `open loop took ${elapsed.toFixed(0)} ms`);
+  await assertKilnError(() => runScenario(driver, prompts.slice(0, 2), 1, { name: 'x', concurrency: 1, requests: 3 }), 'ERR_ARG', 'prompts');
+});
+
+test('prompts are seeded windows of the shard; bandwidth counts weights once and KV per context token', async () => {
+  prepareDocuments(await bundledCorpus(100), join(root, 'data'), byteTokenizer, { valFraction: 0.2 });
+  const a = drawPrompts(join(root, 'data', 'val.bin'), 20, 5, 9, 3, 256);
+  const b = drawPrompts(join(root, 'data', 'val.bin'), 20, 5, 9, 3, 256);
+  assert.equal(a, b);
+  assert.ok(a.every((p) => p.length >= 5 && p.length <= 9 && p.every((t) => t >= 0 && t < 256)));
+  assert.ok(new Set(a.map((p) => p.length)).size > 1, 'mixed lengths');
+  await assertKilnError(() => drawPrompts(join(root, 'data', 'val.bin'), 1, 5, 9, 3, 100), 'ERR_ARG', 'vocabulary');
+  const c = preset('125m');
+  const bytes = decodeBytes(c, 4, 4, 100);
+  assert.is(bytes.kv, 2 * 12 * 4 * 64 * 4 * 100);
+  assert.ok(bytes.weights > matmulParameters(c) * 4 && bytes.weights < matmulParameters(c) * 4 * 1.01);
+});
+
+test('end to end: kiln and llama.cpp serve the same prompts; every request completes at its length', async () => {
+  let llamaLoads = true;
+  try {
+    const { getLlama } = await import('node-llama-cpp');
+    await (await getLlama({ gpu: false, build: 'never', usePrebuiltBinaries: true, skipDownload: true, progressLogs: false })).dispose();
+  } catch (error) {
+    llamaLoads = false;
+    console.log(`end to end without llama.cpp: node-llama-cpp cannot load here (${(error as Error).message})`);
+  }
+  process.env.KILN_CACHE_DIR = join(root, 'cache');
+  const result = await benchServe({
+    ...SERVE_DEFAULTS, preset: 'tiny', data: join(root, 'data'), drivers: llamaLoads ? ['kiln', 'llama.cpp'] : ['kiln'], promptMin: 4, promptMax: 24,
+    outputTokens: 6, requests: 3, concurrency: [1, 3], rates: [40], rateRequests: 3, threads: 2, peerThreads: 1, bandwidth: false,
+  });
+  delete process.env.KILN_CACHE_DIR;
+  const drivers = result.drivers as { driver: string; scenarios: { scenario: string; completed: number; failed: number; outputTokens: number; kvUsage?: { max: number }; ttftMs: { p50: number } }[] }[];
+  assert.is(drivers.length, llamaLoads ? 2 : 1);
+  for (const d of drivers) {
+    assert.equal(d.scenarios.map((s) => s.scenario), ['c1', 'c3', 'rate 40']);
+    for (const s of d.scenarios) {
+      assert.is(s.failed, 0, `${d.driver} ${s.scenario}: ${JSON.stringify((s as { errors?: string[] }).errors)}`);
+      assert.is(s.outputTokens, s.completed * 6);
+      assert.ok(s.ttftMs.p50 > 0);
+      assert.ok(s.kvUsage === undefined || (s.kvUsage.max >= 0 && s.kvUsage.max <= 1));
+    }
+  }
+  const targets = result.targets as Record<string, { met: boolean }>;
+  assert.ok('ttftP99OverP50UnderRateSweep' in targets);
+  if (llamaLoads) assert.ok('decodeC1VsLlamaCpp' in targets);
+});
+
+test.run();
