@@ -9,3 +9,18 @@ export { Tensor, tensor, empty, zeros, ones, full, randn, rand, manualSeed, type
 export { synchronize, memoryStats, resetPeakMemory, emptyCache, cudaDeviceCount, defaultDevice, type MemoryStats } from './runtime.js';
 export { info, formatInfo, datasheetPeak, type KilnInfo, type DeviceInfo, type GpuPeak } from './info.js';
 export * as ops from './ops/index.js';
+export { describe } from './errors.js';
+// model, optimizer, training, checkpoints and generation
+export {
+  PRESETS, preset, validateConfig, toHfConfig, fromHfConfig, matmulParameters, totalParameters, trainingFlopsPerToken,
+  MAX_DIM, MAX_LAYERS, MAX_CONTEXT, MAX_PARAMETERS, type ModelConfig,
+} from './model/config.js';
+export { LlamaModel, type Parameter, type ModelOptions, type BackwardOptions } from './model/llama.js';
+export {
+  Optimizer, llamaParamGroups, type ParamGroup, type MuonGroup, type AdamWGroup, type OptimizedParameter,
+} from './optim/optimizer.js';
+export { CLASSIC, POLAR_EXPRESS, newtonSchulzFlops, type NewtonSchulzOptions } from './optim/newton_schulz.js';
+export { Trainer, type TrainOptions, type StepMetrics } from './train/trainer.js';
+export { lrMultiplier, type ScheduleConfig } from './train/schedule.js';
+export { saveCheckpoint, loadCheckpoint, resolveCheckpoint, type LoadedCheckpoint, type TrainerState } from './train/checkpoint.js';
+export { generateTokens, loadModel, type SampleOptions } from './generate.js';

@@ -6,7 +6,7 @@
 import type { NativeTensor } from '../binding.js';
 import { type Device, type DeviceLike, deviceCode, deviceFromCode, parseDevice } from './device.js';
 import { type ArrayFor, type DType, dtypeCode, dtypeFromCode, f16ToFloat, parseDType } from './dtype.js';
-import { fail } from './errors.js';
+import { describe, fail } from './errors.js';
 import { binding } from './native.js';
 import { MAX_NUMEL, checkFiniteNumber, checkInteger, checkOptions, checkShape, numelOf } from './validate.js';
 
@@ -19,11 +19,13 @@ export class Tensor {
 
   /** @internal Tensors come from factories (tensor, zeros, randn, ...) and ops. */
   constructor(handle: NativeTensor, shape: readonly number[]) {
+    if (!isNativeHandle(handle)) fail('ERR_ARG', `a Tensor wraps a native handle (use kiln's factories), got ${describe(handle)}`);
+    const dims = checkShape(shape as number[]);
     this.handle = handle;
-    this.shape = Object.freeze([...shape]);
+    this.shape = Object.freeze(dims);
     this.dtype = dtypeFromCode(handle.dtype);
     this.device = deviceFromCode(handle.device ?? -1);
-    if (numelOf(shape) !== handle.numel) fail('ERR_INTERNAL', 'tensor shape does not match its storage');
+    if (numelOf(dims) !== handle.numel) fail('ERR_SHAPE', `shape [${dims.join(', ')}] does not match the handle's ${handle.numel} elements`);
   }
 
   get numel(): number {
@@ -163,6 +165,15 @@ export class Tensor {
   }
 }
 
+function isNativeHandle(value: unknown): value is NativeTensor {
+  try {
+    const ctor = (binding() as unknown as { NativeTensor?: unknown }).NativeTensor;
+    return typeof ctor === 'function' && value instanceof ctor;
+  } catch {
+    return false;
+  }
+}
+
 // ---- factories --------------------------------------------------------------------------------
 
 export interface CreateOptions {
@@ -290,7 +301,7 @@ export function manualSeed(seed: number | bigint): void {
 function checkSeed(seed: unknown): bigint {
   if (typeof seed === 'bigint' && seed >= 0n && seed < 2n ** 64n) return seed;
   if (typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0) return BigInt(seed);
-  fail('ERR_ARG', `seed must be a non-negative integer below 2^64, got ${String(seed)}`);
+  fail('ERR_ARG', `seed must be a non-negative integer below 2^64, got ${describe(seed)}`);
 }
 
 function randomFill(kind: 0 | 1, shape: number[], a: number, b: number, options: unknown, extra: string[]): Tensor {

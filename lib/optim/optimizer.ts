@@ -12,7 +12,7 @@
  * CPU and CUDA (the CUDA kernels compile here and are verified by test/cuda/optimizer.test.ts on
  * a GPU).
  */
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/elementwise.js';
 import { Tensor, empty, tensor, zeros } from '../tensor.js';
@@ -91,19 +91,33 @@ function muonScale(group: MuonGroup, rows: number, cols: number): number {
 export class Optimizer {
   readonly groups: ParamGroup[];
   private steps = 0;
+  /** 'extrapolated' groups: whether the weights sit at the extrapolated point (prepareGradientPoint ran since the last update) */
+  private atGradientPoint = false;
   private readonly states = new Map<string, Record<string, Tensor>>();
   private readonly plans: GroupPlan[] = [];
   private readonly workspaces: Tensor[] = [];
 
   constructor(groups: ParamGroup[]) {
+    if (!Array.isArray(groups)) fail('ERR_ARG', `parameter groups must be an array, got ${describe(groups)}`);
     const seen = new Set<string>();
+    // Each tensor may appear once across every group, as a weight or as a gradient: the same
+    // tensor twice would be updated twice per step (the kernels re-check memory overlap natively).
+    const tensorsSeen = new Set<unknown>();
     let device: string | undefined;
     for (const g of groups) {
-      if (!g || !['muon', 'adamw'].includes((g as { rule: unknown }).rule as string)) fail('ERR_ARG', `unknown update rule '${String((g as { rule: unknown } | undefined)?.rule)}'`);
+      if (!g || !['muon', 'adamw'].includes((g as { rule: unknown }).rule as string)) fail('ERR_ARG', `unknown update rule ${describe((g as { rule: unknown } | undefined)?.rule)}`);
       if (!(typeof g.lr === 'number' && g.lr >= 0 && Number.isFinite(g.lr))) fail('ERR_ARG', 'group lr must be a finite number >= 0');
       if (!Array.isArray(g.params)) fail('ERR_ARG', 'group params must be an array');
-      if (g.rule === 'muon' && g.variant !== undefined && !['standard', 'normuon', 'extrapolated'].includes(g.variant)) fail('ERR_ARG', `unknown muon variant '${String(g.variant)}'`);
+      if (g.rule === 'muon' && g.variant !== undefined && !['standard', 'normuon', 'extrapolated'].includes(g.variant)) fail('ERR_ARG', `unknown muon variant ${describe(g.variant)}`);
       for (const p of g.params) {
+        if (!p || typeof p !== 'object') fail('ERR_ARG', `group params must be { name, value, grad } objects, got ${describe(p)}`);
+        if (typeof p.name !== 'string') fail('ERR_ARG', `parameter names must be strings, got ${describe(p.name)}`);
+        for (const [what, t] of [['value', p.value], ['grad', p.grad]] as const) {
+          if (!(t instanceof Tensor)) fail('ERR_ARG', `${p.name}.${what} must be a kiln Tensor, got ${describe(t)}`);
+          if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${what} was disposed`);
+          if (tensorsSeen.has(t) || tensorsSeen.has(t.handle)) fail('ERR_ARG', `${p.name}.${what} is a tensor already given to the optimizer (each weight and gradient must be a distinct tensor)`);
+          tensorsSeen.add(t).add(t.handle);
+        }
         if (seen.has(p.name)) fail('ERR_ARG', `parameter ${p.name} is in two groups`);
         seen.add(p.name);
         if (p.value.dtype !== 'f32' || p.grad.dtype !== 'f32') fail('ERR_DTYPE', `${p.name}: master weights and gradients must be f32`);
@@ -163,6 +177,11 @@ export class Optimizer {
   /** One update of every parameter with lr · lrMultiplier (the schedule). */
   update(lrMultiplier = 1): void {
     if (typeof lrMultiplier !== 'number' || !Number.isFinite(lrMultiplier) || lrMultiplier < 0) fail('ERR_ARG', 'lrMultiplier must be a finite number >= 0');
+    if (this.hasExtrapolated() && !this.atGradientPoint) {
+      // the step moves the weights back from x̃ to x_t, which prepareGradientPoint() saved: without it there is nothing to move back to
+      fail('ERR_ARG', "an 'extrapolated' Muon group needs prepareGradientPoint() before the forward pass of every step, then update()");
+    }
+    this.atGradientPoint = false;
     this.steps++;
     for (const [i, g] of this.groups.entries()) {
       const plan = this.plans[i];
@@ -214,6 +233,8 @@ export class Optimizer {
    * so that the next forward/backward computes the gradient there; update() moves it back.
    */
   prepareGradientPoint(): void {
+    if (this.atGradientPoint) return; // already at x̃ for this step: moving again would lose x_t
+    this.atGradientPoint = this.hasExtrapolated();
     for (const [i, g] of this.groups.entries()) {
       if (g.rule !== 'muon' || g.variant !== 'extrapolated') continue;
       const c = (g.momentum ?? 0.95) / (1 - (g.momentum ?? 0.95));
@@ -227,6 +248,10 @@ export class Optimizer {
       // x̃ = (1 + c)·x − c·x_prev, the subtraction as a Muon apply with lr c, scale 1, no decay
       binding().muonApplyMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).previous.handle), ps.map(() => 1), c, 0);
     }
+  }
+
+  private hasExtrapolated(): boolean {
+    return this.groups.some((g, i) => g.rule === 'muon' && g.variant === 'extrapolated' && this.plans[i].params.length > 0);
   }
 
   /** Every state tensor by `<param name>.<state>`, plus the step count (for checkpoints). */

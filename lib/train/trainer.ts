@@ -9,7 +9,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Device, deviceCode } from '../device.js';
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { info } from '../info.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/index.js';
@@ -95,7 +95,7 @@ export class Trainer {
       schedule: { kind: 'cosine' as const, warmupSteps: Math.min(50, Math.floor(options.steps / 10)), ...options.schedule, totalSteps: options.steps },
     };
     for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch, seqLen: o.seqLen, accumulation: o.accumulation })) {
-      if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${v}`);
+      if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${describe(v)}`);
     }
     if (o.device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
       // the CUDA step compiles but has not yet run against the CPU on a GPU (test/cuda/train.test.ts)
@@ -104,7 +104,7 @@ export class Trainer {
     if (o.device !== 'cpu' && o.config.headDim !== 64 && o.config.headDim !== 128) {
       fail('ERR_ARG', `the CUDA attention kernels take head dims 64 and 128; the model has ${o.config.headDim}`);
     }
-    if (typeof o.gradClip !== 'number' || !(o.gradClip >= 0) || !Number.isFinite(o.gradClip)) fail('ERR_ARG', `gradClip must be a finite number >= 0, got ${String(o.gradClip)}`);
+    if (typeof o.gradClip !== 'number' || !(o.gradClip >= 0) || !Number.isFinite(o.gradClip)) fail('ERR_ARG', `gradClip must be a finite number >= 0, got ${describe(o.gradClip)}`);
     if (o.seqLen > o.config.context) fail('ERR_ARG', `seqLen ${o.seqLen} exceeds the model context ${o.config.context}`);
     this.options = o;
     this.train = new TokenLoader(join(o.data, 'train.bin'), o.batch, o.seqLen, { seed: o.seed, step: 0 });
@@ -112,7 +112,7 @@ export class Trainer {
     if (this.train.info.vocabSize > o.config.vocabSize) {
       fail('ERR_ARG', `the data's tokenizer has ${this.train.info.vocabSize} ids but the model's vocabulary is ${o.config.vocabSize}`);
     }
-    if (o.computeDType !== 'f32' && o.computeDType !== 'bf16') fail('ERR_ARG', `computeDType must be 'f32' or 'bf16', got ${String(o.computeDType)}`);
+    if (o.computeDType !== 'f32' && o.computeDType !== 'bf16') fail('ERR_ARG', `computeDType must be 'f32' or 'bf16', got ${describe(o.computeDType)}`);
     this.model = new LlamaModel(o.config, { device: o.device, seed: o.seed, recompute: o.recompute, computeDType: o.computeDType });
     const shape = [o.batch, o.seqLen];
     this.ids = empty(shape, { device: o.device, dtype: 'i32' });
