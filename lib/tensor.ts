@@ -11,6 +11,12 @@ import { binding } from './native.js';
 import { MAX_NUMEL, checkFiniteNumber, checkInteger, checkOptions, checkShape, numelOf } from './validate.js';
 
 export class Tensor {
+  /** Brand: `#brand in value` is true only for objects this constructor built (Object.create(Tensor.prototype) has none). */
+  readonly #brand = true;
+  /** Whether value is a Tensor built by kiln (a brand check: no getter, no Proxy trap runs). */
+  static isTensor(value: unknown): value is Tensor {
+    return typeof value === 'object' && value !== null && #brand in value && (value as Tensor).#brand;
+  }
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly device: Device;
@@ -74,7 +80,8 @@ export class Tensor {
   write(values: Float32Array | Float64Array | Int32Array | Uint16Array): this {
     this.assertLive();
     const expected = { f32: Float32Array, f64: Float64Array, i32: Int32Array, bf16: Uint16Array, f16: Uint16Array }[this.dtype];
-    if (!(values instanceof expected)) fail('ERR_DTYPE', `a ${this.dtype} tensor is written from a ${expected.name}`);
+    // ArrayBuffer.isView is false for a Proxy, whose typed-array getters would throw
+    if (!ArrayBuffer.isView(values) || !(values instanceof expected)) fail('ERR_DTYPE', `a ${this.dtype} tensor is written from a ${expected.name}`);
     if (values.length !== this.numel) fail('ERR_SHAPE', `write needs ${this.numel} values, got ${values.length}`);
     binding().write(this.handle, values);
     return this;
@@ -168,7 +175,8 @@ export class Tensor {
 function isNativeHandle(value: unknown): value is NativeTensor {
   try {
     const ctor = (binding() as unknown as { NativeTensor?: unknown }).NativeTensor;
-    return typeof ctor === 'function' && value instanceof ctor;
+    // instanceof alone accepts Object.create(NativeTensor.prototype): the native accessor throws on those
+    return typeof ctor === 'function' && value instanceof ctor && typeof (value as NativeTensor).numel === 'number';
   } catch {
     return false;
   }
@@ -230,7 +238,7 @@ export function tensor(
   const { dtype: requested, device, rest } = createOptions(options, ['shape']);
   let values: Float32Array | Float64Array | Int32Array;
   let inferredShape: number[];
-  if (data instanceof Float32Array || data instanceof Float64Array || data instanceof Int32Array) {
+  if (ArrayBuffer.isView(data) && (data instanceof Float32Array || data instanceof Float64Array || data instanceof Int32Array)) {
     values = data;
     inferredShape = [data.length];
   } else if (Array.isArray(data)) {

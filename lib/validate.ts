@@ -25,7 +25,7 @@ export function numelOf(shape: readonly number[]): number {
 }
 
 export function checkTensor(value: unknown, name: string): Tensor {
-  if (!(value instanceof Tensor)) fail('ERR_ARG', `${name} must be a kiln Tensor, got ${describe(value)}`);
+  if (!Tensor.isTensor(value)) fail('ERR_ARG', `${name} must be a kiln Tensor, got ${describe(value)}`);
   if (value.disposed) fail('ERR_DISPOSED', `${name} was disposed`);
   return value;
 }

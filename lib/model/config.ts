@@ -70,7 +70,7 @@ export function validateConfig(c: unknown): ModelConfig {
   if (config.vocabSize > 2 ** 31 - 1) fail('ERR_ARG', 'config.vocabSize must fit in i32');
   if (!(config.ropeTheta > 1)) fail('ERR_ARG', 'config.ropeTheta must be > 1');
   if (!(config.normEps > 0 && config.normEps < 1)) fail('ERR_ARG', 'config.normEps must be in (0, 1)');
-  const total = totalParameters(config);
+  const total = totalParametersOf(config);
   if (!(total <= MAX_PARAMETERS)) fail('ERR_ARG', `the config has ${total} parameters, more than kiln allows (2^40)`);
   return config;
 }
@@ -82,24 +82,37 @@ export const MAX_CONTEXT = 2 ** 24;
 export const MAX_PARAMETERS = 2 ** 40;
 
 /** Parameters used in matmuls (all but the input embedding; the head counts unless tied). */
-export function matmulParameters(c: ModelConfig): number {
+export function matmulParameters(config: ModelConfig): number {
+  return matmulParametersOf(validateConfig(config));
+}
+
+function matmulParametersOf(c: ModelConfig): number {
   const perLayer = c.dModel * c.heads * c.headDim * 2 + c.dModel * c.kvHeads * c.headDim * 2 + 3 * c.dModel * c.ffn;
   return c.layers * perLayer + c.vocabSize * c.dModel;
 }
 
-export function totalParameters(c: ModelConfig): number {
+export function totalParameters(config: ModelConfig): number {
+  return totalParametersOf(validateConfig(config));
+}
+
+function totalParametersOf(c: ModelConfig): number {
   const norms = (2 * c.layers + 1) * c.dModel;
   const embeddings = c.tiedEmbeddings ? c.vocabSize * c.dModel : 2 * c.vocabSize * c.dModel;
-  return matmulParameters(c) - c.vocabSize * c.dModel + embeddings + norms;
+  return matmulParametersOf(c) - c.vocabSize * c.dModel + embeddings + norms;
 }
 
 /** Training FLOPs per token: 6·N + 12·L·H·Q·T (PaLM appendix B; attention counted dense). */
-export function trainingFlopsPerToken(c: ModelConfig, seqLen: number): number {
-  return 6 * matmulParameters(c) + 12 * c.layers * c.heads * c.headDim * seqLen;
+export function trainingFlopsPerToken(config: ModelConfig, seqLen: number): number {
+  const c = validateConfig(config);
+  if (typeof seqLen !== 'number' || !Number.isSafeInteger(seqLen) || seqLen < 0) fail('ERR_ARG', `seqLen must be a non-negative integer, got ${describe(seqLen)}`);
+  return 6 * matmulParametersOf(c) + 12 * c.layers * c.heads * c.headDim * seqLen;
 }
 
+
 /** The Hugging Face config.json of this model. */
-export function toHfConfig(c: ModelConfig, dtype = 'float32'): Record<string, unknown> {
+export function toHfConfig(config: ModelConfig, dtype = 'float32'): Record<string, unknown> {
+  const c = validateConfig(config);
+  if (typeof dtype !== 'string') fail('ERR_ARG', `dtype must be a string, got ${describe(dtype)}`);
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',

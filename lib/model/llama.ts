@@ -14,6 +14,7 @@ import { type Device, parseDevice } from '../device.js';
 import { type DType, parseDType } from '../dtype.js';
 import * as ops from '../ops/index.js';
 import { Tensor, empty, full, randn, tensor, zeros } from '../tensor.js';
+import { types } from 'node:util';
 import { describe, fail } from '../errors.js';
 import { checkOptions } from '../validate.js';
 import { type ModelConfig, validateConfig } from './config.js';
@@ -501,11 +502,13 @@ export class LlamaModel {
    * with its exact shape; a missing, extra or mis-shaped tensor is ERR_CHECKPOINT.
    */
   loadWeights(weights: Map<string, { shape: number[]; values: Float32Array | Float64Array }>): void {
+    if (!types.isMap(weights)) fail('ERR_ARG', `weights must be a Map of name -> { shape, values }, got ${describe(weights)}`);
     const expected = this.namedWeights();
     for (const name of weights.keys()) if (!expected.has(name)) fail('ERR_CHECKPOINT', `checkpoint tensor ${name} does not belong to this model`);
     for (const [name, target] of expected) {
       const w = weights.get(name);
       if (!w) fail('ERR_CHECKPOINT', `checkpoint is missing ${name}`);
+      if (typeof w !== 'object' || !Array.isArray(w.shape) || !ArrayBuffer.isView(w.values)) fail('ERR_CHECKPOINT', `${name} must be { shape: number[], values: Float32Array | Float64Array }`);
       if (w.shape.length !== target.shape.length || w.shape.some((d, i) => d !== target.shape[i])) {
         fail('ERR_CHECKPOINT', `${name} has shape [${w.shape}] in the checkpoint, [${target.shape}] in the model`);
       }

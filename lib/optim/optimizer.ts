@@ -112,14 +112,15 @@ export class Optimizer {
       for (const p of g.params) {
         if (!p || typeof p !== 'object') fail('ERR_ARG', `group params must be { name, value, grad } objects, got ${describe(p)}`);
         if (typeof p.name !== 'string') fail('ERR_ARG', `parameter names must be strings, got ${describe(p.name)}`);
+        if (seen.has(p.name)) fail('ERR_ARG', `parameter ${p.name} is in two groups`);
+        seen.add(p.name);
         for (const [what, t] of [['value', p.value], ['grad', p.grad]] as const) {
           if (!(t instanceof Tensor)) fail('ERR_ARG', `${p.name}.${what} must be a kiln Tensor, got ${describe(t)}`);
           if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${what} was disposed`);
           if (tensorsSeen.has(t) || tensorsSeen.has(t.handle)) fail('ERR_ARG', `${p.name}.${what} is a tensor already given to the optimizer (each weight and gradient must be a distinct tensor)`);
           tensorsSeen.add(t).add(t.handle);
         }
-        if (seen.has(p.name)) fail('ERR_ARG', `parameter ${p.name} is in two groups`);
-        seen.add(p.name);
+
         if (p.value.dtype !== 'f32' || p.grad.dtype !== 'f32') fail('ERR_DTYPE', `${p.name}: master weights and gradients must be f32`);
         if (p.grad.device !== p.value.device || (device !== undefined && p.value.device !== device)) fail('ERR_DEVICE', `${p.name}: every parameter and gradient must be on one device`);
         device = p.value.device;
@@ -292,6 +293,9 @@ export function llamaParamGroups(
   params: (OptimizedParameter & { kind: 'matrix' | 'embedding' | 'head' | 'norm' })[],
   overrides: { muon?: Partial<Omit<MuonGroup, 'rule' | 'params'>>; adamw?: Partial<Omit<AdamWGroup, 'rule' | 'params'>> } = {},
 ): ParamGroup[] {
+  if (!Array.isArray(params)) fail('ERR_ARG', `params must be an array of the model's parameters, got ${describe(params)}`);
+  for (const p of params) if (!p || typeof p !== 'object') fail('ERR_ARG', `params must hold { name, value, grad, kind } objects, got ${describe(p)}`);
+  if (!overrides || typeof overrides !== 'object') fail('ERR_ARG', `overrides must be an object, got ${describe(overrides)}`);
   const muon: MuonGroup = { rule: 'muon', lr: 0.02, weightDecay: 0, momentum: 0.95, nesterov: true, scale: 'spectral', ...overrides.muon, params: params.filter((p) => p.kind === 'matrix') };
   const adamw: AdamWGroup = { rule: 'adamw', lr: 3e-3, weightDecay: 0, betas: [0.9, 0.95], eps: 1e-8, ...overrides.adamw, params: params.filter((p) => p.kind !== 'matrix') };
   return [muon, adamw].filter((g) => g.params.length > 0);

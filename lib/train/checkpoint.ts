@@ -10,6 +10,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { types } from 'node:util';
 import type { DType } from '../dtype.js';
 import { describe, fail } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -40,7 +41,7 @@ export async function saveCheckpoint(
   if (typeof dir !== 'string' || dir.length === 0) fail('ERR_ARG', `checkpoint directory must be a non-empty string, got ${describe(dir)}`);
   config = validateConfig(config);
   const checkMap = (map: unknown, what: string) => {
-    if (!(map instanceof Map)) fail('ERR_ARG', `${what} must be a Map of name -> Tensor, got ${describe(map)}`);
+    if (!types.isMap(map)) fail('ERR_ARG', `${what} must be a Map of name -> Tensor, got ${describe(map)}`);
     for (const [name, t] of map) {
       if (typeof name !== 'string') fail('ERR_ARG', `${what} keys must be strings, got ${describe(name)}`);
       if (!(t instanceof Tensor)) fail('ERR_ARG', `${what} ${name} must be a kiln Tensor, got ${describe(t)}`);
