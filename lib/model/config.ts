@@ -30,8 +30,8 @@ export const PRESETS: Record<string, ModelConfig> = {
 };
 
 export function preset(name: string): ModelConfig {
-  const config = PRESETS[name];
-  if (!config || !Object.hasOwn(PRESETS, name)) fail('ERR_ARG', `unknown preset '${name}' (known: ${Object.keys(PRESETS).join(', ')})`);
+  const config = typeof name === 'string' && Object.hasOwn(PRESETS, name) ? PRESETS[name] : undefined;
+  if (!config) fail('ERR_ARG', `unknown preset ${describe(name)} (known: ${Object.keys(PRESETS).join(', ')})`);
   return { ...config };
 }
 

@@ -182,6 +182,7 @@ export class Optimizer {
       // the step moves the weights back from x̃ to x_t, which prepareGradientPoint() saved: without it there is nothing to move back to
       fail('ERR_ARG', "an 'extrapolated' Muon group needs prepareGradientPoint() before the forward pass of every step, then update()");
     }
+    this.assertLive();
     this.atGradientPoint = false;
     this.steps++;
     for (const [i, g] of this.groups.entries()) {
@@ -235,6 +236,7 @@ export class Optimizer {
    */
   prepareGradientPoint(): void {
     if (this.atGradientPoint) return; // already at x̃ for this step: moving again would lose x_t
+    this.assertLive();
     this.atGradientPoint = this.hasExtrapolated();
     for (const [i, g] of this.groups.entries()) {
       if (g.rule !== 'muon' || g.variant !== 'extrapolated') continue;
@@ -249,6 +251,17 @@ export class Optimizer {
       // x̃ = (1 + c)·x − c·x_prev, the subtraction as a Muon apply with lr c, scale 1, no decay
       binding().muonApplyMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).previous.handle), ps.map(() => 1), c, 0);
     }
+  }
+
+  /** Every weight, gradient and state tensor must be live before a step touches any: a step that failed halfway would leave state and weights out of step. */
+  private assertLive(): void {
+    for (const plan of this.plans) {
+      for (const p of plan.params) {
+        if (p.value.disposed || p.grad.disposed) fail('ERR_DISPOSED', `${p.name}: its weight or gradient was disposed`);
+        for (const [key, t] of Object.entries(this.state(p))) if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${key} (optimizer state) was disposed`);
+      }
+    }
+    for (const t of this.workspaces) if (t.disposed) fail('ERR_DISPOSED', 'the optimizer was disposed');
   }
 
   private hasExtrapolated(): boolean {

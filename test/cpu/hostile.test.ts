@@ -6,7 +6,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   KilnError, LlamaModel, Optimizer, PRESETS, Tensor, Trainer, describe, llamaParamGroups, loadCheckpoint, manualSeed, ops, preset,
-  saveCheckpoint, synchronize, tensor, zeros, full, randn,
+  saveCheckpoint, synchronize, tensor, zeros, full, randn, lrMultiplier, formatInfo, datasheetPeak, toHfConfig, totalParameters,
+  generateTokens,
 } from '../../lib/index.js';
 import { binding } from '../../lib/native.js';
 import { assertKilnError } from '../helpers.js';
@@ -242,6 +243,45 @@ test('loadCheckpoint: null header entries and directories in place of files are 
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test('findings of the fuzzer in the public API are typed errors now', async () => {
+  const config = { ...PRESETS.tiny, layers: 1 };
+  await assertKilnError(() => new Trainer({ config, data: 'x', steps: 1n as never, batch: 1, seqLen: 4 }), 'ERR_ARG');
+  await assertKilnError(() => new Trainer(undefined as never), 'ERR_ARG');
+  await assertKilnError(() => preset(Symbol('p') as never), 'ERR_ARG');
+  await assertKilnError(() => lrMultiplier({ kind: 'cosine', warmupSteps: 1n as never, totalSteps: 10 }, 3), 'ERR_ARG');
+  await assertKilnError(() => lrMultiplier(null as never, 3), 'ERR_ARG');
+  await assertKilnError(() => formatInfo(null as never), 'ERR_ARG');
+  await assertKilnError(() => datasheetPeak(new Float32Array(2) as never), 'ERR_ARG');
+  await assertKilnError(() => toHfConfig(undefined as never), 'ERR_ARG');
+  await assertKilnError(() => totalParameters({} as never), 'ERR_ARG');
+  await assertKilnError(() => llamaParamGroups(undefined as never), 'ERR_ARG');
+  await assertKilnError(() => generateTokens(undefined as never, [1]), 'ERR_ARG');
+  await assertKilnError(() => tensor(new Proxy(new Float32Array(4), {}) as never), 'ERR_ARG');
+  await assertKilnError(() => zeros([4]).write(new Proxy(new Float32Array(4), {}) as never), 'ERR_DTYPE');
+  await assertKilnError(() => ops.add(Object.create(Tensor.prototype), zeros([1])), 'ERR_ARG');
+  await assertKilnError(() => ops.add(new Proxy(zeros([1]), {}), zeros([1])), 'ERR_ARG');
+  const model = new LlamaModel(config);
+  await assertKilnError(() => model.loadWeights(new Proxy(new Map(), {}) as never), 'ERR_ARG');
+  model.dispose();
+});
+
+test('an optimizer step with a disposed tensor fails before it changes any state', async () => {
+  const w = randn([4, 3], { seed: 1 });
+  const g = randn([4, 3], { seed: 2 });
+  const n = randn([3], { seed: 3 });
+  const ng = randn([3], { seed: 4 });
+  const opt = new Optimizer([
+    { rule: 'muon', lr: 0.02, params: [{ name: 'w', value: w, grad: g }] },
+    { rule: 'adamw', lr: 0.01, params: [{ name: 'n', value: n, grad: ng }] },
+  ]);
+  const before = await w.toArray();
+  n.dispose();
+  await assertKilnError(() => opt.update(), 'ERR_DISPOSED');
+  assert.is(opt.step, 0, 'the step count did not advance');
+  assert.equal(await w.toArray(), before, 'the muon weight was not updated by the failed step');
+  opt.dispose();
 });
 
 test('reachability: the public classes and helpers are exported from the package root', () => {

@@ -25,6 +25,8 @@ type Tensor = kiln.Tensor;
 export class HostileError extends Error {}
 
 interface Ctx {
+  /** an alias mutation put one tensor in two places */
+  aliased?: boolean;
   tensors: Tensor[];
   canaries: { t: Tensor; value: number }[];
   cleanups: (() => void)[];
@@ -279,6 +281,8 @@ function hostile(ctx: Ctx, kind: number, target: Target, victim: number): unknow
     () => tensorish(T(ctx, [1000])),
     () => tensorish(T(ctx, [0])),
     () => tensorish(T(ctx, [8]).slice(2, 6)),
+    () => { const view = T(ctx, [8]).slice(0, 4); view.dispose(); return tensorish(view); }, // a disposed view
+    () => { const parent = T(ctx, [8]); const view = parent.slice(4, 8); ctx.tensors.push(view); parent.dispose(); return tensorish(view); }, // a view outliving its parent
     () => (apiKind ? new Proxy(T(ctx, [4]), {}) : new Proxy(T(ctx, [4]).handle, {})),
     () => tensorish(victimOf(ctx, victim) ?? T(ctx, [4])),
     () => sharedFloat32(4),
@@ -379,6 +383,7 @@ function apply(mutation: Mutation, args: unknown[], ctx: Ctx, target: Target): v
       if (flat.length < 2) return;
       const from = flat[mutation.from % flat.length];
       const to = flat[mutation.to % flat.length];
+      if (from.get() !== to.get()) ctx.aliased = true;
       to.set(from.get());
       return;
     }
@@ -429,6 +434,9 @@ export function judgeError(error: unknown): string | undefined {
   return `not a KilnError: ${text}`;
 }
 
+/** Entry points that must refuse one tensor in two places: they update every tensor of their lists (issue 17). */
+const MUST_REFUSE_ALIAS = new Set(['gradNormClip', 'adamw', 'adamwMulti', 'muonMomentumMulti', 'muonApplyMulti', 'ops.gradNormClip']);
+
 export async function runCase(target: Target, mutations: Mutation[]): Promise<string | undefined> {
   const ctx: Ctx = { tensors: [], canaries: [], cleanups: [] };
   try {
@@ -447,6 +455,9 @@ export async function runCase(target: Target, mutations: Mutation[]): Promise<st
     }
     try {
       await settle(target.call(args), 20000, target.name);
+      if (ctx.aliased && MUST_REFUSE_ALIAS.has(target.name) && mutations.every((m) => m.kind === 'alias')) {
+        return 'accepted the same tensor twice in a list it updates (a silent wrong answer)';
+      }
     } catch (error) {
       if (error instanceof Error && error.message.startsWith('HANG')) return error.message;
       const problem = judgeError(error);
