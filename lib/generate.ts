@@ -20,6 +20,9 @@ export interface SampleOptions {
   stopToken?: number;
 }
 
+/** The most tokens one generateTokens call produces. */
+export const MAX_GENERATED_TOKENS = 2 ** 20;
+
 export async function generateTokens(model: LlamaModel, prompt: number[], options: SampleOptions = {}): Promise<number[]> {
   if (!(model instanceof LlamaModel)) fail('ERR_ARG', `model must be a LlamaModel, got ${describe(model)}`);
   if (!Array.isArray(prompt) || !prompt.every((id) => typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 && id < model.config.vocabSize)) {
@@ -32,6 +35,8 @@ export async function generateTokens(model: LlamaModel, prompt: number[], option
   if (!(temperature >= 0) || !Number.isInteger(topK) || topK < 0 || !Number.isInteger(maxTokens) || maxTokens < 0) {
     fail('ERR_ARG', 'temperature must be >= 0, topK and maxTokens non-negative integers');
   }
+  // one call generates at most 2^20 tokens: beyond that a typo (2 ** 31) would run for days
+  if (maxTokens > MAX_GENERATED_TOKENS) fail('ERR_ARG', `maxTokens ${maxTokens} is beyond ${MAX_GENERATED_TOKENS} tokens per call`);
   let state = (seed >>> 0) || 0x9e3779b9;
   const random = () => {
     state ^= state << 13;

@@ -38,6 +38,13 @@ test('use after free: a params getter that disposes an accepted tensor gets ERR_
     },
   };
   await assertKilnError(() => raw().matmul(c.handle, a.handle, b.handle, null, params), 'ERR_DISPOSED');
+  // matmulCandidates parses the same way (on the CPU it would then refuse: tuning is for CUDA)
+  const b2 = randn([4, 4], { seed: 3 });
+  await assertKilnError(() => raw().matmulCandidates(c.handle, b2.handle, b.handle, null, { ...params, get M() { b2.dispose(); return 4; } }), 'ERR_DISPOSED');
+  // adamw (single tensor): a params getter disposing the weight
+  const [w, m, v, g] = [zeros([4]), zeros([4]), zeros([4]), zeros([4])];
+  const adamwParams = { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, get step() { w.dispose(); canaries.push(full([4], 3)); return 1; } };
+  await assertKilnError(() => raw().adamw(w.handle, m.handle, v.handle, g.handle, adamwParams), 'ERR_DISPOSED');
   await synchronize();
   await assertCanaries(canaries, 3);
   b.dispose();
@@ -258,6 +265,13 @@ test('findings of the fuzzer in the public API are typed errors now', async () =
   await assertKilnError(() => totalParameters({} as never), 'ERR_ARG');
   await assertKilnError(() => llamaParamGroups(undefined as never), 'ERR_ARG');
   await assertKilnError(() => generateTokens(undefined as never, [1]), 'ERR_ARG');
+  {
+    const small = new LlamaModel({ ...config, context: 8 });
+    const started = Date.now();
+    await assertKilnError(() => generateTokens(small, [1, 2], { maxTokens: 2 ** 31 }), 'ERR_ARG', 'maxTokens');
+    assert.ok(Date.now() - started < 1000, 'refused at once');
+    small.dispose();
+  }
   await assertKilnError(() => tensor(new Proxy(new Float32Array(4), {}) as never), 'ERR_ARG');
   await assertKilnError(() => zeros([4]).write(new Proxy(new Float32Array(4), {}) as never), 'ERR_DTYPE');
   await assertKilnError(() => ops.add(Object.create(Tensor.prototype), zeros([1])), 'ERR_ARG');

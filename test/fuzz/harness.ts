@@ -513,3 +513,14 @@ export async function runBatch(options: { seed: number; runs: number; kind?: 'bi
   }
   return { runs, findings };
 }
+
+/** For reproducing a finding: what hostile value `kind` is (described, as kiln's messages would). */
+export function describeHostile(kind: number, targetName: string): string {
+  const target = allTargets().find((t) => t.name === targetName) ?? bindingTargets[0];
+  const ctx: Ctx = { tensors: [], canaries: [], cleanups: [] };
+  try {
+    return kiln.describe(hostile(ctx, kind, target, 0));
+  } finally {
+    for (const t of ctx.tensors) t.dispose();
+  }
+}
