@@ -1,5 +1,5 @@
 import type { DeviceCode } from '../binding.js';
-import { fail } from './errors.js';
+import { describe, fail } from './errors.js';
 
 /** 'cpu' or 'cuda:N'. 'cuda' alone means 'cuda:0'. */
 export type Device = 'cpu' | `cuda:${number}`;
@@ -12,7 +12,7 @@ export function parseDevice(value: unknown, name = 'device'): Device {
     const match = /^cuda:(\d{1,4})$/.exec(value);
     if (match) return `cuda:${Number(match[1])}`;
   }
-  fail('ERR_DEVICE', `${name} must be 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(value)}`);
+  fail('ERR_DEVICE', `${name} must be 'cpu', 'cuda' or 'cuda:N', got ${describe(value)}`);
 }
 
 export function deviceCode(device: Device): DeviceCode {

@@ -1,5 +1,5 @@
 import type { DTypeCode } from '../binding.js';
-import { fail } from './errors.js';
+import { describe, fail } from './errors.js';
 
 /** Element types. f64 lives on the CPU only (reference checks). */
 export type DType = 'f32' | 'f64' | 'bf16' | 'f16' | 'i32';
@@ -29,7 +29,7 @@ export function isFloat(dtype: DType): boolean {
 
 export function parseDType(value: unknown, name = 'dtype'): DType {
   if (typeof value === 'string' && (DTYPES as readonly string[]).includes(value)) return value as DType;
-  fail('ERR_DTYPE', `${name} must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(value)}`);
+  fail('ERR_DTYPE', `${name} must be one of ${DTYPES.join(', ')}, got ${describe(value)}`);
 }
 
 /** What toArray() returns for each dtype: half types widen to f32. */

@@ -2,6 +2,8 @@
  * Every error kiln raises on purpose is a KilnError with a stable `code`. Codes never change
  * meaning; messages may improve.
  */
+import { types } from 'node:util';
+
 export type KilnErrorCode =
   | 'ERR_SHAPE' // shapes do not match or are not valid
   | 'ERR_DTYPE' // an unsupported or mismatched dtype
@@ -40,6 +42,40 @@ export function fromNativeError(error: unknown): unknown {
     }
   }
   return error;
+}
+
+/**
+ * A short description of any value for an error message. Never throws and runs no user code: no
+ * toString/valueOf, no getters, no Proxy traps (so a BigInt, a symbol, Object.create(null) or a
+ * revoked Proxy are all describable). Primitives show their value; objects only their kind.
+ */
+export function describe(value: unknown): string {
+  try {
+    switch (typeof value) {
+      case 'number':
+        return Object.is(value, -0) ? '-0' : String(value);
+      case 'bigint':
+        return `${value.toString()}n`;
+      case 'string':
+        return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value);
+      case 'boolean':
+      case 'undefined':
+        return String(value);
+      case 'symbol':
+        return 'a symbol';
+      case 'function':
+        return 'a function';
+      default: {
+        if (value === null) return 'null';
+        if (types.isProxy(value)) return 'a Proxy';
+        if (Array.isArray(value)) return 'an array';
+        if (ArrayBuffer.isView(value)) return 'a typed array';
+        return 'an object';
+      }
+    }
+  } catch {
+    return 'an unprintable value';
+  }
 }
 
 export function fail(code: KilnErrorCode, message: string): never {

@@ -4,7 +4,7 @@
  * engine (ops.attentionDecode) is the serving issue's work.
  */
 import { type Device } from './device.js';
-import { fail } from './errors.js';
+import { describe, fail } from './errors.js';
 import { tensor } from './tensor.js';
 import { LlamaModel } from './model/llama.js';
 import { loadCheckpoint } from './train/checkpoint.js';
@@ -20,12 +20,23 @@ export interface SampleOptions {
   stopToken?: number;
 }
 
+/** The most tokens one generateTokens call produces. */
+export const MAX_GENERATED_TOKENS = 2 ** 20;
+
 export async function generateTokens(model: LlamaModel, prompt: number[], options: SampleOptions = {}): Promise<number[]> {
+  if (!(model instanceof LlamaModel)) fail('ERR_ARG', `model must be a LlamaModel, got ${describe(model)}`);
+  if (!Array.isArray(prompt) || !prompt.every((id) => typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 && id < model.config.vocabSize)) {
+    fail('ERR_ARG', 'prompt must be an array of token ids below the vocabulary size');
+  }
+  if (!options || typeof options !== 'object') fail('ERR_ARG', `options must be an object, got ${describe(options)}`);
   const { maxTokens = 100, temperature = 0.8, topK = 40, seed = 0 } = options;
   if (!prompt.length) fail('ERR_ARG', 'the prompt encodes to no tokens');
+  if (typeof temperature !== 'number' || typeof seed !== 'number' || !Number.isFinite(seed)) fail('ERR_ARG', 'temperature and seed must be numbers');
   if (!(temperature >= 0) || !Number.isInteger(topK) || topK < 0 || !Number.isInteger(maxTokens) || maxTokens < 0) {
     fail('ERR_ARG', 'temperature must be >= 0, topK and maxTokens non-negative integers');
   }
+  // one call generates at most 2^20 tokens: beyond that a typo (2 ** 31) would run for days
+  if (maxTokens > MAX_GENERATED_TOKENS) fail('ERR_ARG', `maxTokens ${maxTokens} is beyond ${MAX_GENERATED_TOKENS} tokens per call`);
   let state = (seed >>> 0) || 0x9e3779b9;
   const random = () => {
     state ^= state << 13;

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { binding } from './native.js';
+import { KilnError, describe, fail } from './errors.js';
 
 /** Dense datasheet figures (shared/REFERENCE.md). Leads, not measurements: benchmarks measure. */
 export interface GpuPeak {
@@ -27,6 +28,7 @@ const PEAKS: { pattern: RegExp; peak: GpuPeak }[] = [
 
 /** Datasheet peak for a device name as CUDA reports it, or undefined for an unknown GPU. */
 export function datasheetPeak(deviceName: string): GpuPeak | undefined {
+  if (typeof deviceName !== 'string') fail('ERR_ARG', `deviceName must be a string, got ${describe(deviceName)}`);
   return PEAKS.find((p) => p.pattern.test(deviceName))?.peak;
 }
 
@@ -97,6 +99,16 @@ export function info(): KilnInfo {
 
 /** Human-readable report printed by `kiln info`. */
 export function formatInfo(i: KilnInfo = info()): string {
+  if (!i || typeof i !== 'object') fail('ERR_ARG', `formatInfo takes the object info() returns, got ${describe(i)}`);
+  try {
+    return formatInfoUnchecked(i);
+  } catch (error) {
+    if (error instanceof KilnError) throw error;
+    fail('ERR_ARG', `formatInfo takes the object info() returns; this one could not be formatted (${describe(error)})`);
+  }
+}
+
+function formatInfoUnchecked(i: KilnInfo): string {
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   const lines = [
     `kiln ${i.version} on Node ${i.node} (${i.platform}), ${i.cpuThreads} CPU threads, ${i.cpuIsa} kernels`,

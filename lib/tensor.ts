@@ -6,11 +6,17 @@
 import type { NativeTensor } from '../binding.js';
 import { type Device, type DeviceLike, deviceCode, deviceFromCode, parseDevice } from './device.js';
 import { type ArrayFor, type DType, dtypeCode, dtypeFromCode, f16ToFloat, parseDType } from './dtype.js';
-import { fail } from './errors.js';
+import { describe, fail } from './errors.js';
 import { binding } from './native.js';
 import { MAX_NUMEL, checkFiniteNumber, checkInteger, checkOptions, checkShape, numelOf } from './validate.js';
 
 export class Tensor {
+  /** Brand: `#brand in value` is true only for objects this constructor built (Object.create(Tensor.prototype) has none). */
+  readonly #brand = true;
+  /** Whether value is a Tensor built by kiln (a brand check: no getter, no Proxy trap runs). */
+  static isTensor(value: unknown): value is Tensor {
+    return typeof value === 'object' && value !== null && #brand in value && (value as Tensor).#brand;
+  }
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly device: Device;
@@ -19,11 +25,13 @@ export class Tensor {
 
   /** @internal Tensors come from factories (tensor, zeros, randn, ...) and ops. */
   constructor(handle: NativeTensor, shape: readonly number[]) {
+    if (!isNativeHandle(handle)) fail('ERR_ARG', `a Tensor wraps a native handle (use kiln's factories), got ${describe(handle)}`);
+    const dims = checkShape(shape as number[]);
     this.handle = handle;
-    this.shape = Object.freeze([...shape]);
+    this.shape = Object.freeze(dims);
     this.dtype = dtypeFromCode(handle.dtype);
     this.device = deviceFromCode(handle.device ?? -1);
-    if (numelOf(shape) !== handle.numel) fail('ERR_INTERNAL', 'tensor shape does not match its storage');
+    if (numelOf(dims) !== handle.numel) fail('ERR_SHAPE', `shape [${dims.join(', ')}] does not match the handle's ${handle.numel} elements`);
   }
 
   get numel(): number {
@@ -72,7 +80,8 @@ export class Tensor {
   write(values: Float32Array | Float64Array | Int32Array | Uint16Array): this {
     this.assertLive();
     const expected = { f32: Float32Array, f64: Float64Array, i32: Int32Array, bf16: Uint16Array, f16: Uint16Array }[this.dtype];
-    if (!(values instanceof expected)) fail('ERR_DTYPE', `a ${this.dtype} tensor is written from a ${expected.name}`);
+    // ArrayBuffer.isView is false for a Proxy, whose typed-array getters would throw
+    if (!ArrayBuffer.isView(values) || !(values instanceof expected)) fail('ERR_DTYPE', `a ${this.dtype} tensor is written from a ${expected.name}`);
     if (values.length !== this.numel) fail('ERR_SHAPE', `write needs ${this.numel} values, got ${values.length}`);
     binding().write(this.handle, values);
     return this;
@@ -163,6 +172,16 @@ export class Tensor {
   }
 }
 
+function isNativeHandle(value: unknown): value is NativeTensor {
+  try {
+    const ctor = (binding() as unknown as { NativeTensor?: unknown }).NativeTensor;
+    // instanceof alone accepts Object.create(NativeTensor.prototype): the native accessor throws on those
+    return typeof ctor === 'function' && value instanceof ctor && typeof (value as NativeTensor).numel === 'number';
+  } catch {
+    return false;
+  }
+}
+
 // ---- factories --------------------------------------------------------------------------------
 
 export interface CreateOptions {
@@ -219,7 +238,7 @@ export function tensor(
   const { dtype: requested, device, rest } = createOptions(options, ['shape']);
   let values: Float32Array | Float64Array | Int32Array;
   let inferredShape: number[];
-  if (data instanceof Float32Array || data instanceof Float64Array || data instanceof Int32Array) {
+  if (ArrayBuffer.isView(data) && (data instanceof Float32Array || data instanceof Float64Array || data instanceof Int32Array)) {
     values = data;
     inferredShape = [data.length];
   } else if (Array.isArray(data)) {
@@ -290,7 +309,7 @@ export function manualSeed(seed: number | bigint): void {
 function checkSeed(seed: unknown): bigint {
   if (typeof seed === 'bigint' && seed >= 0n && seed < 2n ** 64n) return seed;
   if (typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0) return BigInt(seed);
-  fail('ERR_ARG', `seed must be a non-negative integer below 2^64, got ${String(seed)}`);
+  fail('ERR_ARG', `seed must be a non-negative integer below 2^64, got ${describe(seed)}`);
 }
 
 function randomFill(kind: 0 | 1, shape: number[], a: number, b: number, options: unknown, extra: string[]): Tensor {

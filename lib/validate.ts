@@ -1,17 +1,17 @@
 /** Argument checks shared by lib/: each failure is a KilnError with the right code. */
-import { fail } from './errors.js';
+import { describe, fail } from './errors.js';
 import { Tensor } from './tensor.js';
 
 /** Largest element count kiln accepts for one tensor (2^48): beyond it, sizes are bugs. */
 export const MAX_NUMEL = 2 ** 48;
 
 export function checkShape(shape: unknown, name = 'shape'): number[] {
-  if (!Array.isArray(shape)) fail('ERR_ARG', `${name} must be an array of non-negative integers`);
+  if (!Array.isArray(shape)) fail('ERR_ARG', `${name} must be an array of non-negative integers, got ${describe(shape)}`);
   let numel = 1;
   const out: number[] = [];
   for (const [i, dim] of shape.entries()) {
     if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 0) {
-      fail('ERR_SHAPE', `${name}[${i}] must be a non-negative integer, got ${String(dim)}`);
+      fail('ERR_SHAPE', `${name}[${i}] must be a non-negative integer, got ${describe(dim)}`);
     }
     numel *= dim;
     out.push(dim);
@@ -25,19 +25,19 @@ export function numelOf(shape: readonly number[]): number {
 }
 
 export function checkTensor(value: unknown, name: string): Tensor {
-  if (!(value instanceof Tensor)) fail('ERR_ARG', `${name} must be a kiln Tensor, got ${describe(value)}`);
+  if (!Tensor.isTensor(value)) fail('ERR_ARG', `${name} must be a kiln Tensor, got ${describe(value)}`);
   if (value.disposed) fail('ERR_DISPOSED', `${name} was disposed`);
   return value;
 }
 
 export function checkFiniteNumber(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value)) fail('ERR_ARG', `${name} must be a finite number, got ${String(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value)) fail('ERR_ARG', `${name} must be a finite number, got ${describe(value)}`);
   return value;
 }
 
 export function checkInteger(value: unknown, name: string, min = -Infinity, max = Infinity): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    fail('ERR_ARG', `${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
+    fail('ERR_ARG', `${name} must be an integer in [${min}, ${max}], got ${describe(value)}`);
   }
   return value;
 }
@@ -69,8 +69,3 @@ export function checkOptions(options: unknown, allowed: readonly string[], name:
   return options as Record<string, unknown>;
 }
 
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  return typeof value === 'object' ? (value.constructor?.name ?? 'an object') : typeof value;
-}

@@ -9,7 +9,7 @@
 import { closeSync, openSync, readSync, fstatSync, writeSync } from 'node:fs';
 import { atomicWrite } from './atomic.js';
 import type { DType } from '../dtype.js';
-import { KilnError, fail } from '../errors.js';
+import { KilnError, describe, fail } from '../errors.js';
 
 const TO_ST: Record<DType, string> = { f32: 'F32', f64: 'F64', bf16: 'BF16', f16: 'F16', i32: 'I32' };
 const FROM_ST: Record<string, DType> = { F32: 'f32', F64: 'f64', BF16: 'bf16', F16: 'f16', I32: 'i32' };
@@ -63,9 +63,11 @@ export function readSafetensors(path: string): SafetensorsFile {
   } catch (error) {
     throw new KilnError('ERR_CHECKPOINT', `cannot open ${path}: ${(error as Error).message}`);
   }
+  const bad = (why: string): never => fail('ERR_CHECKPOINT', `${path} is not a valid safetensors file: ${why}`);
   try {
-    const size = fstatSync(fd).size;
-    const bad = (why: string): never => fail('ERR_CHECKPOINT', `${path} is not a valid safetensors file: ${why}`);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) bad('it is not a regular file');
+    const size = stat.size;
     if (size < 8) bad('shorter than its 8-byte header length');
     const prefix = Buffer.alloc(8);
     readSync(fd, prefix, 0, 8, 0);
@@ -85,12 +87,13 @@ export function readSafetensors(path: string): SafetensorsFile {
     const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
     const tensors = new Map<string, RawTensor>();
     const entries = Object.entries(header).filter(([k]) => k !== '__metadata__');
+    for (const [name, value] of entries) if (!value || typeof value !== 'object' || Array.isArray(value)) bad(`tensor ${JSON.stringify(name)} has no {dtype, shape, data_offsets} entry`);
     entries.sort((a, b) => ((a[1] as { data_offsets: number[] }).data_offsets?.[0] ?? 0) - ((b[1] as { data_offsets: number[] }).data_offsets?.[0] ?? 0));
     let expectedOffset = 0;
     for (const [name, value] of entries) {
       const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       const dtype = typeof v.dtype === 'string' ? FROM_ST[v.dtype] : undefined;
-      if (!dtype) bad(`tensor ${name} has unsupported dtype ${String(v.dtype)}`);
+      if (!dtype) bad(`tensor ${name} has unsupported dtype ${describe(v.dtype)}`);
       const shape = v.shape;
       if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) bad(`tensor ${name} has an invalid shape`);
       const offsets = v.data_offsets;
@@ -112,6 +115,10 @@ export function readSafetensors(path: string): SafetensorsFile {
     }
     if (expectedOffset !== dataSize) bad(`${dataSize - expectedOffset} trailing bytes after the last tensor`);
     return { metadata, tensors };
+  } catch (error) {
+    // a read error (EIO, EISDIR, ...) is an unreadable checkpoint too
+    if (error instanceof KilnError) throw error;
+    throw new KilnError('ERR_CHECKPOINT', `cannot read ${path}: ${(error as Error)?.message ?? describe(error)}`, { cause: error });
   } finally {
     closeSync(fd);
   }

@@ -2,7 +2,7 @@
  * LLaMA-style model configuration and presets (REFERENCE.md). Field names follow the Hugging
  * Face LlamaConfig in config.json, so checkpoints load in transformers unchanged.
  */
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 
 export interface ModelConfig {
   vocabSize: number;
@@ -30,8 +30,8 @@ export const PRESETS: Record<string, ModelConfig> = {
 };
 
 export function preset(name: string): ModelConfig {
-  const config = PRESETS[name];
-  if (!config || !Object.hasOwn(PRESETS, name)) fail('ERR_ARG', `unknown preset '${name}' (known: ${Object.keys(PRESETS).join(', ')})`);
+  const config = typeof name === 'string' && Object.hasOwn(PRESETS, name) ? PRESETS[name] : undefined;
+  if (!config) fail('ERR_ARG', `unknown preset ${describe(name)} (known: ${Object.keys(PRESETS).join(', ')})`);
   return { ...config };
 }
 
@@ -41,7 +41,7 @@ export function validateConfig(c: unknown): ModelConfig {
   const o = c as Record<string, unknown>;
   const positive = (name: keyof ModelConfig) => {
     const v = o[name];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) fail('ERR_ARG', `config.${name} must be a positive integer, got ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) fail('ERR_ARG', `config.${name} must be a positive integer, got ${describe(v)}`);
     return v;
   };
   const config: ModelConfig = {
@@ -57,33 +57,62 @@ export function validateConfig(c: unknown): ModelConfig {
     normEps: typeof o.normEps === 'number' ? o.normEps : BASE.normEps,
     tiedEmbeddings: typeof o.tiedEmbeddings === 'boolean' ? o.tiedEmbeddings : false,
   };
+  // Sizes a model can have: beyond these a constructor would allocate for hours (or forever)
+  // before failing, so they are refused here, for configs and checkpoints alike.
+  for (const name of ['dModel', 'heads', 'kvHeads', 'headDim', 'ffn'] as const) {
+    if (config[name] > MAX_DIM) fail('ERR_ARG', `config.${name} = ${config[name]} is beyond ${MAX_DIM}`);
+  }
+  if (config.layers > MAX_LAYERS) fail('ERR_ARG', `config.layers = ${config.layers} is beyond ${MAX_LAYERS}`);
+  if (config.context > MAX_CONTEXT) fail('ERR_ARG', `config.context = ${config.context} is beyond ${MAX_CONTEXT}`);
+  if (!Number.isFinite(config.ropeTheta)) fail('ERR_ARG', 'config.ropeTheta must be finite');
   if (config.heads % config.kvHeads !== 0) fail('ERR_ARG', `config.kvHeads (${config.kvHeads}) must divide config.heads (${config.heads})`);
   if (config.headDim % 2 !== 0) fail('ERR_ARG', 'config.headDim must be even (rotary embedding)');
   if (config.vocabSize > 2 ** 31 - 1) fail('ERR_ARG', 'config.vocabSize must fit in i32');
   if (!(config.ropeTheta > 1)) fail('ERR_ARG', 'config.ropeTheta must be > 1');
   if (!(config.normEps > 0 && config.normEps < 1)) fail('ERR_ARG', 'config.normEps must be in (0, 1)');
+  const total = totalParametersOf(config);
+  if (!(total <= MAX_PARAMETERS)) fail('ERR_ARG', `the config has ${total} parameters, more than kiln allows (2^40)`);
   return config;
 }
 
+/** Bounds validateConfig enforces (far above any model kiln targets, far below a hang). */
+export const MAX_DIM = 2 ** 20;
+export const MAX_LAYERS = 4096;
+export const MAX_CONTEXT = 2 ** 24;
+export const MAX_PARAMETERS = 2 ** 40;
+
 /** Parameters used in matmuls (all but the input embedding; the head counts unless tied). */
-export function matmulParameters(c: ModelConfig): number {
+export function matmulParameters(config: ModelConfig): number {
+  return matmulParametersOf(validateConfig(config));
+}
+
+function matmulParametersOf(c: ModelConfig): number {
   const perLayer = c.dModel * c.heads * c.headDim * 2 + c.dModel * c.kvHeads * c.headDim * 2 + 3 * c.dModel * c.ffn;
   return c.layers * perLayer + c.vocabSize * c.dModel;
 }
 
-export function totalParameters(c: ModelConfig): number {
+export function totalParameters(config: ModelConfig): number {
+  return totalParametersOf(validateConfig(config));
+}
+
+function totalParametersOf(c: ModelConfig): number {
   const norms = (2 * c.layers + 1) * c.dModel;
   const embeddings = c.tiedEmbeddings ? c.vocabSize * c.dModel : 2 * c.vocabSize * c.dModel;
-  return matmulParameters(c) - c.vocabSize * c.dModel + embeddings + norms;
+  return matmulParametersOf(c) - c.vocabSize * c.dModel + embeddings + norms;
 }
 
 /** Training FLOPs per token: 6·N + 12·L·H·Q·T (PaLM appendix B; attention counted dense). */
-export function trainingFlopsPerToken(c: ModelConfig, seqLen: number): number {
-  return 6 * matmulParameters(c) + 12 * c.layers * c.heads * c.headDim * seqLen;
+export function trainingFlopsPerToken(config: ModelConfig, seqLen: number): number {
+  const c = validateConfig(config);
+  if (typeof seqLen !== 'number' || !Number.isSafeInteger(seqLen) || seqLen < 0) fail('ERR_ARG', `seqLen must be a non-negative integer, got ${describe(seqLen)}`);
+  return 6 * matmulParametersOf(c) + 12 * c.layers * c.heads * c.headDim * seqLen;
 }
 
+
 /** The Hugging Face config.json of this model. */
-export function toHfConfig(c: ModelConfig, dtype = 'float32'): Record<string, unknown> {
+export function toHfConfig(config: ModelConfig, dtype = 'float32'): Record<string, unknown> {
+  const c = validateConfig(config);
+  if (typeof dtype !== 'string') fail('ERR_ARG', `dtype must be a string, got ${describe(dtype)}`);
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
@@ -108,7 +137,7 @@ export function toHfConfig(c: ModelConfig, dtype = 'float32'): Record<string, un
 export function fromHfConfig(json: unknown): ModelConfig {
   if (!json || typeof json !== 'object') fail('ERR_CHECKPOINT', 'config.json is not an object');
   const h = json as Record<string, unknown>;
-  if (h.model_type !== undefined && h.model_type !== 'llama') fail('ERR_CHECKPOINT', `config.json model_type is ${String(h.model_type)}, not llama`);
+  if (h.model_type !== undefined && h.model_type !== 'llama') fail('ERR_CHECKPOINT', `config.json model_type is ${describe(h.model_type)}, not llama`);
   const heads = h.num_attention_heads as number;
   try {
     return validateConfig({

@@ -10,12 +10,14 @@
  *   y2 = rmsnorm(h') · w_post;  gu = y2·[Wgate | Wup]ᵀ;  s = silu(gate)·up;  h'' = h' + s·Wdownᵀ
  * Head: logits = rmsnorm(h_L)·w_norm · Wheadᵀ; loss = mean cross-entropy over non-ignored targets.
  */
-import type { Device } from '../device.js';
-import type { DType } from '../dtype.js';
+import { type Device, parseDevice } from '../device.js';
+import { type DType, parseDType } from '../dtype.js';
 import * as ops from '../ops/index.js';
 import { Tensor, empty, full, randn, tensor, zeros } from '../tensor.js';
-import { fail } from '../errors.js';
-import type { ModelConfig } from './config.js';
+import { types } from 'node:util';
+import { describe, fail } from '../errors.js';
+import { checkOptions } from '../validate.js';
+import { type ModelConfig, validateConfig } from './config.js';
 
 export interface Parameter {
   /** HF name, e.g. model.layers.0.self_attn.q_proj.weight */
@@ -218,12 +220,21 @@ export class LlamaModel {
   private saved?: { ids: Tensor; logits: Tensor; plan: StepPlan };
 
   constructor(config: ModelConfig, options: ModelOptions = {}) {
-    this.config = config;
-    this.device = options.device ?? 'cpu';
-    this.paramDType = options.paramDType ?? 'f32';
-    this.computeDType = options.computeDType ?? (this.device === 'cpu' ? this.paramDType : 'bf16');
-    this.recompute = options.recompute ?? false;
+    // The same rules as a checkpoint's config.json (a fresh, frozen copy: later edits to the
+    // caller's object cannot desynchronize the model from its config).
+    this.config = Object.freeze(validateConfig(config));
+    const o = checkOptions(options, ['device', 'paramDType', 'computeDType', 'seed', 'recompute', 'classifierRows'], 'model options') as ModelOptions;
+    this.device = o.device === undefined ? 'cpu' : parseDevice(o.device);
+    if (o.paramDType !== undefined && o.paramDType !== 'f32' && o.paramDType !== 'f64') fail('ERR_DTYPE', `paramDType must be 'f32' or 'f64', got ${describe(o.paramDType)}`);
+    this.paramDType = o.paramDType ?? 'f32';
+    this.computeDType = o.computeDType === undefined ? (this.device === 'cpu' ? this.paramDType : 'bf16') : parseDType(o.computeDType, 'computeDType');
+    if (this.computeDType === 'i32') fail('ERR_DTYPE', 'computeDType must be a float dtype');
+    if ((this.paramDType === 'f64' || this.computeDType === 'f64') && this.device !== 'cpu') fail('ERR_DTYPE', 'f64 models live on the CPU only');
+    if (o.seed !== undefined && !(typeof o.seed === 'number' && Number.isSafeInteger(o.seed) && o.seed >= 0)) fail('ERR_ARG', `seed must be a non-negative integer, got ${describe(o.seed)}`);
+    this.recompute = o.recompute ?? false;
     if (typeof this.recompute !== 'boolean') fail('ERR_ARG', 'recompute must be a boolean');
+    options = o;
+    config = this.config;
     const elementBytes = { f32: 4, f64: 8, bf16: 2, f16: 2, i32: 4 }[this.computeDType];
     this.classifierRows = options.classifierRows ?? Math.max(1, Math.floor(2 ** 26 / (config.vocabSize * elementBytes)));
     if (!Number.isSafeInteger(this.classifierRows) || this.classifierRows < 1) fail('ERR_ARG', 'classifierRows must be a positive integer');
@@ -491,11 +502,13 @@ export class LlamaModel {
    * with its exact shape; a missing, extra or mis-shaped tensor is ERR_CHECKPOINT.
    */
   loadWeights(weights: Map<string, { shape: number[]; values: Float32Array | Float64Array }>): void {
+    if (!types.isMap(weights)) fail('ERR_ARG', `weights must be a Map of name -> { shape, values }, got ${describe(weights)}`);
     const expected = this.namedWeights();
     for (const name of weights.keys()) if (!expected.has(name)) fail('ERR_CHECKPOINT', `checkpoint tensor ${name} does not belong to this model`);
     for (const [name, target] of expected) {
       const w = weights.get(name);
       if (!w) fail('ERR_CHECKPOINT', `checkpoint is missing ${name}`);
+      if (typeof w !== 'object' || !Array.isArray(w.shape) || !ArrayBuffer.isView(w.values)) fail('ERR_CHECKPOINT', `${name} must be { shape: number[], values: Float32Array | Float64Array }`);
       if (w.shape.length !== target.shape.length || w.shape.some((d, i) => d !== target.shape[i])) {
         fail('ERR_CHECKPOINT', `${name} has shape [${w.shape}] in the checkpoint, [${target.shape}] in the model`);
       }

@@ -146,6 +146,12 @@ export function copyInto(dst: Tensor, src: Tensor): Tensor {
 export function gradNormClip(tensors: Tensor[], maxNorm = 0, options?: { out?: Tensor }): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) fail('ERR_ARG', 'gradNormClip needs a non-empty array of tensors');
   const list = tensors.map((t, i) => checkTensor(t, `tensors[${i}]`));
+  const distinct = new Set<unknown>();
+  for (const [i, t] of list.entries()) {
+    // the same tensor twice would count twice in the norm and be scaled twice (re-checked natively for views)
+    if (distinct.has(t) || distinct.has(t.handle)) fail('ERR_ARG', `tensors[${i}] appears twice in the list`);
+    distinct.add(t).add(t.handle);
+  }
   checkFiniteNumber(maxNorm, 'maxNorm');
   const o = checkOptions(options, ['out'], 'gradNormClip options');
   const norm = output(o.out, 'out', list[0].device, 'f32', [1]);

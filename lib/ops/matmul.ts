@@ -15,7 +15,7 @@
 import type { DType } from '../dtype.js';
 import { deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
 import { loadTuned } from '../tune.js';
 import { Tensor } from '../tensor.js';
@@ -56,8 +56,8 @@ export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
   const beta = o.beta === undefined ? 0 : checkFiniteNumber(o.beta, 'beta');
   const epilogueName = o.epilogue ?? 'none';
   const epilogues: Record<string, 0 | 1 | 2> = { none: 0, residual: 1, swiglu: 2 };
-  const epilogue = Object.hasOwn(epilogues, String(epilogueName)) ? epilogues[String(epilogueName)] : undefined;
-  if (epilogue === undefined) fail('ERR_ARG', `epilogue must be 'none', 'residual' or 'swiglu', got ${String(o.epilogue)}`);
+  const epilogue = typeof epilogueName === 'string' && Object.hasOwn(epilogues, epilogueName) ? epilogues[epilogueName] : undefined;
+  if (epilogue === undefined) fail('ERR_ARG', `epilogue must be 'none', 'residual' or 'swiglu', got ${describe(o.epilogue)}`);
 
   checkSameDevice(x, w, 'a', 'b');
   if (x.dtype !== w.dtype) fail('ERR_DTYPE', `a is ${x.dtype} but b is ${w.dtype}`);

@@ -6,7 +6,7 @@
  */
 import type { DType } from '../dtype.js';
 import { dtypeCode } from '../dtype.js';
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
 import { Tensor, empty } from '../tensor.js';
 import { checkOptions, checkTensor, sameShape } from '../validate.js';
@@ -55,7 +55,7 @@ export function resolveCoefficients(options: NewtonSchulzOptions = {}): { triple
       return [...t];
     });
   } else {
-    fail('ERR_ARG', `coefficients must be 'classic', 'polar-express' or a list of triples, got ${String(c)}`);
+    fail('ERR_ARG', `coefficients must be 'classic', 'polar-express' or a list of triples, got ${describe(c)}`);
   }
   if (options.steps !== undefined && options.steps !== triples.length) fail('ERR_ARG', `steps (${options.steps}) disagrees with the ${triples.length} coefficient triples`);
   return { triples, normScale: options.normScale ?? normScale, eps: options.eps ?? eps };

@@ -12,7 +12,7 @@
  * CPU and CUDA (the CUDA kernels compile here and are verified by test/cuda/optimizer.test.ts on
  * a GPU).
  */
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/elementwise.js';
 import { Tensor, empty, tensor, zeros } from '../tensor.js';
@@ -91,21 +91,36 @@ function muonScale(group: MuonGroup, rows: number, cols: number): number {
 export class Optimizer {
   readonly groups: ParamGroup[];
   private steps = 0;
+  /** 'extrapolated' groups: whether the weights sit at the extrapolated point (prepareGradientPoint ran since the last update) */
+  private atGradientPoint = false;
   private readonly states = new Map<string, Record<string, Tensor>>();
   private readonly plans: GroupPlan[] = [];
   private readonly workspaces: Tensor[] = [];
 
   constructor(groups: ParamGroup[]) {
+    if (!Array.isArray(groups)) fail('ERR_ARG', `parameter groups must be an array, got ${describe(groups)}`);
     const seen = new Set<string>();
+    // Each tensor may appear once across every group, as a weight or as a gradient: the same
+    // tensor twice would be updated twice per step (the kernels re-check memory overlap natively).
+    const tensorsSeen = new Set<unknown>();
     let device: string | undefined;
     for (const g of groups) {
-      if (!g || !['muon', 'adamw'].includes((g as { rule: unknown }).rule as string)) fail('ERR_ARG', `unknown update rule '${String((g as { rule: unknown } | undefined)?.rule)}'`);
+      if (!g || !['muon', 'adamw'].includes((g as { rule: unknown }).rule as string)) fail('ERR_ARG', `unknown update rule ${describe((g as { rule: unknown } | undefined)?.rule)}`);
       if (!(typeof g.lr === 'number' && g.lr >= 0 && Number.isFinite(g.lr))) fail('ERR_ARG', 'group lr must be a finite number >= 0');
       if (!Array.isArray(g.params)) fail('ERR_ARG', 'group params must be an array');
-      if (g.rule === 'muon' && g.variant !== undefined && !['standard', 'normuon', 'extrapolated'].includes(g.variant)) fail('ERR_ARG', `unknown muon variant '${String(g.variant)}'`);
+      if (g.rule === 'muon' && g.variant !== undefined && !['standard', 'normuon', 'extrapolated'].includes(g.variant)) fail('ERR_ARG', `unknown muon variant ${describe(g.variant)}`);
       for (const p of g.params) {
+        if (!p || typeof p !== 'object') fail('ERR_ARG', `group params must be { name, value, grad } objects, got ${describe(p)}`);
+        if (typeof p.name !== 'string') fail('ERR_ARG', `parameter names must be strings, got ${describe(p.name)}`);
         if (seen.has(p.name)) fail('ERR_ARG', `parameter ${p.name} is in two groups`);
         seen.add(p.name);
+        for (const [what, t] of [['value', p.value], ['grad', p.grad]] as const) {
+          if (!(t instanceof Tensor)) fail('ERR_ARG', `${p.name}.${what} must be a kiln Tensor, got ${describe(t)}`);
+          if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${what} was disposed`);
+          if (tensorsSeen.has(t) || tensorsSeen.has(t.handle)) fail('ERR_ARG', `${p.name}.${what} is a tensor already given to the optimizer (each weight and gradient must be a distinct tensor)`);
+          tensorsSeen.add(t).add(t.handle);
+        }
+
         if (p.value.dtype !== 'f32' || p.grad.dtype !== 'f32') fail('ERR_DTYPE', `${p.name}: master weights and gradients must be f32`);
         if (p.grad.device !== p.value.device || (device !== undefined && p.value.device !== device)) fail('ERR_DEVICE', `${p.name}: every parameter and gradient must be on one device`);
         device = p.value.device;
@@ -163,6 +178,12 @@ export class Optimizer {
   /** One update of every parameter with lr · lrMultiplier (the schedule). */
   update(lrMultiplier = 1): void {
     if (typeof lrMultiplier !== 'number' || !Number.isFinite(lrMultiplier) || lrMultiplier < 0) fail('ERR_ARG', 'lrMultiplier must be a finite number >= 0');
+    if (this.hasExtrapolated() && !this.atGradientPoint) {
+      // the step moves the weights back from x̃ to x_t, which prepareGradientPoint() saved: without it there is nothing to move back to
+      fail('ERR_ARG', "an 'extrapolated' Muon group needs prepareGradientPoint() before the forward pass of every step, then update()");
+    }
+    this.assertLive();
+    this.atGradientPoint = false;
     this.steps++;
     for (const [i, g] of this.groups.entries()) {
       const plan = this.plans[i];
@@ -214,6 +235,9 @@ export class Optimizer {
    * so that the next forward/backward computes the gradient there; update() moves it back.
    */
   prepareGradientPoint(): void {
+    if (this.atGradientPoint) return; // already at x̃ for this step: moving again would lose x_t
+    this.assertLive();
+    this.atGradientPoint = this.hasExtrapolated();
     for (const [i, g] of this.groups.entries()) {
       if (g.rule !== 'muon' || g.variant !== 'extrapolated') continue;
       const c = (g.momentum ?? 0.95) / (1 - (g.momentum ?? 0.95));
@@ -227,6 +251,21 @@ export class Optimizer {
       // x̃ = (1 + c)·x − c·x_prev, the subtraction as a Muon apply with lr c, scale 1, no decay
       binding().muonApplyMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).previous.handle), ps.map(() => 1), c, 0);
     }
+  }
+
+  /** Every weight, gradient and state tensor must be live before a step touches any: a step that failed halfway would leave state and weights out of step. */
+  private assertLive(): void {
+    for (const plan of this.plans) {
+      for (const p of plan.params) {
+        if (p.value.disposed || p.grad.disposed) fail('ERR_DISPOSED', `${p.name}: its weight or gradient was disposed`);
+        for (const [key, t] of Object.entries(this.state(p))) if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${key} (optimizer state) was disposed`);
+      }
+    }
+    for (const t of this.workspaces) if (t.disposed) fail('ERR_DISPOSED', 'the optimizer was disposed');
+  }
+
+  private hasExtrapolated(): boolean {
+    return this.groups.some((g, i) => g.rule === 'muon' && g.variant === 'extrapolated' && this.plans[i].params.length > 0);
   }
 
   /** Every state tensor by `<param name>.<state>`, plus the step count (for checkpoints). */
@@ -267,6 +306,9 @@ export function llamaParamGroups(
   params: (OptimizedParameter & { kind: 'matrix' | 'embedding' | 'head' | 'norm' })[],
   overrides: { muon?: Partial<Omit<MuonGroup, 'rule' | 'params'>>; adamw?: Partial<Omit<AdamWGroup, 'rule' | 'params'>> } = {},
 ): ParamGroup[] {
+  if (!Array.isArray(params)) fail('ERR_ARG', `params must be an array of the model's parameters, got ${describe(params)}`);
+  for (const p of params) if (!p || typeof p !== 'object') fail('ERR_ARG', `params must hold { name, value, grad, kind } objects, got ${describe(p)}`);
+  if (!overrides || typeof overrides !== 'object') fail('ERR_ARG', `overrides must be an object, got ${describe(overrides)}`);
   const muon: MuonGroup = { rule: 'muon', lr: 0.02, weightDecay: 0, momentum: 0.95, nesterov: true, scale: 'spectral', ...overrides.muon, params: params.filter((p) => p.kind === 'matrix') };
   const adamw: AdamWGroup = { rule: 'adamw', lr: 3e-3, weightDecay: 0, betas: [0.9, 0.95], eps: 1e-8, ...overrides.adamw, params: params.filter((p) => p.kind !== 'matrix') };
   return [muon, adamw].filter((g) => g.params.length > 0);

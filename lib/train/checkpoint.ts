@@ -10,12 +10,13 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { types } from 'node:util';
 import type { DType } from '../dtype.js';
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { type RawTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import type { Tensor } from '../tensor.js';
-import { type ModelConfig, fromHfConfig, toHfConfig } from '../model/config.js';
+import { Tensor } from '../tensor.js';
+import { type ModelConfig, fromHfConfig, toHfConfig, validateConfig } from '../model/config.js';
 
 async function raw(t: Tensor): Promise<RawTensor> {
   const values = await t.toArray();
@@ -37,6 +38,19 @@ function writeJson(path: string, value: unknown): void {
 export async function saveCheckpoint(
   dir: string, config: ModelConfig, weights: Map<string, Tensor>, optimizer: Map<string, Tensor> | undefined, trainer: TrainerState | undefined,
 ): Promise<string> {
+  if (typeof dir !== 'string' || dir.length === 0) fail('ERR_ARG', `checkpoint directory must be a non-empty string, got ${describe(dir)}`);
+  config = validateConfig(config);
+  const checkMap = (map: unknown, what: string) => {
+    if (!types.isMap(map)) fail('ERR_ARG', `${what} must be a Map of name -> Tensor, got ${describe(map)}`);
+    for (const [name, t] of map) {
+      if (typeof name !== 'string') fail('ERR_ARG', `${what} keys must be strings, got ${describe(name)}`);
+      if (!(t instanceof Tensor)) fail('ERR_ARG', `${what} ${name} must be a kiln Tensor, got ${describe(t)}`);
+      if (t.disposed) fail('ERR_DISPOSED', `${what} ${name} was disposed`);
+    }
+  };
+  checkMap(weights, 'weights');
+  if (optimizer !== undefined) checkMap(optimizer, 'optimizer state');
+  if (trainer !== undefined && (trainer === null || typeof trainer !== 'object')) fail('ERR_ARG', `trainer state must be an object, got ${describe(trainer)}`);
   mkdirSync(dirname(dir), { recursive: true });
   const temp = `${dir}.tmp-${process.pid}`;
   rmSync(temp, { recursive: true, force: true });
@@ -87,6 +101,7 @@ function decode(t: RawTensor, name: string): Float32Array | Float64Array {
 }
 
 export function loadCheckpoint(path: string): LoadedCheckpoint {
+  if (typeof path !== 'string' || path.length === 0) fail('ERR_ARG', `checkpoint path must be a non-empty string, got ${describe(path)}`);
   const dir = resolveCheckpoint(path);
   const configPath = join(dir, 'config.json');
   if (!existsSync(configPath)) fail('ERR_CHECKPOINT', `${dir} has no config.json: not a checkpoint`);
@@ -111,6 +126,7 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
     } catch {
       fail('ERR_CHECKPOINT', `${dir}/trainer.json is not valid JSON`);
     }
+    if (!loaded.trainer || typeof loaded.trainer !== 'object' || Array.isArray(loaded.trainer)) fail('ERR_CHECKPOINT', `${dir}/trainer.json is not an object`);
   }
   return loaded;
 }

@@ -1,5 +1,5 @@
 /** Learning-rate schedules: linear warmup, then cosine decay or warmup-stable-decay (WSD). */
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 
 export interface ScheduleConfig {
   kind: 'cosine' | 'wsd' | 'constant';
@@ -13,7 +13,15 @@ export interface ScheduleConfig {
 
 /** Multiplier of the peak lr at `step` (0-based). */
 export function lrMultiplier(s: ScheduleConfig, step: number): number {
-  if (!(s.totalSteps > 0) || s.warmupSteps < 0) fail('ERR_ARG', 'schedule needs totalSteps > 0 and warmupSteps >= 0');
+  if (!s || typeof s !== 'object') fail('ERR_ARG', `schedule must be an object, got ${describe(s)}`);
+  if (s.kind !== 'cosine' && s.kind !== 'wsd' && s.kind !== 'constant') fail('ERR_ARG', `schedule kind must be 'cosine', 'wsd' or 'constant', got ${describe(s.kind)}`);
+  const integer = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v);
+  if (!integer(s.totalSteps) || !(s.totalSteps > 0) || !integer(s.warmupSteps) || s.warmupSteps < 0) fail('ERR_ARG', 'schedule needs integers totalSteps > 0 and warmupSteps >= 0');
+  for (const key of ['minRatio', 'decayFraction'] as const) {
+    const v = s[key];
+    if (v !== undefined && !(typeof v === 'number' && v >= 0 && v <= 1)) fail('ERR_ARG', `schedule ${key} must be in [0, 1], got ${describe(v)}`);
+  }
+  if (!integer(step) || step < 0) fail('ERR_ARG', `step must be a non-negative integer, got ${describe(step)}`);
   const minRatio = s.minRatio ?? 0.1;
   if (step < s.warmupSteps) return (step + 1) / s.warmupSteps;
   if (s.kind === 'constant') return 1;

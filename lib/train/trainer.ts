@@ -8,14 +8,14 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Device, deviceCode } from '../device.js';
-import { fail } from '../errors.js';
+import { type Device, deviceCode, parseDevice } from '../device.js';
+import { describe, fail } from '../errors.js';
 import { info } from '../info.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/index.js';
 import { memoryStats, resetPeakMemory } from '../runtime.js';
 import { type Tensor, empty } from '../tensor.js';
-import { type ModelConfig, trainingFlopsPerToken } from '../model/config.js';
+import { type ModelConfig, trainingFlopsPerToken, validateConfig } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
 import { Optimizer, llamaParamGroups } from '../optim/optimizer.js';
 import { TokenLoader } from '../data/shards.js';
@@ -89,13 +89,34 @@ export class Trainer {
   private readonly gradNorm: Tensor;
 
   constructor(options: TrainOptions) {
+    // Shape checks before anything reads the options (a BigInt or a getter must not reach arithmetic below).
+    if (!options || typeof options !== 'object') fail('ERR_ARG', `trainer options must be an object, got ${describe(options)}`);
+    options = { ...options };
+    options.config = validateConfig(options.config);
+    if (typeof options.data !== 'string' || options.data.length === 0) fail('ERR_ARG', `data must be a directory path, got ${describe(options.data)}`);
+    if (options.out !== undefined && (typeof options.out !== 'string' || options.out.length === 0)) fail('ERR_ARG', `out must be a directory path, got ${describe(options.out)}`);
+    if (options.device !== undefined) options.device = parseDevice(options.device);
+    for (const key of ['steps', 'batch', 'seqLen'] as const) {
+      const v = options[key];
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${key} must be a positive integer, got ${describe(v)}`);
+    }
+    for (const key of ['accumulation', 'seed', 'evalEvery', 'evalBatches', 'checkpointEvery'] as const) {
+      const v = options[key];
+      if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) fail('ERR_ARG', `${key} must be a non-negative integer, got ${describe(v)}`);
+    }
+    for (const key of ['muonLr', 'adamwLr', 'weightDecay'] as const) {
+      const v = options[key];
+      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0)) fail('ERR_ARG', `${key} must be a finite number >= 0, got ${describe(v)}`);
+    }
+    if (options.recompute !== undefined && typeof options.recompute !== 'boolean') fail('ERR_ARG', `recompute must be a boolean, got ${describe(options.recompute)}`);
+    if (options.schedule !== undefined && (options.schedule === null || typeof options.schedule !== 'object')) fail('ERR_ARG', `schedule must be an object, got ${describe(options.schedule)}`);
     const o = {
       accumulation: 1, device: 'cpu' as Device, seed: 0, gradClip: 1, muonLr: 0.02, adamwLr: 3e-3, weightDecay: 0, evalEvery: 0, evalBatches: 4,
       checkpointEvery: 0, recompute: false, computeDType: options.device && options.device !== 'cpu' ? ('bf16' as const) : ('f32' as const), ...options,
       schedule: { kind: 'cosine' as const, warmupSteps: Math.min(50, Math.floor(options.steps / 10)), ...options.schedule, totalSteps: options.steps },
     };
     for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch, seqLen: o.seqLen, accumulation: o.accumulation })) {
-      if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${v}`);
+      if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${describe(v)}`);
     }
     if (o.device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
       // the CUDA step compiles but has not yet run against the CPU on a GPU (test/cuda/train.test.ts)
@@ -104,7 +125,7 @@ export class Trainer {
     if (o.device !== 'cpu' && o.config.headDim !== 64 && o.config.headDim !== 128) {
       fail('ERR_ARG', `the CUDA attention kernels take head dims 64 and 128; the model has ${o.config.headDim}`);
     }
-    if (typeof o.gradClip !== 'number' || !(o.gradClip >= 0) || !Number.isFinite(o.gradClip)) fail('ERR_ARG', `gradClip must be a finite number >= 0, got ${String(o.gradClip)}`);
+    if (typeof o.gradClip !== 'number' || !(o.gradClip >= 0) || !Number.isFinite(o.gradClip)) fail('ERR_ARG', `gradClip must be a finite number >= 0, got ${describe(o.gradClip)}`);
     if (o.seqLen > o.config.context) fail('ERR_ARG', `seqLen ${o.seqLen} exceeds the model context ${o.config.context}`);
     this.options = o;
     this.train = new TokenLoader(join(o.data, 'train.bin'), o.batch, o.seqLen, { seed: o.seed, step: 0 });
@@ -112,7 +133,7 @@ export class Trainer {
     if (this.train.info.vocabSize > o.config.vocabSize) {
       fail('ERR_ARG', `the data's tokenizer has ${this.train.info.vocabSize} ids but the model's vocabulary is ${o.config.vocabSize}`);
     }
-    if (o.computeDType !== 'f32' && o.computeDType !== 'bf16') fail('ERR_ARG', `computeDType must be 'f32' or 'bf16', got ${String(o.computeDType)}`);
+    if (o.computeDType !== 'f32' && o.computeDType !== 'bf16') fail('ERR_ARG', `computeDType must be 'f32' or 'bf16', got ${describe(o.computeDType)}`);
     this.model = new LlamaModel(o.config, { device: o.device, seed: o.seed, recompute: o.recompute, computeDType: o.computeDType });
     const shape = [o.batch, o.seqLen];
     this.ids = empty(shape, { device: o.device, dtype: 'i32' });

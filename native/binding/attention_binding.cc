@@ -17,9 +17,9 @@ double number(const Napi::Object& o, const char* name) { return field_number(o, 
 bool flag(const Napi::Object& o, const char* name) { return field_bool(o, name, "attention dims"); }
 Napi::Object dims_arg(const Napi::CallbackInfo& info, size_t i) { return arg_object(info, i, "dims"); }
 
-void same_device(std::initializer_list<const NativeTensor*> tensors) {
-  const NativeTensor* first = *tensors.begin();
-  for (const NativeTensor* t : tensors) require_same_device(*t, *first, "tensor", "the first tensor");
+void same_device(std::initializer_list<const TensorRef*> tensors) {
+  const TensorRef* first = *tensors.begin();
+  for (const TensorRef* t : tensors) require_same_device(*t, *first, "tensor", "the first tensor");
 }
 
 DType lse_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
@@ -32,18 +32,19 @@ std::shared_ptr<Storage> workspace(Device device, size_t bytes) {
 
 // attentionForward(out, lse, q, k, v, dims)
 Napi::Value attention_forward(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& lse = arg_tensor(info, 1, "lse");
-  NativeTensor& q = arg_tensor(info, 2, "q");
-  NativeTensor& k = arg_tensor(info, 3, "k");
-  NativeTensor& v = arg_tensor(info, 4, "v");
   Napi::Object d = dims_arg(info, 5);
-  same_device({&q, &k, &v, &out, &lse});
   AttentionParams p;
   p.B = dim(d, "B"), p.Tq = dim(d, "Tq"), p.Tk = dim(d, "Tk"), p.Hq = dim(d, "Hq", 1), p.Hkv = dim(d, "Hkv", 1), p.D = dim(d, "D", 1);
   p.scale = float(number(d, "scale"));
   p.causal = flag(d, "causal");
   bool reference = flag(d, "reference");
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef lse = arg_tensor(info, 1, "lse");
+  TensorRef q = arg_tensor(info, 2, "q");
+  TensorRef k = arg_tensor(info, 3, "k");
+  TensorRef v = arg_tensor(info, 4, "v");
+  same_device({&q, &k, &v, &out, &lse});
   p.dtype = q.dtype();
   for (auto* t : {&k, &v, &out}) require_dtype(*t, p.dtype, "attention tensor");
   require_dtype(lse, lse_dtype(p.dtype), "lse");
@@ -68,22 +69,23 @@ Napi::Value attention_forward(const Napi::CallbackInfo& info) {
 
 // attentionBackward(dq, dk, dv, q, k, v, out, lse, dout, dims)
 Napi::Value attention_backward(const Napi::CallbackInfo& info) {
-  NativeTensor& dq = arg_tensor(info, 0, "dq");
-  NativeTensor& dk = arg_tensor(info, 1, "dk");
-  NativeTensor& dv = arg_tensor(info, 2, "dv");
-  NativeTensor& q = arg_tensor(info, 3, "q");
-  NativeTensor& k = arg_tensor(info, 4, "k");
-  NativeTensor& v = arg_tensor(info, 5, "v");
-  NativeTensor& out = arg_tensor(info, 6, "out");
-  NativeTensor& lse = arg_tensor(info, 7, "lse");
-  NativeTensor& dout = arg_tensor(info, 8, "dout");
   Napi::Object d = dims_arg(info, 9);
-  same_device({&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv});
   AttentionBackwardParams p;
   p.B = dim(d, "B"), p.Tq = dim(d, "Tq"), p.Tk = dim(d, "Tk"), p.Hq = dim(d, "Hq", 1), p.Hkv = dim(d, "Hkv", 1), p.D = dim(d, "D", 1);
   p.scale = float(number(d, "scale"));
   p.causal = flag(d, "causal");
   bool reference = flag(d, "reference");
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef dq = arg_tensor(info, 0, "dq");
+  TensorRef dk = arg_tensor(info, 1, "dk");
+  TensorRef dv = arg_tensor(info, 2, "dv");
+  TensorRef q = arg_tensor(info, 3, "q");
+  TensorRef k = arg_tensor(info, 4, "k");
+  TensorRef v = arg_tensor(info, 5, "v");
+  TensorRef out = arg_tensor(info, 6, "out");
+  TensorRef lse = arg_tensor(info, 7, "lse");
+  TensorRef dout = arg_tensor(info, 8, "dout");
+  same_device({&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv});
   p.dtype = q.dtype();
   for (auto* t : {&k, &v, &out, &dout, &dq, &dk, &dv}) require_dtype(*t, p.dtype, "attention tensor");
   require_dtype(lse, lse_dtype(p.dtype), "lse");
@@ -119,15 +121,16 @@ Napi::Value attention_backward(const Napi::CallbackInfo& info) {
 
 // rope(y, x, positions, dims)
 Napi::Value rope(const Napi::CallbackInfo& info) {
-  NativeTensor& y = arg_tensor(info, 0, "y");
-  NativeTensor& x = arg_tensor(info, 1, "x");
-  NativeTensor& positions = arg_tensor(info, 2, "positions");
   Napi::Object d = dims_arg(info, 3);
-  same_device({&x, &y, &positions});
   RopeParams p;
   p.B = dim(d, "B"), p.T = dim(d, "T"), p.H = dim(d, "H"), p.D = dim(d, "D", 2);
   p.base = float(number(d, "base"));
   p.backward = flag(d, "backward");
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef y = arg_tensor(info, 0, "y");
+  TensorRef x = arg_tensor(info, 1, "x");
+  TensorRef positions = arg_tensor(info, 2, "positions");
+  same_device({&x, &y, &positions});
   p.dtype = x.dtype();
   require_dtype(y, p.dtype, "y");
   require_dtype(positions, DType::i32, "positions");
@@ -149,17 +152,18 @@ Napi::Value rope(const Napi::CallbackInfo& info) {
 
 // kvAppend(kCache, vCache, kNew, vNew, blockTable, start, dims)
 Napi::Value kv_append(const Napi::CallbackInfo& info) {
-  NativeTensor& k_cache = arg_tensor(info, 0, "kCache");
-  NativeTensor& v_cache = arg_tensor(info, 1, "vCache");
-  NativeTensor& k_new = arg_tensor(info, 2, "kNew");
-  NativeTensor& v_new = arg_tensor(info, 3, "vNew");
-  NativeTensor& table = arg_tensor(info, 4, "blockTable");
-  NativeTensor& start = arg_tensor(info, 5, "start");
   Napi::Object d = dims_arg(info, 6);
-  same_device({&k_cache, &v_cache, &k_new, &v_new, &table, &start});
   KvAppendParams p;
   p.B = dim(d, "B"), p.Tnew = dim(d, "Tnew"), p.Hkv = dim(d, "Hkv", 1), p.D = dim(d, "D", 1);
   p.block_size = dim(d, "blockSize", 1), p.max_blocks = dim(d, "maxBlocks"), p.num_blocks = dim(d, "numBlocks");
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef k_cache = arg_tensor(info, 0, "kCache");
+  TensorRef v_cache = arg_tensor(info, 1, "vCache");
+  TensorRef k_new = arg_tensor(info, 2, "kNew");
+  TensorRef v_new = arg_tensor(info, 3, "vNew");
+  TensorRef table = arg_tensor(info, 4, "blockTable");
+  TensorRef start = arg_tensor(info, 5, "start");
+  same_device({&k_cache, &v_cache, &k_new, &v_new, &table, &start});
   p.dtype = k_cache.dtype();
   for (auto* t : {&v_cache, &k_new, &v_new}) require_dtype(*t, p.dtype, "cache tensor");
   require_dtype(table, DType::i32, "blockTable");
@@ -189,21 +193,22 @@ Napi::Value kv_append(const Napi::CallbackInfo& info) {
 
 // attentionDecode(out, lse, q, kCache, vCache, blockTable, seqLens, dims)
 Napi::Value attention_decode(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& lse = arg_tensor(info, 1, "lse");
-  NativeTensor& q = arg_tensor(info, 2, "q");
-  NativeTensor& k_cache = arg_tensor(info, 3, "kCache");
-  NativeTensor& v_cache = arg_tensor(info, 4, "vCache");
-  NativeTensor& table = arg_tensor(info, 5, "blockTable");
-  NativeTensor& lens = arg_tensor(info, 6, "seqLens");
   Napi::Object d = dims_arg(info, 7);
-  same_device({&out, &lse, &q, &k_cache, &v_cache, &table, &lens});
   AttentionDecodeParams p;
   p.B = dim(d, "B"), p.Hq = dim(d, "Hq", 1), p.Hkv = dim(d, "Hkv", 1), p.D = dim(d, "D", 1);
   p.block_size = dim(d, "blockSize", 1), p.max_blocks = dim(d, "maxBlocks"), p.num_blocks = dim(d, "numBlocks");
   p.scale = float(number(d, "scale"));
   p.max_seq_len = dim(d, "maxSeqLen", 1);
   bool reference = flag(d, "reference");
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef lse = arg_tensor(info, 1, "lse");
+  TensorRef q = arg_tensor(info, 2, "q");
+  TensorRef k_cache = arg_tensor(info, 3, "kCache");
+  TensorRef v_cache = arg_tensor(info, 4, "vCache");
+  TensorRef table = arg_tensor(info, 5, "blockTable");
+  TensorRef lens = arg_tensor(info, 6, "seqLens");
+  same_device({&out, &lse, &q, &k_cache, &v_cache, &table, &lens});
   p.dtype = q.dtype();
   for (auto* t : {&out, &k_cache, &v_cache}) require_dtype(*t, p.dtype, "decode tensor");
   require_dtype(lse, lse_dtype(p.dtype), "lse");

@@ -1,6 +1,7 @@
 // Addon entry point and the shared glue declared in binding.h.
 #include "binding.h"
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -36,8 +37,24 @@ using Completion = Napi::TypedThreadSafeFunction<std::nullptr_t, CallJs, call_js
 Completion completion;
 int pending_posts = 0;  // touched on the JS thread only
 
+// Whether the entry point running on this thread has resolved a tensor handle yet (the order
+// rule in binding.h). Per thread (worker_threads each load the addon), saved and restored around
+// each call because user code run by a getter may call into the binding again.
+thread_local bool tensors_resolved = false;
+
+struct CallPhase {
+  bool saved = tensors_resolved;
+  CallPhase() { tensors_resolved = false; }
+  ~CallPhase() { tensors_resolved = saved; }
+};
+
+// Identifies kiln's tensor handles without running user code (instanceof would consult
+// Symbol.hasInstance and a Proxy's getPrototypeOf trap).
+constexpr napi_type_tag tensor_type_tag = {0x6b696c6e74656e73ULL, 0x9e3c1f5a27d84b61ULL};
+
 Napi::Value call_guarded(Napi::Value (*fn)(const Napi::CallbackInfo&), const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  CallPhase phase;
   try {
     return fn(info);
   } catch (const KilnException& e) {
@@ -102,28 +119,75 @@ Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return Device{DeviceType::cuda, int(code)};
 }
 
-NativeTensor& value_tensor(Napi::Env env, Napi::Value value, const std::string& label) {
-  auto* data = env.GetInstanceData<AddonData>();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value())) {
-    fail("ERR_ARG", label + " must be a native tensor handle");
+void require_plain_phase(const char* what) {
+  if (tensors_resolved) {
+    fail("ERR_INTERNAL", std::string("binding bug: ") + what +
+                             " was read after a tensor handle was resolved (plain arguments must be converted first)");
   }
-  NativeTensor* t = NativeTensor::Unwrap(value.As<Napi::Object>());
-  if (t->disposed()) fail("ERR_DISPOSED", label + " was disposed");
-  return *t;
 }
 
-NativeTensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
+TensorRef value_tensor(Napi::Env env, Napi::Value value, const std::string& label) {
+  tensors_resolved = true;
+  bool is_tensor = false;
+  if (value.IsObject()) {
+    napi_status status = napi_check_object_type_tag(env, value, &tensor_type_tag, &is_tensor);
+    if (status != napi_ok) is_tensor = false;
+  }
+  if (!is_tensor) fail("ERR_ARG", label + " must be a native tensor handle");
+  void* unwrapped = nullptr;
+  if (napi_unwrap(env, value, &unwrapped) != napi_ok || !unwrapped) fail("ERR_ARG", label + " must be a native tensor handle");
+  auto* t = static_cast<NativeTensor*>(unwrapped);
+  if (t->disposed()) fail("ERR_DISPOSED", label + " was disposed");
+  return TensorRef(t->storage(), t->offset_bytes(), t->numel(), t->dtype());
+}
+
+TensorRef arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (i >= info.Length()) fail("ERR_ARG", arg_label(i, name) + " is missing");
   return value_tensor(info.Env(), info[i], arg_label(i, name));
 }
 
-NativeTensor* arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
-  return &arg_tensor(info, i, name);
+std::optional<TensorRef> arg_optional_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return std::nullopt;
+  return arg_tensor(info, i, name);
+}
+
+std::vector<Napi::Value> arg_array_values(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  require_plain_phase(name);
+  if (i >= info.Length() || !info[i].IsArray()) fail("ERR_ARG", arg_label(i, name) + " must be an array");
+  auto array = info[i].As<Napi::Array>();
+  uint32_t length = array.Length();
+  if (length > (1u << 24)) fail("ERR_ARG", arg_label(i, name) + " has more than 2^24 elements");
+  std::vector<Napi::Value> values;
+  values.reserve(length);
+  for (uint32_t k = 0; k < length; ++k) values.push_back(array.Get(k));  // may run an element getter
+  return values;
+}
+
+std::vector<TensorRef> tensor_values(Napi::Env env, const std::vector<Napi::Value>& values, const char* name) {
+  std::vector<TensorRef> out;
+  out.reserve(values.size());
+  for (size_t k = 0; k < values.size(); ++k) out.push_back(value_tensor(env, values[k], std::string(name) + "[" + std::to_string(k) + "]"));
+  return out;
+}
+
+std::vector<double> arg_number_list(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  std::vector<Napi::Value> values = arg_array_values(info, i, name);
+  std::vector<double> out;
+  out.reserve(values.size());
+  for (const Napi::Value& v : values) {
+    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) fail("ERR_ARG", arg_label(i, name) + " must hold finite numbers");
+    out.push_back(v.As<Napi::Number>().DoubleValue());
+  }
+  return out;
+}
+
+Napi::Value field_value(const Napi::Object& o, const char* name, const char* what) {
+  require_plain_phase((std::string(what) + "." + name).c_str());
+  return o.Get(name);  // may run a getter or a Proxy trap: before any tensor is resolved
 }
 
 int64_t field_int(const Napi::Object& o, const char* name, const char* what, int64_t min_value) {
-  Napi::Value v = o.Get(name);
+  Napi::Value v = field_value(o, name, what);
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
   if (!std::isfinite(d) || std::floor(d) != d || d < double(min_value) || d > 9007199254740991.0) {
     fail("ERR_ARG", std::string(what) + "." + name + " must be an integer >= " + std::to_string(min_value));
@@ -132,7 +196,7 @@ int64_t field_int(const Napi::Object& o, const char* name, const char* what, int
 }
 
 double field_number(const Napi::Object& o, const char* name, const char* what) {
-  Napi::Value v = o.Get(name);
+  Napi::Value v = field_value(o, name, what);
   if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) {
     fail("ERR_ARG", std::string(what) + "." + name + " must be a finite number");
   }
@@ -140,7 +204,7 @@ double field_number(const Napi::Object& o, const char* name, const char* what) {
 }
 
 bool field_bool(const Napi::Object& o, const char* name, const char* what) {
-  Napi::Value v = o.Get(name);
+  Napi::Value v = field_value(o, name, what);
   if (!v.IsBoolean()) fail("ERR_ARG", std::string(what) + "." + name + " must be a boolean");
   return v.As<Napi::Boolean>().Value();
 }
@@ -150,7 +214,7 @@ Napi::Object arg_object(const Napi::CallbackInfo& info, size_t i, const char* na
   return info[i].As<Napi::Object>();
 }
 
-void require_numel(const NativeTensor& t, int64_t numel, const char* name) {
+void require_numel(const TensorRef& t, int64_t numel, const char* name) {
   if (t.numel() != numel) {
     fail("ERR_SHAPE", std::string(name) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(numel));
   }
@@ -165,15 +229,36 @@ int64_t checked_product(std::initializer_list<int64_t> sizes) {
   return int64_t(product);
 }
 
-void require_dtype(const NativeTensor& t, DType dtype, const char* name) {
+void require_dtype(const TensorRef& t, DType dtype, const char* name) {
   if (t.dtype() != dtype) {
     fail("ERR_DTYPE", std::string(name) + " is " + dtype_name(t.dtype()) + ", expected " + dtype_name(dtype));
   }
 }
 
-void require_same_device(const NativeTensor& a, const NativeTensor& b, const char* a_name, const char* b_name) {
+void require_same_device(const TensorRef& a, const TensorRef& b, const char* a_name, const char* b_name) {
   if (a.device() != b.device()) {
     fail("ERR_DEVICE", std::string(a_name) + " is on " + a.device().name() + " but " + b_name + " is on " + b.device().name());
+  }
+}
+
+void require_disjoint(const std::vector<const TensorRef*>& tensors, const char* what) {
+  struct Range {
+    const Storage* storage;
+    size_t begin, end;
+  };
+  std::vector<Range> ranges;
+  ranges.reserve(tensors.size());
+  for (const TensorRef* t : tensors) {
+    if (t->nbytes() == 0) continue;  // an empty tensor touches no memory
+    ranges.push_back({t->storage().get(), t->offset_bytes(), t->offset_bytes() + t->nbytes()});
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.storage != b.storage ? std::less<const Storage*>()(a.storage, b.storage) : a.begin < b.begin;
+  });
+  for (size_t k = 1; k < ranges.size(); ++k) {
+    if (ranges[k].storage == ranges[k - 1].storage && ranges[k].begin < ranges[k - 1].end) {
+      fail("ERR_ARG", std::string(what) + ": the same tensor (or overlapping views of one) appears twice; each must be distinct memory");
+    }
   }
 }
 
@@ -238,6 +323,8 @@ Napi::Object NativeTensor::create(Napi::Env env, std::shared_ptr<Storage> storag
   auto* data = env.GetInstanceData<AddonData>();
   Napi::Object object = data->tensor_constructor.New({Napi::External<int>::New(env, &construction_token)});
   NativeTensor* t = NativeTensor::Unwrap(object);
+  napi_status tagged = napi_type_tag_object(env, object, &tensor_type_tag);
+  if (tagged != napi_ok) fail("ERR_INTERNAL", "could not tag a tensor handle");
   t->storage_ = std::move(storage);
   t->offset_bytes_ = offset_bytes;
   t->numel_ = numel;

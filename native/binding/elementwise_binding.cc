@@ -8,10 +8,10 @@ namespace {
 // binary(op, out, a, b): op 0 add, 1 mul; all one dtype, device and numel.
 Napi::Value binary(const Napi::CallbackInfo& info) {
   BinaryOp op = BinaryOp(int32_t(arg_int(info, 0, "op", 0, 1)));
-  NativeTensor& out = arg_tensor(info, 1, "out");
-  NativeTensor& a = arg_tensor(info, 2, "a");
-  NativeTensor& b = arg_tensor(info, 3, "b");
-  for (NativeTensor* t : {&a, &b}) {
+  TensorRef out = arg_tensor(info, 1, "out");
+  TensorRef a = arg_tensor(info, 2, "a");
+  TensorRef b = arg_tensor(info, 3, "b");
+  for (const TensorRef* t : {&a, &b}) {
     require_same_device(*t, out, "input", "out");
     require_dtype(*t, out.dtype(), "input");
     require_numel(*t, out.numel(), "input");
@@ -32,8 +32,8 @@ Napi::Value binary(const Napi::CallbackInfo& info) {
 
 // scale(out, a, alpha)
 Napi::Value scale(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& a = arg_tensor(info, 1, "a");
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef a = arg_tensor(info, 1, "a");
   double alpha = arg_number(info, 2, "alpha");
   require_same_device(a, out, "a", "out");
   require_dtype(a, out.dtype(), "a");
@@ -54,8 +54,8 @@ Napi::Value scale(const Napi::CallbackInfo& info) {
 
 // cast(out, in): same device and numel, any dtypes.
 Napi::Value cast(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& in = arg_tensor(info, 1, "in");
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef in = arg_tensor(info, 1, "in");
   require_same_device(in, out, "in", "out");
   require_numel(in, out.numel(), "in");
   void* o = out.data();
@@ -74,8 +74,8 @@ Napi::Value cast(const Napi::CallbackInfo& info) {
 
 // reduceRows(out, in, rows, cols, mean)
 Napi::Value reduce_rows(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& in = arg_tensor(info, 1, "in");
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef in = arg_tensor(info, 1, "in");
   int64_t rows = arg_int(info, 2, "rows", 0);
   int64_t cols = arg_int(info, 3, "cols", 0);
   bool mean = arg_bool(info, 4, "mean");

@@ -17,7 +17,7 @@ double param_number(const Napi::Object& o, const char* name) { return field_numb
 bool param_bool(const Napi::Object& o, const char* name) { return field_bool(o, name, "matmul params"); }
 
 // The largest element index a (rows x cols, leading dim ld) matrix batch touches, + 1.
-void check_extent(const NativeTensor& t, const char* name, int64_t batch, int64_t stride, int64_t rows, int64_t cols,
+void check_extent(const TensorRef& t, const char* name, int64_t batch, int64_t stride, int64_t rows, int64_t cols,
                   int64_t ld) {
   if (rows == 0 || cols == 0 || batch == 0) return;
   if (ld < cols) fail("ERR_ARG", std::string(name) + ": leading dimension " + std::to_string(ld) + " < row width " + std::to_string(cols));
@@ -38,12 +38,8 @@ struct MatmulCall {
 
 // Parses (out, a, b, residual | null, params) and re-checks every access against the tensors.
 MatmulCall parse_matmul(const Napi::CallbackInfo& info) {
-  NativeTensor& c = arg_tensor(info, 0, "out");
-  NativeTensor& a = arg_tensor(info, 1, "a");
-  NativeTensor& b = arg_tensor(info, 2, "b");
-  NativeTensor* residual = arg_optional_tensor(info, 3, "residual");
+  // Plain arguments first (their getters may run user code), then the tensor handles.
   Napi::Object o = arg_object(info, 4, "params");
-
   MatmulCall call;
   MatmulParams& p = call.p;
   p.M = param_int(o, "M");
@@ -64,8 +60,24 @@ MatmulCall parse_matmul(const Napi::CallbackInfo& info) {
   if (epilogue > 2) fail("ERR_ARG", "matmul params.epilogue must be 0 (none), 1 (residual) or 2 (swiglu)");
   p.epilogue = MatmulEpilogue(int32_t(epilogue));
   call.reference = param_bool(o, "reference");
-  p.batch_invariant = o.Has("batchInvariant") && param_bool(o, "batchInvariant");
-  if (o.Has("config") && !o.Get("config").IsUndefined()) call.config = int(field_int(o, "config", "matmul params", -1));
+  {
+    // Optional: absent (undefined) means false; read once, before any tensor handle.
+    Napi::Value batch_invariant = field_value(o, "batchInvariant", "matmul params");
+    if (!batch_invariant.IsUndefined() && !batch_invariant.IsBoolean()) fail("ERR_ARG", "matmul params.batchInvariant must be a boolean");
+    p.batch_invariant = batch_invariant.IsBoolean() && batch_invariant.As<Napi::Boolean>().Value();
+  }
+  if (!field_value(o, "config", "matmul params").IsUndefined()) call.config = int(field_int(o, "config", "matmul params", -1));
+  // Read whether or not the epilogue needs them, so no field is read after the handles.
+  int64_t ld_residual = 0, stride_residual = 0;
+  if (p.epilogue == MatmulEpilogue::residual_add) {
+    ld_residual = param_int(o, "ldResidual");
+    stride_residual = param_int(o, "strideResidual");
+  }
+
+  TensorRef c = arg_tensor(info, 0, "out");
+  TensorRef a = arg_tensor(info, 1, "a");
+  TensorRef b = arg_tensor(info, 2, "b");
+  std::optional<TensorRef> residual = arg_optional_tensor(info, 3, "residual");
 
   require_same_device(a, c, "a", "out");
   require_same_device(b, c, "b", "out");
@@ -80,8 +92,8 @@ MatmulCall parse_matmul(const Napi::CallbackInfo& info) {
     if (!residual) fail("ERR_ARG", "the residual epilogue needs a residual tensor");
     require_same_device(*residual, c, "residual", "out");
     require_dtype(*residual, c.dtype(), "residual");
-    p.ld_residual = param_int(o, "ldResidual");
-    p.stride_residual = param_int(o, "strideResidual");
+    p.ld_residual = ld_residual;
+    p.stride_residual = stride_residual;
     check_extent(*residual, "residual", p.batch, p.stride_residual, p.M, p.N, p.ld_residual);
   } else if (residual) {
     fail("ERR_ARG", "a residual tensor was given without the residual epilogue");

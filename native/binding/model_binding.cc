@@ -10,12 +10,12 @@ namespace {
 
 DType grad_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
 
-void same_device(std::initializer_list<const NativeTensor*> tensors) {
-  const NativeTensor* first = *tensors.begin();
-  for (const NativeTensor* t : tensors) require_same_device(*t, *first, "tensor", "the first tensor");
+void same_device(std::initializer_list<const TensorRef*> tensors) {
+  const TensorRef* first = *tensors.begin();
+  for (const TensorRef* t : tensors) require_same_device(*t, *first, "tensor", "the first tensor");
 }
 
-void float_dtype(const NativeTensor& t, const char* op) {
+void float_dtype(const TensorRef& t, const char* op) {
   if (t.dtype() == DType::i32) fail("ERR_DTYPE", std::string(op) + " takes float tensors");
   if (t.dtype() == DType::f64 && t.device().is_cuda()) fail("ERR_DTYPE", std::string(op) + ": f64 is CPU only");
 }
@@ -28,9 +28,9 @@ CUstream_st* as_stream(void* stream) { return static_cast<CUstream_st*>(stream);
 
 // embedding(out, table, ids, N, V, D)
 Napi::Value embedding(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& table = arg_tensor(info, 1, "table");
-  NativeTensor& ids = arg_tensor(info, 2, "ids");
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef table = arg_tensor(info, 1, "table");
+  TensorRef ids = arg_tensor(info, 2, "ids");
   EmbeddingForwardParams p;
   p.N = arg_int(info, 3, "N", 0), p.V = arg_int(info, 4, "V", 1), p.D = arg_int(info, 5, "D", 1);
   same_device({&out, &table, &ids});
@@ -54,9 +54,9 @@ Napi::Value embedding(const Napi::CallbackInfo& info) {
 
 // embeddingBackward(dtable, ids, dout, N, V, D): dtable += scatter(dout)
 Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
-  NativeTensor& dtable = arg_tensor(info, 0, "dtable");
-  NativeTensor& ids = arg_tensor(info, 1, "ids");
-  NativeTensor& dout = arg_tensor(info, 2, "dout");
+  TensorRef dtable = arg_tensor(info, 0, "dtable");
+  TensorRef ids = arg_tensor(info, 1, "ids");
+  TensorRef dout = arg_tensor(info, 2, "dout");
   EmbeddingBackwardParams p;
   p.N = arg_int(info, 3, "N", 0), p.V = arg_int(info, 4, "V", 1), p.D = arg_int(info, 5, "D", 1);
   same_device({&dtable, &ids, &dout});
@@ -85,10 +85,10 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
 
 // rmsnorm(y, rstd, x, weight, N, D, eps)
 Napi::Value rmsnorm(const Napi::CallbackInfo& info) {
-  NativeTensor& y = arg_tensor(info, 0, "y");
-  NativeTensor& rstd = arg_tensor(info, 1, "rstd");
-  NativeTensor& x = arg_tensor(info, 2, "x");
-  NativeTensor& w = arg_tensor(info, 3, "weight");
+  TensorRef y = arg_tensor(info, 0, "y");
+  TensorRef rstd = arg_tensor(info, 1, "rstd");
+  TensorRef x = arg_tensor(info, 2, "x");
+  TensorRef w = arg_tensor(info, 3, "weight");
   RmsnormForwardParams p;
   p.N = arg_int(info, 4, "N", 0), p.D = arg_int(info, 5, "D", 1);
   p.eps = arg_number(info, 6, "eps");
@@ -115,13 +115,13 @@ Napi::Value rmsnorm(const Napi::CallbackInfo& info) {
 
 // rmsnormBackward(dx, dweight, dy, x, weight, rstd, dresidual | null, N, D)
 Napi::Value rmsnorm_backward(const Napi::CallbackInfo& info) {
-  NativeTensor& dx = arg_tensor(info, 0, "dx");
-  NativeTensor& dw = arg_tensor(info, 1, "dweight");
-  NativeTensor& dy = arg_tensor(info, 2, "dy");
-  NativeTensor& x = arg_tensor(info, 3, "x");
-  NativeTensor& w = arg_tensor(info, 4, "weight");
-  NativeTensor& rstd = arg_tensor(info, 5, "rstd");
-  NativeTensor* res = arg_optional_tensor(info, 6, "dresidual");
+  TensorRef dx = arg_tensor(info, 0, "dx");
+  TensorRef dw = arg_tensor(info, 1, "dweight");
+  TensorRef dy = arg_tensor(info, 2, "dy");
+  TensorRef x = arg_tensor(info, 3, "x");
+  TensorRef w = arg_tensor(info, 4, "weight");
+  TensorRef rstd = arg_tensor(info, 5, "rstd");
+  std::optional<TensorRef> res = arg_optional_tensor(info, 6, "dresidual");
   RmsnormBackwardParams p;
   p.N = arg_int(info, 7, "N", 0), p.D = arg_int(info, 8, "D", 1);
   same_device({&dx, &dw, &dy, &x, &w, &rstd});
@@ -161,8 +161,8 @@ Napi::Value rmsnorm_backward(const Napi::CallbackInfo& info) {
 
 // swiglu(out, in (N, 2F) = [gate | up], N, F)
 Napi::Value swiglu(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& in = arg_tensor(info, 1, "in");
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef in = arg_tensor(info, 1, "in");
   SwigluForwardParams p;
   p.N = arg_int(info, 2, "N", 0), p.F = arg_int(info, 3, "F", 1);
   same_device({&out, &in});
@@ -186,9 +186,9 @@ Napi::Value swiglu(const Napi::CallbackInfo& info) {
 
 // swigluBackward(din (N, 2F), in (N, 2F), dout (N, F), N, F)
 Napi::Value swiglu_backward(const Napi::CallbackInfo& info) {
-  NativeTensor& din = arg_tensor(info, 0, "din");
-  NativeTensor& in = arg_tensor(info, 1, "in");
-  NativeTensor& dout = arg_tensor(info, 2, "dout");
+  TensorRef din = arg_tensor(info, 0, "din");
+  TensorRef in = arg_tensor(info, 1, "in");
+  TensorRef dout = arg_tensor(info, 2, "dout");
   SwigluBackwardParams p;
   p.N = arg_int(info, 3, "N", 0), p.F = arg_int(info, 4, "F", 1);
   same_device({&din, &in, &dout});
@@ -215,10 +215,10 @@ Napi::Value swiglu_backward(const Napi::CallbackInfo& info) {
 
 // crossEntropy(loss, dlogits | null, logits, targets, N, V, gradScale): dlogits may be logits
 Napi::Value cross_entropy(const Napi::CallbackInfo& info) {
-  NativeTensor& loss = arg_tensor(info, 0, "loss");
-  NativeTensor* dlogits = arg_optional_tensor(info, 1, "dlogits");
-  NativeTensor& logits = arg_tensor(info, 2, "logits");
-  NativeTensor& targets = arg_tensor(info, 3, "targets");
+  TensorRef loss = arg_tensor(info, 0, "loss");
+  std::optional<TensorRef> dlogits = arg_optional_tensor(info, 1, "dlogits");
+  TensorRef logits = arg_tensor(info, 2, "logits");
+  TensorRef targets = arg_tensor(info, 3, "targets");
   CrossEntropyParams p;
   p.N = arg_int(info, 4, "N", 0), p.V = arg_int(info, 5, "V", 1);
   p.dloss_scale = arg_number(info, 6, "gradScale");
@@ -253,20 +253,22 @@ Napi::Value cross_entropy(const Napi::CallbackInfo& info) {
 // L2 norm of all tensors into `norm` and, when maxNorm > 0, scales them by
 // min(1, maxNorm / (norm + 1e-6)) — on the device, without a host round trip.
 Napi::Value grad_norm_clip(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsArray()) fail("ERR_ARG", "tensors (argument 0) must be an array of tensors");
-  auto list = info[0].As<Napi::Array>();
+  std::vector<Napi::Value> values = arg_array_values(info, 0, "tensors");  // element getters run here, before any handle
   double max_norm = arg_number(info, 1, "maxNorm");
-  NativeTensor& norm = arg_tensor(info, 2, "norm");
+  TensorRef norm = arg_tensor(info, 2, "norm");
+  std::vector<TensorRef> list = tensor_values(info.Env(), values, "tensors");
   require_dtype(norm, DType::f32, "norm");
   require_numel(norm, 1, "norm");
+  std::vector<const TensorRef*> all{&norm};
+  for (const TensorRef& t : list) all.push_back(&t);
+  require_disjoint(all, "gradNormClip");  // a tensor listed twice would be counted and scaled twice
   auto spans = std::make_shared<std::vector<TensorSpan>>();
   std::vector<std::shared_ptr<Storage>> keep{norm.storage()};
-  for (uint32_t i = 0; i < list.Length(); ++i) {
-    NativeTensor* t = &value_tensor(info.Env(), list.Get(i), "tensors[" + std::to_string(i) + "]");
-    require_same_device(*t, norm, "tensor", "norm");
-    float_dtype(*t, "gradNormClip");
-    spans->push_back(TensorSpan{t->data(), t->numel(), t->dtype()});
-    keep.push_back(t->storage());
+  for (const TensorRef& t : list) {
+    require_same_device(t, norm, "tensor", "norm");
+    float_dtype(t, "gradNormClip");
+    spans->push_back(TensorSpan{t.data(), t.numel(), t.dtype()});
+    keep.push_back(t.storage());
   }
   Device device = norm.device();
   float* norm_ptr = static_cast<float*>(norm.data());

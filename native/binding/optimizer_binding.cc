@@ -16,7 +16,7 @@
 namespace kiln::binding {
 namespace {
 
-void require_cpu_f32(const NativeTensor& t, const char* name) {
+void require_cpu_f32(const TensorRef& t, const char* name) {
   if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": this single-tensor optimizer op runs on the CPU only (the multi-tensor ops take CUDA tensors)");
   require_dtype(t, DType::f32, name);
 }
@@ -28,45 +28,53 @@ std::shared_ptr<Storage> scratch(Device device, size_t bytes) {
 }
 
 std::shared_ptr<std::vector<double>> coefficient_list(const Napi::Object& o, int64_t steps) {
-  Napi::Value list = o.Get("coefficients");
+  Napi::Value list = field_value(o, "coefficients", "newtonSchulz params");
   if (!list.IsArray()) fail("ERR_ARG", "newtonSchulz params.coefficients must be an array of numbers");
   auto array = list.As<Napi::Array>();
   if (int64_t(array.Length()) != 3 * steps) fail("ERR_ARG", "newtonSchulz needs 3 coefficients per step");
   auto coefficients = std::make_shared<std::vector<double>>();
   for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value v = array.Get(i);
+    require_plain_phase("newtonSchulz params.coefficients");
+    Napi::Value v = array.Get(i);  // may run an element getter: before any tensor is resolved
     if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) fail("ERR_ARG", "newtonSchulz coefficients must be finite numbers");
     coefficients->push_back(v.As<Napi::Number>().DoubleValue());
   }
+  if (int64_t(coefficients->size()) != 3 * steps) fail("ERR_ARG", "newtonSchulz needs 3 coefficients per step");
   return coefficients;
 }
 
-// An array argument of tensors, all on `device` (set from the first when unset) and f32 unless listed.
-std::vector<NativeTensor*> tensor_list(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t count) {
-  if (info.Length() <= index || !info[index].IsArray()) fail("ERR_ARG", std::string(name) + " (argument " + std::to_string(index) + ") must be an array of tensors");
-  auto array = info[index].As<Napi::Array>();
-  if (count >= 0 && int64_t(array.Length()) != count) {
-    fail("ERR_ARG", std::string(name) + " has " + std::to_string(array.Length()) + " tensors, expected " + std::to_string(count));
+// An array argument's elements, read now (plain phase); resolve them with tensor_values later.
+std::vector<Napi::Value> list_values(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t count) {
+  std::vector<Napi::Value> values = arg_array_values(info, index, name);
+  if (count >= 0 && int64_t(values.size()) != count) {
+    fail("ERR_ARG", std::string(name) + " has " + std::to_string(values.size()) + " tensors, expected " + std::to_string(count));
   }
-  std::vector<NativeTensor*> out;
-  for (uint32_t i = 0; i < array.Length(); ++i) out.push_back(&value_tensor(info.Env(), array.Get(i), std::string(name) + "[" + std::to_string(i) + "]"));
-  return out;
+  return values;
 }
 
-void require_list(const std::vector<NativeTensor*>& list, const NativeTensor& first, const char* name, std::initializer_list<DType> dtypes) {
-  for (NativeTensor* t : list) {
-    require_same_device(*t, first, name, "the first weight");
+void require_list(const std::vector<TensorRef>& list, const TensorRef& first, const char* name, std::initializer_list<DType> dtypes) {
+  for (const TensorRef& t : list) {
+    require_same_device(t, first, name, "the first weight");
     bool ok = false;
-    for (DType d : dtypes) ok = ok || t->dtype() == d;
+    for (DType d : dtypes) ok = ok || t.dtype() == d;
     if (!ok) fail("ERR_DTYPE", std::string(name) + " has a dtype this optimizer kernel does not take");
   }
 }
 
+// Every tensor of a multi-tensor call must be distinct memory: the same tensor twice (in one list
+// or across lists) would be updated twice or read while written, a silent wrong answer.
+void require_all_disjoint(std::initializer_list<const std::vector<TensorRef>*> lists, const char* what) {
+  std::vector<const TensorRef*> all;
+  for (auto* list : lists)
+    for (const TensorRef& t : *list) all.push_back(&t);
+  require_disjoint(all, what);
+}
+
 // Keeps every tensor of the lists alive until the queued op ran.
-std::vector<std::shared_ptr<Storage>> keep_all(std::initializer_list<const std::vector<NativeTensor*>*> lists) {
+std::vector<std::shared_ptr<Storage>> keep_all(std::initializer_list<const std::vector<TensorRef>*> lists) {
   std::vector<std::shared_ptr<Storage>> keep;
   for (auto* list : lists)
-    for (NativeTensor* t : *list) keep.push_back(t->storage());
+    for (const TensorRef& t : *list) keep.push_back(t.storage());
   return keep;
 }
 
@@ -74,10 +82,7 @@ std::vector<std::shared_ptr<Storage>> keep_all(std::initializer_list<const std::
 // CPU: the fast path or the double-loop oracle; CUDA: bf16 compute, the whole batch per launch
 // sequence, workspace from the caching allocator. Dtype and size rules: ops/newton_schulz.h.
 Napi::Value newton_schulz(const Napi::CallbackInfo& info) {
-  NativeTensor& out = arg_tensor(info, 0, "out");
-  NativeTensor& g = arg_tensor(info, 1, "g");
   Napi::Object o = arg_object(info, 2, "params");
-  require_same_device(out, g, "out", "g");
   NewtonSchulzBatchParams p;
   p.batch = field_int(o, "batch", "newtonSchulz params");
   p.rows = field_int(o, "rows", "newtonSchulz params");
@@ -87,10 +92,14 @@ Napi::Value newton_schulz(const Napi::CallbackInfo& info) {
   p.eps = field_number(o, "eps", "newtonSchulz params");
   p.compute_dtype = DType(int32_t(field_int(o, "compute", "newtonSchulz params")));
   bool reference = field_bool(o, "reference", "newtonSchulz params");
-  Device device = out.device();
-  if (reference && device.is_cuda()) fail("ERR_ARG", "the reference Newton–Schulz runs on the CPU only");
   if (p.steps > 100) fail("ERR_ARG", "newtonSchulz steps must be in [0, 100]");
   auto coefficients = coefficient_list(o, p.steps);
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef out = arg_tensor(info, 0, "out");
+  TensorRef g = arg_tensor(info, 1, "g");
+  require_same_device(out, g, "out", "g");
+  Device device = out.device();
+  if (reference && device.is_cuda()) fail("ERR_ARG", "the reference Newton–Schulz runs on the CPU only");
   int64_t numel = checked_product({p.batch, p.rows, p.cols});
   require_numel(g, numel, "g");
   require_numel(out, numel, "out");
@@ -124,9 +133,9 @@ Napi::Value newton_schulz(const Napi::CallbackInfo& info) {
 
 // muonMomentum(momentum, update, grad, beta, nesterov)
 Napi::Value muon_momentum(const Napi::CallbackInfo& info) {
-  NativeTensor& momentum = arg_tensor(info, 0, "momentum");
-  NativeTensor& update = arg_tensor(info, 1, "update");
-  NativeTensor& grad = arg_tensor(info, 2, "grad");
+  TensorRef momentum = arg_tensor(info, 0, "momentum");
+  TensorRef update = arg_tensor(info, 1, "update");
+  TensorRef grad = arg_tensor(info, 2, "grad");
   float beta = float(arg_number(info, 3, "beta"));
   bool nesterov = arg_bool(info, 4, "nesterov");
   for (auto [t, name] : {std::pair{&momentum, "momentum"}, {&update, "update"}, {&grad, "grad"}}) {
@@ -143,8 +152,8 @@ Napi::Value muon_momentum(const Napi::CallbackInfo& info) {
 
 // muonApply(weight, ortho, lr, weightDecay, scale)
 Napi::Value muon_apply(const Napi::CallbackInfo& info) {
-  NativeTensor& weight = arg_tensor(info, 0, "weight");
-  NativeTensor& ortho = arg_tensor(info, 1, "ortho");
+  TensorRef weight = arg_tensor(info, 0, "weight");
+  TensorRef ortho = arg_tensor(info, 1, "ortho");
   float lr = float(arg_number(info, 2, "lr"));
   float wd = float(arg_number(info, 3, "weightDecay"));
   float scale = float(arg_number(info, 4, "scale"));
@@ -161,8 +170,8 @@ Napi::Value muon_apply(const Napi::CallbackInfo& info) {
 // normuonNormalize(ortho (rows, cols), rowSecondMoment (rows), rows, cols, beta2, eps): CPU f32;
 // CUDA f32 or bf16 ortho (three launches, workspace from the caching allocator).
 Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
-  NativeTensor& ortho = arg_tensor(info, 0, "ortho");
-  NativeTensor& v = arg_tensor(info, 1, "rowSecondMoment");
+  TensorRef ortho = arg_tensor(info, 0, "ortho");
+  TensorRef v = arg_tensor(info, 1, "rowSecondMoment");
   int64_t rows = arg_int(info, 2, "rows", 0), cols = arg_int(info, 3, "cols", 0);
   float beta2 = float(arg_number(info, 4, "beta2"));
   float eps = float(arg_number(info, 5, "eps"));
@@ -198,19 +207,21 @@ Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
 
 // adamw(weight, m, v, grad, { lr, beta1, beta2, eps, weightDecay, step })
 Napi::Value adamw(const Napi::CallbackInfo& info) {
-  NativeTensor& weight = arg_tensor(info, 0, "weight");
-  NativeTensor& m = arg_tensor(info, 1, "m");
-  NativeTensor& v = arg_tensor(info, 2, "v");
-  NativeTensor& grad = arg_tensor(info, 3, "grad");
   Napi::Object o = arg_object(info, 4, "params");
-  for (auto [t, name] : {std::pair{&weight, "weight"}, {&m, "m"}, {&v, "v"}, {&grad, "grad"}}) {
-    require_cpu_f32(*t, name);
-    require_numel(*t, weight.numel(), name);
-  }
   float lr = float(field_number(o, "lr", "adamw params")), b1 = float(field_number(o, "beta1", "adamw params"));
   float b2 = float(field_number(o, "beta2", "adamw params")), eps = float(field_number(o, "eps", "adamw params"));
   float wd = float(field_number(o, "weightDecay", "adamw params"));
   int64_t step = field_int(o, "step", "adamw params", 1);
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  TensorRef weight = arg_tensor(info, 0, "weight");
+  TensorRef m = arg_tensor(info, 1, "m");
+  TensorRef v = arg_tensor(info, 2, "v");
+  TensorRef grad = arg_tensor(info, 3, "grad");
+  for (auto [t, name] : {std::pair{&weight, "weight"}, {&m, "m"}, {&v, "v"}, {&grad, "grad"}}) {
+    require_cpu_f32(*t, name);
+    require_numel(*t, weight.numel(), name);
+  }
+  require_disjoint({&weight, &m, &v, &grad}, "adamw");
   float* w = static_cast<float*>(weight.data());
   float* mp = static_cast<float*>(m.data());
   float* vp = static_cast<float*>(v.data());
@@ -258,20 +269,11 @@ void enqueue_multi(Device device, std::vector<std::shared_ptr<Storage>> keep, Pa
 // adamwMulti(weights[], m[], v[], grads[], { lr, beta1, beta2, eps, weightDecay, step }): one
 // AdamW step over the whole list (f32 everything).
 Napi::Value adamw_multi(const Napi::CallbackInfo& info) {
-  auto weights = tensor_list(info, 0, "weights", -1);
-  int64_t count = int64_t(weights.size());
-  auto ms = tensor_list(info, 1, "m", count), vs = tensor_list(info, 2, "v", count), grads = tensor_list(info, 3, "grads", count);
+  auto weight_values = list_values(info, 0, "weights", -1);
+  int64_t count = int64_t(weight_values.size());
+  auto m_values = list_values(info, 1, "m", count), v_values = list_values(info, 2, "v", count);
+  auto grad_values = list_values(info, 3, "grads", count);
   Napi::Object o = arg_object(info, 4, "params");
-  if (count == 0) return info.Env().Undefined();
-  const NativeTensor& first = *weights[0];
-  for (auto [list, name] : {std::pair{&weights, "weights"}, {&ms, "m"}, {&vs, "v"}, {&grads, "grads"}}) require_list(*list, first, name, {DType::f32});
-  auto tensors = std::make_shared<std::vector<AdamWTensor>>();
-  for (int64_t i = 0; i < count; ++i) {
-    int64_t n = weights[i]->numel();
-    for (NativeTensor* t : {ms[i], vs[i], grads[i]}) require_numel(*t, n, "adamwMulti tensor");
-    tensors->push_back(AdamWTensor{static_cast<float*>(weights[i]->data()), static_cast<float*>(ms[i]->data()),
-                                   static_cast<float*>(vs[i]->data()), static_cast<const float*>(grads[i]->data()), n});
-  }
   AdamWParams p;
   p.count = count;
   p.lr = float(field_number(o, "lr", "adamw params"));
@@ -280,34 +282,54 @@ Napi::Value adamw_multi(const Napi::CallbackInfo& info) {
   p.eps = float(field_number(o, "eps", "adamw params"));
   p.weight_decay = float(field_number(o, "weightDecay", "adamw params"));
   p.step = field_int(o, "step", "adamw params", 1);
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  Napi::Env env = info.Env();
+  auto weights = tensor_values(env, weight_values, "weights"), ms = tensor_values(env, m_values, "m");
+  auto vs = tensor_values(env, v_values, "v"), grads = tensor_values(env, grad_values, "grads");
+  if (count == 0) return env.Undefined();
+  const TensorRef& first = weights[0];
+  for (auto [list, name] : {std::pair{&weights, "weights"}, {&ms, "m"}, {&vs, "v"}, {&grads, "grads"}}) require_list(*list, first, name, {DType::f32});
+  auto tensors = std::make_shared<std::vector<AdamWTensor>>();
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t n = weights[i].numel();
+    for (const TensorRef* t : {&ms[i], &vs[i], &grads[i]}) require_numel(*t, n, "adamwMulti tensor");
+    tensors->push_back(AdamWTensor{static_cast<float*>(weights[i].data()), static_cast<float*>(ms[i].data()),
+                                   static_cast<float*>(vs[i].data()), static_cast<const float*>(grads[i].data()), n});
+  }
+  require_all_disjoint({&weights, &ms, &vs, &grads}, "adamwMulti");
   p.tensors = tensors->data();
   adamw_multi_tensor_validate(p);
   enqueue_multi(first.device(), keep_all({&weights, &ms, &vs, &grads}), p, tensors, adamw_multi_tensor_cpu, KILN_IF_CUDA(adamw_multi_tensor_cuda_workspace_bytes), KILN_IF_CUDA(adamw_multi_tensor_cuda));
-  return info.Env().Undefined();
+  return env.Undefined();
 }
 
 // muonMomentumMulti(momenta[], updates[], grads[], beta, nesterov): m = β·m + (1−β)·g and the
 // Newton–Schulz input u (f32 or bf16, the updates' dtype) for the whole list.
 Napi::Value muon_momentum_multi(const Napi::CallbackInfo& info) {
-  auto momenta = tensor_list(info, 0, "momenta", -1);
-  int64_t count = int64_t(momenta.size());
-  auto updates = tensor_list(info, 1, "updates", count), grads = tensor_list(info, 2, "grads", count);
+  auto momentum_values = list_values(info, 0, "momenta", -1);
+  int64_t count = int64_t(momentum_values.size());
+  auto update_values = list_values(info, 1, "updates", count), grad_values = list_values(info, 2, "grads", count);
   float beta = float(arg_number(info, 3, "beta"));
   bool nesterov = arg_bool(info, 4, "nesterov");
-  if (count == 0) return info.Env().Undefined();
-  const NativeTensor& first = *momenta[0];
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  Napi::Env env = info.Env();
+  auto momenta = tensor_values(env, momentum_values, "momenta"), updates = tensor_values(env, update_values, "updates");
+  auto grads = tensor_values(env, grad_values, "grads");
+  if (count == 0) return env.Undefined();
+  const TensorRef& first = momenta[0];
   require_list(momenta, first, "momenta", {DType::f32});
   require_list(grads, first, "grads", {DType::f32});
   require_list(updates, first, "updates", {DType::f32, DType::bf16});
-  DType update_dtype = updates[0]->dtype();
+  DType update_dtype = updates[0].dtype();
   auto tensors = std::make_shared<std::vector<MuonMomentumTensor>>();
   for (int64_t i = 0; i < count; ++i) {
-    int64_t n = momenta[i]->numel();
-    require_dtype(*updates[i], update_dtype, "updates (one dtype for the list)");
-    require_numel(*updates[i], n, "updates");
-    require_numel(*grads[i], n, "grads");
-    tensors->push_back(MuonMomentumTensor{static_cast<float*>(momenta[i]->data()), static_cast<const float*>(grads[i]->data()), updates[i]->data(), n});
+    int64_t n = momenta[i].numel();
+    require_dtype(updates[i], update_dtype, "updates (one dtype for the list)");
+    require_numel(updates[i], n, "updates");
+    require_numel(grads[i], n, "grads");
+    tensors->push_back(MuonMomentumTensor{static_cast<float*>(momenta[i].data()), static_cast<const float*>(grads[i].data()), updates[i].data(), n});
   }
+  require_all_disjoint({&momenta, &updates, &grads}, "muonMomentumMulti");
   MuonMomentumParams p;
   p.count = count;
   p.beta = beta;
@@ -316,35 +338,34 @@ Napi::Value muon_momentum_multi(const Napi::CallbackInfo& info) {
   p.tensors = tensors->data();
   muon_momentum_multi_tensor_validate(p);
   enqueue_multi(first.device(), keep_all({&momenta, &updates, &grads}), p, tensors, muon_momentum_multi_tensor_cpu, KILN_IF_CUDA(muon_momentum_multi_tensor_cuda_workspace_bytes), KILN_IF_CUDA(muon_momentum_multi_tensor_cuda));
-  return info.Env().Undefined();
+  return env.Undefined();
 }
 
 // muonApplyMulti(weights[], orthos[], scales: number[], lr, weightDecay): w = w·(1 − lr·wd) −
 // lr·scale_i·o_i for the whole list (orthos f32 or bf16).
 Napi::Value muon_apply_multi(const Napi::CallbackInfo& info) {
-  auto weights = tensor_list(info, 0, "weights", -1);
-  int64_t count = int64_t(weights.size());
-  auto orthos = tensor_list(info, 1, "orthos", count);
-  if (info.Length() <= 2 || !info[2].IsArray() || int64_t(info[2].As<Napi::Array>().Length()) != count) {
-    fail("ERR_ARG", "scales (argument 2) must be an array with one number per weight");
-  }
-  auto scale_array = info[2].As<Napi::Array>();
+  auto weight_values = list_values(info, 0, "weights", -1);
+  int64_t count = int64_t(weight_values.size());
+  auto ortho_values = list_values(info, 1, "orthos", count);
+  std::vector<double> scales = arg_number_list(info, 2, "scales");
+  if (int64_t(scales.size()) != count) fail("ERR_ARG", "scales (argument 2) must be an array with one number per weight");
   float lr = float(arg_number(info, 3, "lr"));
   float wd = float(arg_number(info, 4, "weightDecay"));
-  if (count == 0) return info.Env().Undefined();
-  const NativeTensor& first = *weights[0];
+  // Tensor handles after every plain argument (binding.h: the order rule).
+  Napi::Env env = info.Env();
+  auto weights = tensor_values(env, weight_values, "weights"), orthos = tensor_values(env, ortho_values, "orthos");
+  if (count == 0) return env.Undefined();
+  const TensorRef& first = weights[0];
   require_list(weights, first, "weights", {DType::f32});
   require_list(orthos, first, "orthos", {DType::f32, DType::bf16});
-  DType ortho_dtype = orthos[0]->dtype();
+  DType ortho_dtype = orthos[0].dtype();
   auto tensors = std::make_shared<std::vector<MuonApplyTensor>>();
   for (int64_t i = 0; i < count; ++i) {
-    Napi::Value scale = scale_array.Get(uint32_t(i));
-    if (!scale.IsNumber() || !std::isfinite(scale.As<Napi::Number>().DoubleValue())) fail("ERR_ARG", "scales must be finite numbers");
-    require_dtype(*orthos[i], ortho_dtype, "orthos (one dtype for the list)");
-    require_numel(*orthos[i], weights[i]->numel(), "orthos");
-    tensors->push_back(MuonApplyTensor{static_cast<float*>(weights[i]->data()), orthos[i]->data(), weights[i]->numel(),
-                                       float(scale.As<Napi::Number>().DoubleValue())});
+    require_dtype(orthos[i], ortho_dtype, "orthos (one dtype for the list)");
+    require_numel(orthos[i], weights[i].numel(), "orthos");
+    tensors->push_back(MuonApplyTensor{static_cast<float*>(weights[i].data()), orthos[i].data(), weights[i].numel(), float(scales[size_t(i)])});
   }
+  require_all_disjoint({&weights, &orthos}, "muonApplyMulti");
   MuonApplyParams p;
   p.count = count;
   p.lr = lr;
@@ -353,7 +374,7 @@ Napi::Value muon_apply_multi(const Napi::CallbackInfo& info) {
   p.tensors = tensors->data();
   muon_apply_multi_tensor_validate(p);
   enqueue_multi(first.device(), keep_all({&weights, &orthos}), p, tensors, muon_apply_multi_tensor_cpu, KILN_IF_CUDA(muon_apply_multi_tensor_cuda_workspace_bytes), KILN_IF_CUDA(muon_apply_multi_tensor_cuda));
-  return info.Env().Undefined();
+  return env.Undefined();
 }
 
 // newtonSchulzFlops(batch, rows, cols, steps, symmetric)

@@ -23,16 +23,27 @@ Napi::Value empty(const Napi::CallbackInfo& info) {
 }
 
 // The bytes of argument `index`, a typed array, DataView or Buffer (borrowed: copy before returning).
+// Read through the C API so views of a SharedArrayBuffer work too (Napi::ArrayBuffer refuses
+// those); a view of a detached buffer has no bytes.
 std::pair<const uint8_t*, size_t> arg_bytes(const Napi::CallbackInfo& info, size_t index) {
-  if (info.Length() <= index || !(info[index].IsTypedArray() || info[index].IsDataView() || info[index].IsBuffer())) {
-    fail("ERR_ARG", "data (argument " + std::to_string(index) + ") must be a typed array or Buffer");
+  if (info.Length() <= index || !(info[index].IsTypedArray() || info[index].IsDataView())) {
+    fail("ERR_ARG", "data (argument " + std::to_string(index) + ") must be a typed array, DataView or Buffer");
   }
+  napi_env env = info.Env();
+  void* data = nullptr;
+  size_t length = 0;
+  napi_status status;
   if (info[index].IsTypedArray()) {
-    auto view = info[index].As<Napi::TypedArray>();
-    return {static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset(), view.ByteLength()};
+    napi_typedarray_type type;
+    size_t elements = 0;
+    status = napi_get_typedarray_info(env, info[index], &type, &elements, &data, nullptr, nullptr);
+    length = info[index].As<Napi::TypedArray>().ByteLength();
+  } else {
+    status = napi_get_dataview_info(env, info[index], &length, &data, nullptr, nullptr);
   }
-  auto view = info[index].As<Napi::DataView>();
-  return {static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset(), view.ByteLength()};
+  if (status != napi_ok) fail("ERR_ARG", "data (argument " + std::to_string(index) + ") could not be read");
+  if (!data) length = 0;
+  return {static_cast<const uint8_t*>(data), length};
 }
 
 // fromBuffer(device, dtype, view: ArrayBufferView) -> NativeTensor holding a copy of the bytes.
@@ -62,7 +73,7 @@ Napi::Value from_buffer(const Napi::CallbackInfo& info) {
 // buffer may change after we return; dst's storage is reused, so a training step can feed
 // each batch into tensors planned once.
 Napi::Value write(const Napi::CallbackInfo& info) {
-  NativeTensor& dst = arg_tensor(info, 0, "dst");
+  TensorRef dst = arg_tensor(info, 0, "dst");
   auto [bytes, length] = arg_bytes(info, 1);
   if (length != dst.nbytes()) {
     fail("ERR_SHAPE", "write needs exactly " + std::to_string(dst.nbytes()) + " bytes for the tensor, got " + std::to_string(length));
@@ -84,7 +95,7 @@ Napi::Value write(const Napi::CallbackInfo& info) {
 // read(tensor) -> Promise<ArrayBuffer> with the raw bytes, after every op enqueued before.
 Napi::Value read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  NativeTensor& t = arg_tensor(info, 0, "tensor");
+  TensorRef t = arg_tensor(info, 0, "tensor");
   auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   auto storage = t.storage();
   size_t offset = t.offset_bytes(), nbytes = t.nbytes();
@@ -124,8 +135,8 @@ Napi::Value read(const Napi::CallbackInfo& info) {
 
 // copy(dst, src): same dtype and numel, any devices.
 Napi::Value copy(const Napi::CallbackInfo& info) {
-  NativeTensor& dst = arg_tensor(info, 0, "dst");
-  NativeTensor& src = arg_tensor(info, 1, "src");
+  TensorRef dst = arg_tensor(info, 0, "dst");
+  TensorRef src = arg_tensor(info, 1, "src");
   require_dtype(src, dst.dtype(), "src");
   require_numel(src, dst.numel(), "src");
   Device target = dst.device().is_cuda() ? dst.device() : src.device();
@@ -229,7 +240,7 @@ Napi::Value empty_cache_value(const Napi::CallbackInfo& info) {
 
 // fill(tensor, value)
 Napi::Value fill(const Napi::CallbackInfo& info) {
-  NativeTensor& t = arg_tensor(info, 0, "tensor");
+  TensorRef t = arg_tensor(info, 0, "tensor");
   double value = arg_number(info, 1, "value");
   void* data = t.data();
   DType dtype = t.dtype();
@@ -246,7 +257,7 @@ Napi::Value fill(const Napi::CallbackInfo& info) {
 
 // random(tensor, kind, seedHigh, seedLow, offset, a, b): kind 0 uniform [a, b), 1 normal(a, b)
 Napi::Value random(const Napi::CallbackInfo& info) {
-  NativeTensor& t = arg_tensor(info, 0, "tensor");
+  TensorRef t = arg_tensor(info, 0, "tensor");
   RandomParams p;
   p.kind = RandomKind(int32_t(arg_int(info, 1, "kind", 0, 1)));
   uint64_t seed_high = uint64_t(arg_int(info, 2, "seedHigh", 0, 0xffffffffLL));

@@ -1,4 +1,6 @@
 // Binding for benchmark timing marks (runtime/timer.h).
+#include <unordered_set>
+
 #include "../runtime/timer.h"
 #include "binding.h"
 
@@ -7,10 +9,14 @@ namespace {
 
 using MarkHandle = std::shared_ptr<TimerMark>;
 
+// The marks this addon made and V8 has not yet collected: an External from anywhere else (another
+// addon) is refused instead of being read as a mark. JS thread only (per thread for workers).
+thread_local std::unordered_set<const MarkHandle*> live_marks;
+
 MarkHandle& unwrap_mark(const Napi::CallbackInfo& info, size_t i) {
   if (i >= info.Length() || !info[i].IsExternal()) fail("ERR_ARG", "argument " + std::to_string(i) + " must be a timer mark");
-  auto* handle = info[i].As<Napi::External<MarkHandle>>().Data();
-  if (!handle) fail("ERR_ARG", "invalid timer mark");
+  auto* handle = static_cast<MarkHandle*>(info[i].As<Napi::External<void>>().Data());
+  if (!handle || !live_marks.count(handle)) fail("ERR_ARG", "argument " + std::to_string(i) + " is not a timer mark made by timerMark()");
   return *handle;
 }
 
@@ -19,8 +25,12 @@ Napi::Value timer_mark(const Napi::CallbackInfo& info) {
   Device device = arg_device(info, 0, "device");
   auto mark = std::make_shared<TimerMark>(device);
   enqueue([mark] { mark->record(); });
-  return Napi::External<MarkHandle>::New(info.Env(), new MarkHandle(mark),
-                                         [](Napi::Env, MarkHandle* handle) { delete handle; });
+  auto* handle = new MarkHandle(mark);
+  live_marks.insert(handle);
+  return Napi::External<MarkHandle>::New(info.Env(), handle, [](Napi::Env, MarkHandle* h) {
+    live_marks.erase(h);
+    delete h;
+  });
 }
 
 // timerElapsed(start, end) -> Promise<number>: milliseconds of device time between the marks.

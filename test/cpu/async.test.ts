@@ -17,6 +17,7 @@ test('ops return at once and the event loop keeps running during a long CPU op',
   const waitMs = performance.now() - issued;
   clearInterval(timer);
   big.dispose();
+  total.dispose();
   assert.ok(Number.isFinite(value));
   assert.ok(issueMs < 50, `issuing took ${issueMs.toFixed(1)} ms: ops must enqueue, not compute`);
   assert.ok(waitMs > 50, `the op took only ${waitMs.toFixed(1)} ms: too short to test the event loop`);
@@ -33,6 +34,7 @@ test('ops run in program order, including in-place style chains', async () => {
     next.dispose();
   }
   assert.equal(Array.from(await x.toArray()), [1, 2, 3]);
+  x.dispose();
 });
 
 test('synchronize resolves after queued work and can be awaited repeatedly', async () => {
@@ -43,12 +45,15 @@ test('synchronize resolves after queued work and can be awaited repeatedly', asy
   const s = ops.sum(b);
   await synchronize();
   assert.ok((await s.toArray())[0] > 0);
+  // disposed here, not by the garbage collector during the next test's memory count
+  for (const t of [a, b, s]) t.dispose();
 });
 
 test('many concurrent reads resolve with the right values', async () => {
   const tensors = Array.from({ length: 64 }, (_, i) => tensor([i, i + 0.5]));
   const arrays = await Promise.all(tensors.map((t) => t.toArray()));
   arrays.forEach((a, i) => assert.equal(Array.from(a), [i, i + 0.5]));
+  for (const t of tensors) t.dispose();
 });
 
 test('a steady state of allocate/dispose does not grow memory', async () => {
