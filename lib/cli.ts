@@ -8,7 +8,8 @@ import { selfCheck } from './selfcheck.js';
 import { generate, start, train } from './train/commands.js';
 import { parseDevice } from './device.js';
 import { parseDType } from './dtype.js';
-import { layerShapes, tuneMatmul } from './tune.js';
+import { modelMatmulCalls, tuneMatmul } from './tune.js';
+import { preset } from './model/config.js';
 import { bundledCorpus, prepareDocuments, prepareFiles } from './data/shards.js';
 import { tokenizerByName } from './data/tokenizer.js';
 import { exportLlamaGguf } from './io/gguf_llama.js';
@@ -41,8 +42,10 @@ commands:
   export --format gguf --checkpoint DIR --out model.gguf [--dtype f32|f16|bf16] [--tokenizer byte|gpt2]
                        write the checkpoint as a GGUF file for llama.cpp (llama architecture,
                        tokenizer vocabulary, Q/K rows in llama.cpp's rotary order)
-  tune [--device cuda:N] [--tokens 8192,16384] [--dtype bf16]
-                       time every CUDA GEMM candidate on the 1.4B layer shapes and cache the
+  tune [--device cuda:N] [--preset 1.4b] [--tokens 8192,16384] [--seq CONTEXT] [--dtype bf16] [--recompute]
+                       time every CUDA GEMM candidate on the matmuls one training step of the
+                       preset issues at each token count (recorded from the model: f32 weight
+                       gradients with beta 1, residual epilogues, the head) and cache the
                        winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
   bench [train|matmul|memory] [--out bench/results]
         train [--preset 1.4b] [--device cuda:0] [--batch 8] [--seq 2048] [--steps 12] [--warmup 3]
@@ -114,17 +117,29 @@ async function main(argv: string[]): Promise<number> {
     case 'tune': {
       const { values } = parseArgs({
         args: rest,
-        options: { device: { type: 'string', default: 'cuda:0' }, tokens: { type: 'string', default: '8192,16384' }, dtype: { type: 'string', default: 'bf16' } },
+        options: {
+          device: { type: 'string', default: 'cuda:0' }, preset: { type: 'string', default: '1.4b' },
+          tokens: { type: 'string', default: '8192,16384' }, seq: { type: 'string' }, dtype: { type: 'string', default: 'bf16' },
+          recompute: { type: 'boolean', default: false },
+        },
         strict: true,
       });
       const device = parseDevice(values.device);
+      if (device === 'cpu') throw new KilnError('ERR_DEVICE', 'kiln tune measures CUDA GEMM candidates: pass --device cuda:N');
+      const config = preset(values.preset!);
+      const seq = values.seq === undefined ? config.context : Number(values.seq);
       const tokens = values.tokens!.split(',').map((t) => Number(t));
-      if (tokens.some((t) => !Number.isInteger(t) || t <= 0)) throw new KilnError('ERR_ARG', '--tokens takes positive integers, e.g. 8192,16384');
-      const shapes = tokens.flatMap((t) => layerShapes(t));
-      const { results, file } = await tuneMatmul(device, shapes, parseDType(values.dtype, '--dtype'));
+      if (!Number.isInteger(seq) || seq < 1 || seq > config.context) throw new KilnError('ERR_ARG', `--seq takes an integer in [1, ${config.context}]`);
+      if (tokens.some((t) => !Number.isInteger(t) || t <= 0 || t % Math.min(seq, t) !== 0)) {
+        throw new KilnError('ERR_ARG', `--tokens takes positive integers, each a multiple of --seq (${seq}) or below it, e.g. 8192,16384`);
+      }
+      const computeDType = parseDType(values.dtype, '--dtype');
+      // the matmuls one training step issues at each token count, recorded from the model itself
+      const calls = tokens.flatMap((t) => modelMatmulCalls(config, { device, batch: Math.max(1, t / seq), seq: Math.min(seq, t), computeDType, recompute: values.recompute }));
+      const { results, file } = await tuneMatmul(calls);
       for (const r of results) {
         const gain = r.defaultMs / r.winnerMs;
-        console.log(`${r.shape.name.padEnd(22)} ${r.winner} ${r.winnerMs.toFixed(3)} ms (heuristic ${r.defaultName}: ${gain >= 1.005 ? `${((gain - 1) * 100).toFixed(1)}% slower` : 'same'})`);
+        console.log(`${r.name.padEnd(48)} ${r.winner} ${r.winnerMs.toFixed(3)} ms (heuristic ${r.defaultName}: ${gain >= 1.005 ? `${((gain - 1) * 100).toFixed(1)}% slower` : 'same'})`);
       }
       console.log(`saved ${results.length} winners to ${file}`);
       return 0;

@@ -1,18 +1,22 @@
 /**
- * `kiln tune`: times every CUDA GEMM candidate on the shapes a model will run and records the
- * winner per (device, shape) in a cache file that the matmul dispatcher loads on first use.
+ * `kiln tune`: times every CUDA GEMM candidate on the matmuls a model's training step issues
+ * (recorded from the model's own calls: dtypes, layouts, beta, epilogues and sizes, so every
+ * tune key the step looks up gets a winner) and records the winner per (device, key) in a cache
+ * file that the matmul dispatcher loads on first use.
  * Winners are stored by configuration name, so a rebuild that renumbers candidates keeps them.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { MatmulParams } from '../binding.js';
 import { type Device, deviceCode } from './device.js';
 import type { DType } from './dtype.js';
 import { KilnError, fail } from './errors.js';
 import { info } from './info.js';
 import { atomicWriteFile } from './io/atomic.js';
 import { binding } from './native.js';
+import type { ModelConfig } from './model/config.js';
+import { LlamaModel } from './model/llama.js';
+import { type MatmulCall, recordMatmulCalls } from './ops/matmul.js';
 import { randn, zeros } from './tensor.js';
 
 export interface GemmShape {
@@ -34,7 +38,10 @@ export function layerWeights(dModel: number, kvDim: number, ffn: number): [strin
   ];
 }
 
-/** The forward, input-gradient and weight-gradient GEMMs of one layer at `tokens` per step. */
+/**
+ * The forward, input-gradient and weight-gradient GEMM shapes of one layer at `tokens` per step
+ * (bench/matmul.ts's shape list; `kiln tune` tunes the model's recorded calls instead).
+ */
 export function layerShapes(tokens: number, dModel = 2048, kvDim = 1024, ffn = 5632): GemmShape[] {
   const shapes: GemmShape[] = [];
   for (const [name, out, inner] of layerWeights(dModel, kvDim, ffn)) {
@@ -92,7 +99,9 @@ export function loadTuned(device: Device): void {
 }
 
 export interface TuneResult {
-  shape: GemmShape;
+  /** e.g. "bf16->f32 tn beta1 M=2048 N=2048 K=16384" */
+  name: string;
+  call: MatmulCall;
   key: string;
   winner: string;
   winnerMs: number;
@@ -101,31 +110,81 @@ export interface TuneResult {
   candidates: { name: string; medianMs: number }[];
 }
 
-function paramsFor(s: GemmShape): MatmulParams {
-  return {
-    M: s.M, N: s.N, K: s.K, batch: 1, transA: s.transA, transB: s.transB,
-    lda: s.transA ? s.M : s.K, ldb: s.transB ? s.K : s.N, ldc: s.N, ldResidual: s.N,
-    strideA: 0, strideB: 0, strideC: 0, strideResidual: 0, alpha: 1, beta: 0, epilogue: 0, reference: false,
-  };
+/** A readable label of a GEMM call (dtypes, layout, epilogue, beta, sizes). */
+export function callName(c: MatmulCall): string {
+  const p = c.params;
+  const epilogue = ['', ' +residual', ' swiglu'][p.epilogue];
+  const batch = p.batch > 1 ? ` x${p.batch}` : '';
+  return `${c.abDType}->${c.outDType} ${p.transA ? 't' : 'n'}${p.transB ? 't' : 'n'}${epilogue}${p.beta !== 0 ? ` beta${p.beta}` : ''} M=${p.M} N=${p.N} K=${p.K}${batch}`;
 }
 
-/** Times every candidate for each shape on `device` and saves the winners. */
-export async function tuneMatmul(device: Device, shapes: GemmShape[], dtype: DType = 'bf16', repeats = 10): Promise<{ results: TuneResult[]; file: string }> {
-  if (device === 'cpu') fail('ERR_DEVICE', 'kiln tune measures CUDA GEMM candidates: pass a CUDA device');
-  const code = deviceCode(device);
+/** What decides a GEMM's tune key (matmul_cuda_tune_key): one timing per distinct value. */
+function callSignature(c: MatmulCall): string {
+  const p = c.params;
+  return [c.device, c.abDType, c.outDType, p.transA, p.transB, p.epilogue, p.beta !== 0, p.M, p.N, p.K, p.batch].join('|');
+}
+
+/** The distinct GEMMs of a list of recorded calls, first occurrence first. */
+export function distinctCalls(calls: MatmulCall[]): MatmulCall[] {
+  const seen = new Map<string, MatmulCall>();
+  for (const c of calls) if (!seen.has(callSignature(c))) seen.set(callSignature(c), c);
+  return [...seen.values()];
+}
+
+export interface ModelCallOptions {
+  device: Device;
+  /** sequences and tokens per sequence of the training step */
+  batch: number;
+  seq: number;
+  /** activations' dtype (the model's default: bf16 on CUDA) */
+  computeDType?: DType;
+  recompute?: boolean;
+}
+
+/**
+ * The distinct matmuls of one training step (forwardBackward: forward, fused classifier,
+ * backward) of a model with `config`, recorded from the model's own calls on `options.device`:
+ * the projections (bf16 out), the o and down projections with the residual epilogue, the
+ * input gradients (beta 0 and beta 1), the weight gradients (f32 out, beta 1) and the head.
+ * The step really runs once (random weights, token ids 0), so it needs the step's memory.
+ */
+export function modelMatmulCalls(config: ModelConfig, options: ModelCallOptions): MatmulCall[] {
+  const { device, batch, seq } = options;
+  if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(seq) || seq < 1) fail('ERR_ARG', 'batch and seq must be positive integers');
+  if (seq > config.context) fail('ERR_ARG', `seq ${seq} exceeds the model's context ${config.context}`);
+  const model = new LlamaModel(config, { device, computeDType: options.computeDType, recompute: options.recompute ?? false });
+  try {
+    using ids = zeros([batch, seq], { device, dtype: 'i32' });
+    using targets = zeros([batch, seq], { device, dtype: 'i32' });
+    const { result: loss, calls } = recordMatmulCalls(() => model.forwardBackward(ids, targets, batch * seq));
+    loss.dispose();
+    return distinctCalls(calls);
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Times every candidate for each call on its device and saves the winners under the call's tune key. */
+export async function tuneMatmul(calls: MatmulCall[], repeats = 10): Promise<{ results: TuneResult[]; file: string }> {
   const results: TuneResult[] = [];
   const cache = readCache();
-  const id = deviceId(device);
-  cache[id] ??= {};
-  for (const s of shapes) {
-    using a = randn(s.transA ? [s.K, s.M] : [s.M, s.K], { seed: 1, device, dtype });
-    using b = randn(s.transB ? [s.N, s.K] : [s.K, s.N], { seed: 2, device, dtype });
-    using out = zeros([s.M, s.N], { device, dtype });
-    const params = paramsFor(s);
-    const { key, defaultConfig, candidates } = binding().matmulCandidates(out.handle, a.handle, b.handle, null, params);
+  for (const call of distinctCalls(calls)) {
+    const device = call.device;
+    if (device === 'cpu') fail('ERR_DEVICE', 'kiln tune measures CUDA GEMM candidates: pass a CUDA device');
+    const code = deviceCode(device);
+    const id = deviceId(device);
+    cache[id] ??= {};
+    // operands of the recorded sizes and dtypes, the recorded params: the same tune key
+    using a = randn([call.aNumel], { seed: 1, device, dtype: call.abDType });
+    using b = randn([call.bNumel], { seed: 2, device, dtype: call.abDType });
+    using out = randn([call.outNumel], { seed: 3, device, dtype: call.outDType, std: 0.01 });
+    using residual = call.residualNumel === null ? null : randn([call.residualNumel], { seed: 4, device, dtype: call.outDType });
+    const params = { ...call.params, reference: false };
+    const r = residual?.handle ?? null;
+    const { key, defaultConfig, candidates } = binding().matmulCandidates(out.handle, a.handle, b.handle, r, params);
     const timed: { name: string; config: number; medianMs: number }[] = [];
     for (const c of candidates) {
-      const run = () => binding().matmul(out.handle, a.handle, b.handle, null, { ...params, config: c.config });
+      const run = () => binding().matmul(out.handle, a.handle, b.handle, r, { ...params, config: c.config });
       for (let i = 0; i < 2; i++) run();
       const times: number[] = [];
       for (let i = 0; i < repeats; i++) {
@@ -137,15 +196,16 @@ export async function tuneMatmul(device: Device, shapes: GemmShape[], dtype: DTy
       times.sort((x, y) => x - y);
       timed.push({ name: c.name, config: c.config, medianMs: times[Math.floor(times.length / 2)] });
     }
-    if (!timed.length) throw new KilnError('ERR_INTERNAL', `no GEMM candidate can run ${s.name}`);
+    const name = callName(call);
+    if (!timed.length) throw new KilnError('ERR_INTERNAL', `no GEMM candidate can run ${name}`);
     timed.sort((x, y) => x.medianMs - y.medianMs);
     const best = timed[0];
     const fallback = timed.find((t) => t.config === defaultConfig) ?? best;
     binding().matmulSetTuned(code, key, best.config);
     cache[id][key] = best.name;
     results.push({
-      shape: s, key, winner: best.name, winnerMs: best.medianMs, defaultName: fallback.name, defaultMs: fallback.medianMs,
-      candidates: timed.map(({ name, medianMs }) => ({ name, medianMs })),
+      name, call, key, winner: best.name, winnerMs: best.medianMs, defaultName: fallback.name, defaultMs: fallback.medianMs,
+      candidates: timed.map(({ name: n, medianMs }) => ({ name: n, medianMs })),
     });
   }
   return { results, file: writeCache(cache) };

@@ -29,12 +29,32 @@ const build = step('build', [node, join(root, 'scripts', 'install.mjs')], { KILN
 step('typescript', [node, join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
 const info = step('info', [node, join(root, 'dist', 'lib', 'cli.js'), 'info', '--json']);
 let cudaOk = false;
+let computeCapability = '';
 try {
   const parsed = JSON.parse(info.status === 0 ? spawnSync(node, [join(root, 'dist', 'lib', 'cli.js'), 'info', '--json'], { encoding: 'utf8' }).stdout : '{}');
   cudaOk = parsed.cudaCompiled === true && parsed.devices?.length > 0;
+  computeCapability = parsed.devices?.[0]?.computeCapability ?? '';
 } catch {}
 if (!cudaOk) console.error('check:gpu: CUDA is not compiled in or no device is visible; the CUDA tests will fail');
 step('test', [node, join(root, 'scripts', 'test.mjs')], { KILN_REQUIRE_GPU: '1' });
+// The standalone matmul check (every config against an f64 reference), built for the device's
+// architecture: as is, and on Hopper again with KILN_MATMUL_PATH=sm90 (the sm90 configs are
+// only candidates while that path is forced, see matmul_dispatch.cu).
+if (cudaOk && /^\d+\.\d+$/.test(computeCapability)) {
+  const sm = computeCapability.replace('.', '');
+  const arch = sm === '90' ? '90a' : sm;
+  const exe = join(outDir, 'matmul_check');
+  const nvcc = process.env.CUDACXX ?? 'nvcc';
+  const built = step('matmul-check-build', [
+    nvcc, '-std=c++17', '-O3', '--expt-relaxed-constexpr', `-I${join(root, 'native')}`, '-gencode', `arch=compute_${arch},code=sm_${arch}`,
+    join(root, 'bench', 'kernels', 'matmul', 'matmul_check.cu'), ...['matmul_dispatch', 'matmul_simt', 'matmul_sm80', 'matmul_sm90'].map((f) => join(root, 'native', 'ops', 'cuda', 'matmul', `${f}.cu`)),
+    '-o', exe,
+  ]);
+  if (built.status === 0) {
+    step('matmul-check', [exe], { KILN_MATMUL_PATH: '' });
+    if (sm === '90') step('matmul-check-sm90', [exe], { KILN_MATMUL_PATH: 'sm90' });
+  }
+}
 // the CUDA training step is exercised (tests and the 1.4B benchmark) until it is verified
 step('bench', [node, join(root, 'dist', 'bench', 'run.js'), '--out', outDir], { KILN_CUDA_TRAINING: '1' });
 

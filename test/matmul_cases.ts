@@ -122,6 +122,42 @@ export async function checkCase(c: Case, device: Device, seed: number, reference
   for (const t of [a, b, out, residual]) t?.dispose();
 }
 
+/**
+ * beta accumulation with operands the sm80 tensor-core path takes (16-byte aligned, lda and ldb
+ * multiples of 8): the weight gradient dW += dyᵀ·x into f32, a scaled accumulation into f32, and
+ * one into a half output. The odd-sized beta cases above fall back to the SIMT kernel.
+ */
+export function sm80BetaCases(): Case[] {
+  return [
+    { M: 64, N: 48, K: 128, dtype: 'bf16', outDtype: 'f32', transA: true, beta: 1 },
+    { M: 72, N: 40, K: 96, dtype: 'f16', outDtype: 'f32', transB: true, alpha: 0.5, beta: -0.25 },
+    { M: 40, N: 56, K: 64, dtype: 'bf16', beta: 0.5 },
+    { M: 24, N: 136, K: 200, dtype: 'f16', outDtype: 'f32', beta: 1 },
+  ];
+}
+
+/**
+ * Calls the sm90 (wgmma + TMA) kernel takes: "TN" (A row-major, B stored N x K), K and the
+ * leading dims multiples of 8, every epilogue, beta accumulation, f32 output, batches with
+ * strides, N and M that end inside a tile (BN 128/256, swiglu's BN_OUT 64/128, BM 128), and one
+ * call with enough tiles (>= 132) to pick the 128x256 configuration on an H100/H200.
+ */
+export function sm90Cases(): Case[] {
+  return [
+    { M: 300, N: 200, K: 256, dtype: 'bf16', transB: true, epilogue: 'swiglu' },
+    { M: 129, N: 72, K: 64, dtype: 'f16', transB: true, epilogue: 'swiglu' },
+    { M: 129, N: 300, K: 192, dtype: 'bf16', transB: true, epilogue: 'residual' },
+    { M: 70, N: 264, K: 128, dtype: 'bf16', outDtype: 'f32', transB: true, epilogue: 'residual' },
+    { M: 128, N: 520, K: 128, dtype: 'bf16', outDtype: 'f32', transB: true, beta: 1 },
+    { M: 100, N: 136, K: 320, dtype: 'f16', outDtype: 'f32', transB: true, alpha: 0.5, beta: -0.25 },
+    { M: 77, N: 130, K: 64, dtype: 'bf16', transB: true, beta: 0.5 },
+    { M: 70, N: 136, K: 64, dtype: 'f16', outDtype: 'f32', transB: true },
+    { M: 65, N: 264, K: 320, batch: 3, dtype: 'bf16', transB: true },
+    { M: 33, N: 40, K: 72, batch: 2, dtype: 'bf16', transB: true, epilogue: 'swiglu' },
+    { M: 512, N: 1024, K: 64, batch: 34, dtype: 'bf16', transB: true },
+  ];
+}
+
 /** Every layout, dtype, epilogue and odd size the issue asks for, sized for a 2-core CPU. */
 export function matmulCases(): Case[] {
   const cases: Case[] = [];
@@ -144,6 +180,7 @@ export function matmulCases(): Case[] {
   cases.push({ M: 31, N: 9, K: 77, dtype: 'bf16', outDtype: 'f16' });
   cases.push({ M: 31, N: 9, K: 77, dtype: 'f16', outDtype: 'bf16', alpha: 2 });
   cases.push({ M: 40, N: 60, K: 50, dtype: 'f32', alpha: -1.5, beta: 0.5 });
+  cases.push(...sm80BetaCases());
   cases.push({ M: 40, N: 60, K: 50, dtype: 'f64', transA: true, beta: 1 });
   // epilogues
   for (const dtype of ['f32', 'bf16', 'f16'] as DType[]) {

@@ -12,8 +12,9 @@
  * Epilogues: residual (out = acc + residual), swiglu (b holds [gate | up] along N, 2N wide; out
  * = silu(gate) · up, N wide).
  */
+import type { MatmulParams } from '../../binding.js';
 import type { DType } from '../dtype.js';
-import { deviceCode } from '../device.js';
+import { type Device, deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
 import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
@@ -40,6 +41,39 @@ export interface MatmulOptions {
    * M takes the unpacked dot-product path that small M always takes. CUDA does not read it yet.
    */
   batchInvariant?: boolean;
+}
+
+/**
+ * One matmul as it reached the binding: the operand dtypes and sizes and the exact params. What
+ * `kiln tune` times (lib/tune.ts), so its tune keys are the keys the model's calls look up.
+ */
+export interface MatmulCall {
+  device: Device;
+  abDType: DType;
+  outDType: DType;
+  /** elements of a, b, out and the residual (null without the residual epilogue) */
+  aNumel: number;
+  bNumel: number;
+  outNumel: number;
+  residualNumel: number | null;
+  params: MatmulParams;
+}
+
+let recording: MatmulCall[] | null = null;
+
+/**
+ * Runs fn and returns every matmul it issued (in order; the matmuls still run). Not reentrant:
+ * a recording inside a recording is ERR_ARG.
+ */
+export function recordMatmulCalls<T>(fn: () => T): { result: T; calls: MatmulCall[] } {
+  if (recording) fail('ERR_ARG', 'recordMatmulCalls is already recording');
+  const calls: MatmulCall[] = [];
+  recording = calls;
+  try {
+    return { result: fn(), calls };
+  } finally {
+    recording = null;
+  }
 }
 
 const OUTPUTS: Record<DType, DType[]> = { f32: ['f32'], f64: ['f64'], bf16: ['bf16', 'f16', 'f32'], f16: ['bf16', 'f16', 'f32'], i32: [] };
@@ -116,7 +150,7 @@ export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
   }
 
   if (x.device !== 'cpu') loadTuned(x.device);
-  binding().matmul(out.handle, x.handle, w.handle, residual?.handle ?? null, {
+  const params: MatmulParams = {
     M, N, K, batch, transA, transB,
     lda: aCols, ldb: bCols, ldc: N, ldResidual: N,
     strideA: aBatch.length ? aRows * aCols : 0,
@@ -124,7 +158,12 @@ export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
     strideC: M * N,
     strideResidual: M * N,
     alpha, beta, epilogue, reference, batchInvariant,
+  };
+  recording?.push({
+    device: x.device, abDType: x.dtype, outDType: out.dtype, aNumel: x.numel, bNumel: w.numel, outNumel: out.numel,
+    residualNumel: residual ? residual.numel : null, params: { ...params },
   });
+  binding().matmul(out.handle, x.handle, w.handle, residual?.handle ?? null, params);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include "../ops/attention.h"
 #include "../ops/cpu/attention.h"
 #include "binding.h"
+#include "validate_calls.h"
 #if KILN_WITH_CUDA
 #include <cuda_runtime.h>
 
@@ -56,7 +57,7 @@ Napi::Value attention_forward(const Napi::CallbackInfo& info) {
   p.q = q.data(), p.k = k.data(), p.v = v.data(), p.out = out.data(), p.lse = lse.data();
   Device device = q.device();
   if (device.is_cuda() && reference) fail("ERR_ARG", "the reference attention runs on the CPU only");
-  if (!device.is_cuda()) attention_forward_validate(p);
+  validate_attention_forward(p, device);
   run_on(device, {out.storage(), lse.storage(), q.storage(), k.storage(), v.storage()}, [p, device, reference](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return attention_forward_cuda(p, static_cast<cudaStream_t>(stream));
@@ -108,7 +109,7 @@ Napi::Value attention_backward(const Napi::CallbackInfo& info) {
     }
   }
 #endif
-  if (!device.is_cuda()) attention_backward_validate(p);
+  validate_attention_backward(p, device);
   run_on(device, std::move(keep), [p, device, reference](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return attention_backward_cuda(p, static_cast<cudaStream_t>(stream));
@@ -139,7 +140,7 @@ Napi::Value rope(const Napi::CallbackInfo& info) {
   require_numel(positions, checked_product({p.B, p.T}), "positions");
   p.x = x.data(), p.y = y.data(), p.positions = static_cast<const int32_t*>(positions.data());
   Device device = x.device();
-  if (!device.is_cuda()) rope_validate(p);
+  validate_rope(p, device);
   run_on(device, {y.storage(), x.storage(), positions.storage()}, [p, device](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return rope_cuda(p, static_cast<cudaStream_t>(stream));
@@ -179,7 +180,7 @@ Napi::Value kv_append(const Napi::CallbackInfo& info) {
   p.block_table = static_cast<const int32_t*>(table.data());
   p.start = static_cast<const int32_t*>(start.data());
   Device device = k_cache.device();
-  if (!device.is_cuda()) kv_append_validate(p);
+  validate_kv_append(p, device);
   run_on(device, {k_cache.storage(), v_cache.storage(), k_new.storage(), v_new.storage(), table.storage(), start.storage()},
          [p, device](void* stream) {
 #if KILN_WITH_CUDA
@@ -238,7 +239,7 @@ Napi::Value attention_decode(const Napi::CallbackInfo& info) {
     }
   }
 #endif
-  if (!device.is_cuda()) attention_decode_validate(p);
+  validate_attention_decode(p, device);
   run_on(device, std::move(keep), [p, device, reference](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return attention_decode_cuda(p, static_cast<cudaStream_t>(stream));

@@ -4,6 +4,7 @@
 // dweight) are f32, or f64 for f64 inputs.
 #include "../ops/model_ops.h"
 #include "binding.h"
+#include "validate_calls.h"
 
 namespace kiln::binding {
 namespace {
@@ -103,6 +104,7 @@ Napi::Value rmsnorm(const Napi::CallbackInfo& info) {
   require_numel(w, p.D, "weight");
   p.y = y.data(), p.rstd = rstd.data(), p.x = x.data(), p.weight = w.data(), p.dtype = x.dtype();
   Device device = x.device();
+  validate_rmsnorm_forward(p, device);
   run_on(device, {y.storage(), rstd.storage(), x.storage(), w.storage()}, [p, device](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return rmsnorm_forward_cuda(p, as_stream(stream));
@@ -149,6 +151,7 @@ Napi::Value rmsnorm_backward(const Napi::CallbackInfo& info) {
     p.workspace = ws->data(), p.workspace_bytes = ws->bytes();
     keep.push_back(ws);
   }
+  validate_rmsnorm_backward(p, device);
   run_on(device, std::move(keep), [p, device](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return rmsnorm_backward_cuda(p, as_stream(stream));

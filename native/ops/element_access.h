@@ -47,17 +47,39 @@ KILN_HD void store_from_double(void* p, DType t, int64_t i, double v) {
   }
 }
 
-// Element i of a random fill (elementwise.h): f32 math rounded once, so CPU and CUDA agree.
+// f32 a*b and a+b, each rounded to nearest on its own: never contracted into an FMA (nvcc fuses
+// `a + b * c` by default, GCC does on targets with FMA), so host and device give the same bits.
+KILN_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  float product = a * b;
+#if defined(__GNUC__)
+  __asm__ volatile("" : "+m"(product));  // the rounded product goes through memory: no fusing
+#endif
+  return product;
+#endif
+}
+KILN_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// Element i of a random fill (elementwise.h): low + (high - low)·u or mean + std·z in f32, the
+// product and the sum each rounded (mul_rn, add_rn), so CPU and CUDA agree bit for bit.
 KILN_HD double random_value(const RandomParams& p, DType t, int64_t i) {
-  double value;
+  float value;
   if (p.kind == RandomKind::uniform) {
     float u = philox_uniform(p.seed, p.offset, uint64_t(i));
-    value = float(p.a) + float(p.b - p.a) * u;
+    value = add_rn(float(p.a), mul_rn(float(p.b - p.a), u));
   } else {
     float z = philox_normal(p.seed, p.offset, uint64_t(i));
-    value = float(p.a) + float(p.b) * z;
+    value = add_rn(float(p.a), mul_rn(float(p.b), z));
   }
-  return t == DType::f64 ? value : double(float(value));
+  return double(value);
 }
 
 // Calls body.template operator()<T>() with T the compute type of a float dtype (float for

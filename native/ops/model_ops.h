@@ -107,6 +107,13 @@ struct RmsnormBackwardParams {
 
 size_t rmsnorm_backward_workspace_bytes(int64_t N, int64_t D);
 
+// The checks each implementation runs first, on their own (the binding calls them at the op's
+// call, so argument errors never wait for the queue): CPU, and CUDA (dtype f32/bf16/f16,
+// D <= 16384 for backward, workspace).
+void rmsnorm_forward_validate(const RmsnormForwardParams& p);
+void rmsnorm_backward_validate(const RmsnormBackwardParams& p);
+void rmsnorm_forward_cuda_validate(const RmsnormForwardParams& p);
+void rmsnorm_backward_cuda_validate(const RmsnormBackwardParams& p);
 void rmsnorm_forward_reference_cpu(const RmsnormForwardParams& p);
 void rmsnorm_forward_cpu(const RmsnormForwardParams& p);
 void rmsnorm_backward_reference_cpu(const RmsnormBackwardParams& p);

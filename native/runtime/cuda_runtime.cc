@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "device.h"
+#include "device_error.h"
 #include "error.h"
 
 #if KILN_WITH_CUDA
@@ -34,6 +35,8 @@ struct DeviceState {
   std::unordered_map<void*, size_t> block_sizes;   // every block this allocator owns
   MemoryStats stats;
   cudaStream_t stream = nullptr;
+  DeviceErrorRecord* error_record = nullptr;  // device memory, see device_error.h
+  DeviceErrorRecord* error_host = nullptr;    // pinned copy read back at each wait
 };
 
 struct CudaState {
@@ -155,10 +158,55 @@ void* cuda_stream(int index) {
   return d.stream;
 }
 
+DeviceErrorRecord* cuda_device_error_record(int index) {
+  DeviceState& d = device_state(index);
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (!d.error_record) {
+    int previous = 0;
+    check(cudaGetDevice(&previous), "cudaGetDevice");
+    check(cudaSetDevice(index), "cudaSetDevice");
+    void* record = nullptr;
+    void* host = nullptr;
+    check(cudaMalloc(&record, sizeof(DeviceErrorRecord)), "cudaMalloc (device error record)");
+    check(cudaMemset(record, 0, sizeof(DeviceErrorRecord)), "cudaMemset (device error record)");
+    check(cudaMallocHost(&host, sizeof(DeviceErrorRecord)), "cudaMallocHost (device error record)");
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    d.error_host = static_cast<DeviceErrorRecord*>(host);
+    d.error_record = static_cast<DeviceErrorRecord*>(record);
+    check(cudaSetDevice(previous), "cudaSetDevice");
+  }
+  return d.error_record;
+}
+
+namespace {
+
+// Waits for the stream; then, if a kernel of this device reported an argument error (only
+// once some op asked for the record), clears the record and throws it as ERR_ARG.
+void synchronize_and_report(int index, cudaStream_t stream) {
+  DeviceState& d = device_state(index);
+  DeviceErrorRecord* record = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    record = d.error_record;
+  }
+  if (record) check(cudaMemcpyAsync(d.error_host, record, sizeof(DeviceErrorRecord), cudaMemcpyDeviceToHost, stream),
+                    "cudaMemcpyAsync (device error record)");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  if (record && d.error_host->kind != kDeviceErrorNone) {
+    const std::string message = describe_device_error(*d.error_host);
+    d.error_host->kind = kDeviceErrorNone;
+    check(cudaMemsetAsync(record, 0, sizeof(DeviceErrorRecord), stream), "cudaMemsetAsync (device error record)");
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    fail("ERR_ARG", message);
+  }
+}
+
+}  // namespace
+
 void cuda_synchronize(int index) {
   cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream(index));
   check(cudaSetDevice(index), "cudaSetDevice");
-  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  synchronize_and_report(index, stream);
 }
 
 void* cuda_allocate(int index, size_t bytes) {
@@ -216,16 +264,33 @@ void cuda_memcpy(void* dst, Device dst_device, const void* src, Device src_devic
   cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream(index));
   check(cudaSetDevice(index), "cudaSetDevice");
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
-    // Order after pending work of the source device, then copy on the destination's stream.
-    cuda_synchronize(src_device.index);
+    // Peer copy on the destination's stream, ordered both ways with the source's stream by
+    // events (no host wait): it starts after the source's pending work (which may still be
+    // writing src), and the source stream's later work waits for it to finish reading src, so
+    // the caching allocator may hand src's block to the next op of the source device at once.
+    cudaStream_t src_stream = static_cast<cudaStream_t>(cuda_stream(src_device.index));
+    cudaEvent_t src_ready = nullptr, copy_done = nullptr;
+    check(cudaSetDevice(src_device.index), "cudaSetDevice");
+    check(cudaEventCreateWithFlags(&src_ready, cudaEventDisableTiming), "cudaEventCreate");
+    check(cudaEventRecord(src_ready, src_stream), "cudaEventRecord");
     check(cudaSetDevice(index), "cudaSetDevice");
+    check(cudaEventCreateWithFlags(&copy_done, cudaEventDisableTiming), "cudaEventCreate");
+    check(cudaStreamWaitEvent(stream, src_ready, 0), "cudaStreamWaitEvent");
     check(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes, stream), "cudaMemcpyPeerAsync");
+    check(cudaEventRecord(copy_done, stream), "cudaEventRecord");
+    check(cudaSetDevice(src_device.index), "cudaSetDevice");
+    check(cudaStreamWaitEvent(src_stream, copy_done, 0), "cudaStreamWaitEvent");
+    // Destroying a recorded event is safe: its resources go once the work completes.
+    check(cudaEventDestroy(src_ready), "cudaEventDestroy");
+    check(cudaSetDevice(index), "cudaSetDevice");
+    check(cudaEventDestroy(copy_done), "cudaEventDestroy");
     return;
   }
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream), "cudaMemcpyAsync");
-  // Device-to-host copies are read right after by the caller; host-to-device copies from
-  // pageable memory return once staged, so the caller may free its buffer.
-  if (!dst_device.is_cuda()) check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  // Device-to-host copies are read right after by the caller (and are a wait: kernels' argument
+  // errors are reported here); host-to-device copies from pageable memory return once staged,
+  // so the caller may free its buffer.
+  if (!dst_device.is_cuda()) synchronize_and_report(index, stream);
 }
 
 MemoryStats memory_stats(Device device) {
@@ -269,6 +334,7 @@ void cuda_synchronize(int) { no_cuda(); }
 void* cuda_allocate(int, size_t) { no_cuda(); }
 void cuda_free(int, void*, size_t) {}
 void cuda_memcpy(void*, Device, const void*, Device, size_t) { no_cuda(); }
+DeviceErrorRecord* cuda_device_error_record(int) { no_cuda(); }
 MemoryStats memory_stats(Device device) {
   if (device.is_cuda()) no_cuda();
   return cpu_memory_stats();

@@ -80,6 +80,23 @@ test('clone, cast and to() copy across dtypes', async () => {
   assert.equal(Array.from(await y.toArray()), [1.5, -2.25, 4, 100.5]);
 });
 
+test('randn and rand scale and shift in f32, rounding the product and the sum separately (as CUDA does)', async () => {
+  const n = 4096;
+  const z = await randn([n], { seed: 7, offset: 2 }).toArray();
+  const u = await rand([n], { seed: 8 }).toArray();
+  const mean = 0.3, std = 1.7, low = -0.7, high = 2.9;
+  const shifted = await randn([n], { seed: 7, offset: 2, mean, std }).toArray();
+  const spread = await rand([n], { seed: 8, low, high }).toArray();
+  const f = Math.fround;
+  let fusedDiffers = 0;
+  for (let i = 0; i < n; i++) {
+    assert.is(shifted[i], f(f(mean) + f(f(std) * z[i])), `randn element ${i}`);
+    assert.is(spread[i], f(f(low) + f(f(high - low) * u[i])), `rand element ${i}`);
+    if (f(f(mean) + f(std) * z[i]) !== shifted[i]) fusedDiffers++; // one rounding (an FMA) would differ here
+  }
+  assert.ok(fusedDiffers > 0, 'the check can tell a fused evaluation from a separately rounded one');
+});
+
 test('randn and rand are seeded, deterministic and have the right statistics', async () => {
   const n = 1 << 16;
   const a = await randn([n], { seed: 42 }).toArray();

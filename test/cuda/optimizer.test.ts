@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { type Tensor, memoryStats, randn, tensor, zeros } from '../../lib/index.js';
+import { type Tensor, memoryStats, randn, synchronize, tensor, zeros } from '../../lib/index.js';
 import { binding } from '../../lib/native.js';
 import { newtonSchulz } from '../../lib/optim/newton_schulz.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
@@ -127,17 +127,22 @@ cudaTest(test, 'whole Optimizer steps on CUDA follow the CPU (every Muon variant
     const gpu = new Optimizer(groups(gpuParams, 'bf16'));
     let misses = 0;
     for (let step = 0; step < 3; step++) {
+      // every temporary is disposed (using) and the queue drained before counting, so a block
+      // freed by the last step is back in the cache whatever the GC or the queue's timing
+      await synchronize();
       if (step === 1) misses = memoryStats('cuda').deviceAllocations;
       cpu.prepareGradientPoint();
       gpu.prepareGradientPoint();
       for (const [i, p] of cpuParams.entries()) {
-        const g = randn([...p.value.shape], { seed: 900 + 10 * step + i });
+        using g = randn([...p.value.shape], { seed: 900 + 10 * step + i });
+        using gGpu = g.to('cuda');
         binding().copy(p.grad.handle, g.handle);
-        binding().copy(gpuParams[i].grad.handle, g.to('cuda').handle);
+        binding().copy(gpuParams[i].grad.handle, gGpu.handle);
       }
       cpu.update();
       gpu.update();
     }
+    await synchronize();
     assert.is(memoryStats('cuda').deviceAllocations, misses, 'no cudaMalloc in steady-state optimizer steps');
     for (const [i, p] of cpuParams.entries()) {
       // the CUDA NS input/output are bf16 where the CPU keeps f32: compare the weight change

@@ -1,7 +1,7 @@
 /** CUDA runtime against the CPU reference: skipped without a GPU, failing with KILN_REQUIRE_GPU=1. */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { type DType, emptyCache, memoryStats, ops, rand, randn, synchronize, tensor, zeros } from '../../lib/index.js';
+import { type DType, cudaDeviceCount, emptyCache, memoryStats, ops, rand, randn, synchronize, tensor, zeros } from '../../lib/index.js';
 import { RTOL, assertClose, assertKilnError, cudaTest, seededValues } from '../helpers.js';
 
 const test = suite('cuda runtime');
@@ -17,8 +17,43 @@ cudaTest(test, 'randn and rand are bit-identical on CPU and CUDA', async () => {
     const ucpu = await rand([n], { seed: 5, dtype }).toArray();
     const ugpu = await rand([n], { seed: 5, dtype, device: 'cuda' }).toArray();
     assert.equal(ugpu, ucpu);
+    // a non-zero mean / low: mean + std·z and low + (high - low)·u are rounded twice on both
+    // devices (nvcc would fuse them into an FMA and the host would not)
+    for (const [mean, std] of [[0.3, 1.7], [-2.5, 0.02], [1e-3, 3.1]]) {
+      const c = await randn([n], { seed: 12, mean, std, dtype }).toArray();
+      const g = await randn([n], { seed: 12, mean, std, dtype, device: 'cuda' }).toArray();
+      assert.equal(g, c, `randn mean ${mean} std ${std} ${dtype}`);
+    }
+    for (const [low, high] of [[-0.7, 2.2], [5, 5.5]]) {
+      const c = await rand([n], { seed: 13, low, high, dtype }).toArray();
+      const g = await rand([n], { seed: 13, low, high, dtype, device: 'cuda' }).toArray();
+      assert.equal(g, c, `rand [${low}, ${high}) ${dtype}`);
+    }
   }
 });
+
+// Peer copies run on the destination's stream and are ordered with the source's stream by
+// events both ways: the source block, freed and reused by the source device's next op right
+// after the copy is issued, still arrives intact.
+if (cudaDeviceCount() >= 2) {
+  cudaTest(test, 'cross-device copies are ordered with the source device (2 GPUs)', async () => {
+    const values = Float32Array.from(seededValues(4_000_000, 9));
+    for (let round = 0; round < 5; round++) {
+      let copy;
+      {
+        using src = tensor(values, { device: 'cuda:0' });
+        ops.scale(src, 2, { out: src }); // pending work on the source stream that writes src
+        copy = src.to('cuda:1');
+      }
+      // src's block is back in cuda:0's cache: overwrite whatever reuses it at once
+      using clobber = zeros([values.length], { device: 'cuda:0' });
+      ops.fill(clobber, -1);
+      const got = await copy.toArray();
+      for (let i = 0; i < values.length; i += 9973) assert.is(got[i], Math.fround(2 * values[i]), `round ${round} element ${i}`);
+      copy.dispose();
+    }
+  });
+}
 
 cudaTest(test, 'uploads, downloads and device copies round-trip exactly', async () => {
   const values = Float32Array.from(seededValues(1_000_001, 4));

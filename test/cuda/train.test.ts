@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryStats, tensor } from '../../lib/index.js';
+import { memoryStats, synchronize, tensor } from '../../lib/index.js';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { LlamaModel } from '../../lib/model/llama.js';
@@ -48,15 +48,19 @@ for (const recompute of [false, true]) {
     const loss = { cpu: 0, gpu: 0 };
     for (const step of [0, 1, 2]) {
       const d = batch(2, 128, step);
+      // the last step's ids, targets and loss are disposed (using) and the queue drained, so
+      // their blocks are back in the cache before counting, whatever the GC or queue timing
+      await synchronize();
       const misses = memoryStats('cuda').deviceAllocations;
       for (const [name, model] of [['cpu', cpu], ['gpu', gpu]] as const) {
         const device = model.device;
         model.zeroGrad();
-        const ids = tensor(d.ids, { shape: [2, 128], device });
-        const targets = tensor(d.targets, { shape: [2, 128], device });
-        const l = model.backward(model.forward(ids), targets, d.count);
+        using ids = tensor(d.ids, { shape: [2, 128], device });
+        using targets = tensor(d.targets, { shape: [2, 128], device });
+        using l = model.backward(model.forward(ids), targets, d.count);
         loss[name] = (await l.toArray())[0];
       }
+      await synchronize();
       // planned buffers, and kernel workspaces served from the caching allocator: no cudaMalloc after the first step
       if (step > 0) assert.is(memoryStats('cuda').deviceAllocations - misses, 0, 'cudaMalloc calls in a steady-state step');
       assert.ok(Math.abs(loss.gpu - loss.cpu) < 5e-3 * loss.cpu, `step ${step}: loss cpu ${loss.cpu} vs cuda ${loss.gpu}`);
@@ -87,8 +91,10 @@ cudaTest(test, 'Trainer steps on CUDA follow the CPU bf16 loss curve', async () 
     for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 0.03 * a[i], `step ${i + 1}: cpu ${a[i]} vs cuda ${b[i]}`);
     assert.ok(b[b.length - 1] < b[0] - 0.3, 'the CUDA run learns');
     for (const m of history) assert.ok(m.forwardMs > 0 && m.backwardMs > 0 && m.optimizerMs > 0 && m.issueMs > 0 && (m.mfu === undefined || m.mfu > 0));
+    await synchronize();
     const again = memoryStats('cuda').deviceAllocations;
     await gpu.trainStep();
+    await synchronize();
     assert.is(memoryStats('cuda').deviceAllocations, again, 'a steady-state CUDA step calls no cudaMalloc');
     assert.ok(again > before, 'the first steps planned their buffers');
     cpu.close();

@@ -19,9 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "../../runtime/device_error.h"
 #include "../../runtime/error.h"
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
+#include "../paged_cache_checks.h"
 #include "attention.h"
 
 namespace kiln {
@@ -63,14 +65,13 @@ void check_cache_shape(const char* op, DType dtype, int64_t B, int64_t Hkv, int6
         "ERR_SHAPE", std::string(op) + ": cache too large");
 }
 
-// Throws ERR_ARG unless the blocks holding tokens [first, last] of sequence b are valid ids.
-void check_blocks(const char* op, const int32_t* block_table, int64_t b, int64_t max_blocks, int64_t num_blocks,
+// Throws ERR_ARG unless the blocks holding tokens [first, last] of sequence b are valid ids
+// (the CUDA kernels apply the same predicate and message: paged_cache_checks.h, device_error.h).
+void check_blocks(DeviceErrorKind kind, const int32_t* block_table, int64_t b, int64_t max_blocks, int64_t num_blocks,
                   int64_t block_size, int64_t first, int64_t last) {
   for (int64_t blk = first / block_size; blk <= last / block_size; ++blk) {
     const int32_t id = block_table[b * max_blocks + blk];
-    check(id >= 0 && id < num_blocks, "ERR_ARG",
-          std::string(op) + ": block_table[" + std::to_string(b) + ", " + std::to_string(blk) + "] = " + std::to_string(id) +
-              " is outside [0, " + std::to_string(num_blocks) + ")");
+    if (!block_id_valid(id, num_blocks)) fail("ERR_ARG", describe_device_error({kind, int32_t(b), blk, id, num_blocks}));
   }
 }
 
@@ -85,10 +86,9 @@ void check_seq_lens(const AttentionDecodeParams& p) {
   const int64_t capacity = p.max_blocks * p.block_size;
   for (int64_t b = 0; b < p.B; ++b) {
     const int64_t len = p.seq_lens[b];
-    check(len >= 1 && len <= capacity, "ERR_ARG",
-          "attention_decode: seq_lens[" + std::to_string(b) + "] = " + std::to_string(len) + " is outside [1, " +
-              std::to_string(capacity) + "]");
-    check_blocks("attention_decode", p.block_table, b, p.max_blocks, p.num_blocks, p.block_size, 0, len - 1);
+    if (!decode_seq_len_valid(len, capacity))
+      fail("ERR_ARG", describe_device_error({kDecodeSeqLen, int32_t(b), b, len, capacity}));
+    check_blocks(kDecodeBlockId, p.block_table, b, p.max_blocks, p.num_blocks, p.block_size, 0, len - 1);
   }
 }
 
@@ -172,10 +172,10 @@ void kv_append_cpu(const KvAppendParams& p) {
   const int64_t capacity = p.max_blocks * p.block_size;
   for (int64_t b = 0; b < p.B; ++b) {
     const int64_t start = p.start[b];
-    check(start >= 0 && start + p.Tnew <= capacity, "ERR_ARG",
-          "kv_append: tokens [" + std::to_string(start) + ", " + std::to_string(start + p.Tnew) + ") of sequence " +
-              std::to_string(b) + " do not fit the block table (capacity " + std::to_string(capacity) + ")");
-    check_blocks("kv_append", p.block_table, b, p.max_blocks, p.num_blocks, p.block_size, start, start + p.Tnew - 1);
+    for (int64_t position : {start, start + p.Tnew - 1})
+      if (!append_position_valid(position, capacity))
+        fail("ERR_ARG", describe_device_error({kAppendPosition, int32_t(b), position, position, capacity}));
+    check_blocks(kAppendBlockId, p.block_table, b, p.max_blocks, p.num_blocks, p.block_size, start, start + p.Tnew - 1);
   }
   // A (token, all kv heads) row is contiguous in both layouts: copy it whole.
   const size_t row_bytes = static_cast<size_t>(p.Hkv * p.D) * dtype_size(p.dtype);

@@ -48,6 +48,9 @@ void check_backward(const RmsnormBackwardParams& p) {
 
 }  // namespace
 
+void rmsnorm_forward_validate(const RmsnormForwardParams& p) { check_forward(p); }
+void rmsnorm_backward_validate(const RmsnormBackwardParams& p) { check_backward(p); }
+
 void rmsnorm_forward_reference_cpu(const RmsnormForwardParams& p) {
   check_forward(p);
   const DType t = p.dtype;

@@ -19,13 +19,17 @@
 //   the double CPU reference within one rounding of the dtype.
 //
 // kv_append_cuda: dtype f32, bf16 or f16; D*dtype_size a multiple of 16 and all four tensor
-//   pointers 16-byte aligned. Block ids outside [0, num_blocks) in the table are skipped on the
-//   device (the host cannot read the table without a sync): callers must pass a valid table.
+//   pointers 16-byte aligned. start and the table are device values the host cannot read
+//   without a sync: a position outside the table or a block id outside [0, num_blocks) is
+//   skipped on the device and reported as ERR_ARG at the next wait (runtime/device_error.h).
 //
 // attention_decode_cuda (flash-decoding, split-K over tokens): dtype bf16 or f16, D in {64, 128},
 //   Hkv divides Hq, q/k_cache/v_cache/out 16-byte aligned, lse optional (f32). `max_seq_len`
 //   must be >= every seq_lens[b] (used to size the splits; a longer sequence is still computed
-//   correctly, its tail going to the last split). Needs `workspace` of
+//   correctly, its tail going to the last split). seq_lens[b] outside [1, capacity] or a block
+//   id outside [0, num_blocks) is clamped / skipped on the device (out = 0, lse = -inf for a
+//   length of 0) and reported as ERR_ARG at the next wait, as the CPU op reports it (the CPU
+//   checks in its task; runtime/device_error.h). Hq, B < 65536. Needs `workspace` of
 //   attention_decode_workspace_bytes(B, Hq, D, max_seq_len) bytes (256-byte aligned).
 #pragma once
 #include <cuda_runtime.h>
@@ -36,6 +40,15 @@
 #include "../../attention.h"
 
 namespace kiln {
+
+// Each launcher first runs its *_validate (the checks listed above: dtype, head dim, shapes,
+// alignment, workspace, device capability), which the binding also calls at the op's call so
+// an argument error is thrown there, not at the next synchronize.
+void attention_forward_cuda_validate(const AttentionParams& p);
+void attention_backward_cuda_validate(const AttentionBackwardParams& p);
+void rope_cuda_validate(const RopeParams& p);
+void kv_append_cuda_validate(const KvAppendParams& p);
+void attention_decode_cuda_validate(const AttentionDecodeParams& p);
 
 void attention_forward_cuda(const AttentionParams& p, cudaStream_t stream);
 void attention_backward_cuda(const AttentionBackwardParams& p, cudaStream_t stream);

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <string>
 
+#include "../../../runtime/device_error.h"
+#include "../../paged_cache_checks.h"
 #include "attention_cuda.h"
 #include "flash_common.cuh"
 
@@ -37,7 +39,8 @@ struct DecodeArgs {
   const int32_t* seq_lens;
   float* part_out;  // (num_splits, B, Hq, D)
   float* part_lse;  // (num_splits, B, Hq), natural log
-  int B, Hq, Hkv, block_size, max_blocks, num_splits, split_len, head_chunks;
+  DeviceErrorRecord* error;  // where a bad seq_len or block id is reported (device_error.h)
+  int B, Hq, Hkv, block_size, max_blocks, num_blocks, num_splits, split_len, head_chunks;
   float scale_log2;
 };
 
@@ -62,7 +65,16 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_split_kernel(const Deco
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int tg = lane / kLanesPerToken, sub = lane % kLanesPerToken;  // token group, 8-dim slice
 
-  const int seq_len = a.seq_lens[b];
+  // The host cannot read seq_lens and the table without a sync, so they are checked here, as
+  // the CPU op checks them (paged_cache_checks.h): a bad length is reported and clamped into
+  // [0, capacity] (0 tokens: out = 0, lse = -inf), a bad block id is reported and its tokens
+  // skipped, so nothing outside the cache or the table is ever read.
+  const int capacity = a.max_blocks * a.block_size;
+  int seq_len = a.seq_lens[b];
+  if (!decode_seq_len_valid(seq_len, capacity)) {
+    if (split == 0 && blockIdx.y == 0 && tid == 0) report_device_error(a.error, kDecodeSeqLen, b, b, seq_len, capacity);
+    seq_len = min(max(seq_len, 0), capacity);
+  }
   const int t_begin = split * a.split_len;
   const int t_end = split == a.num_splits - 1 ? seq_len : min(seq_len, t_begin + a.split_len);
 
@@ -107,6 +119,11 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_split_kernel(const Deco
       kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
       if (valid[u]) {
         const int phys = table[t / a.block_size];
+        if (!block_id_valid(phys, a.num_blocks)) {
+          report_device_error(a.error, kDecodeBlockId, b, t / a.block_size, phys, a.num_blocks);
+          valid[u] = false;
+          continue;
+        }
         const int64_t off = ((int64_t(phys) * a.block_size + t % a.block_size) * a.Hkv + hk) * kD + sub * 8;
         kr[u] = *reinterpret_cast<const uint4*>(kc + off);
         vr[u] = *reinterpret_cast<const uint4*>(vc + off);
@@ -283,7 +300,7 @@ size_t attention_decode_workspace_bytes(int64_t B, int64_t Hq, int64_t D, int64_
          attn_host::align256(splits * size_t(B * Hq) * sizeof(float));
 }
 
-void attention_decode_cuda(const AttentionDecodeParams& p, cudaStream_t stream) {
+void attention_decode_cuda_validate(const AttentionDecodeParams& p) {
   const char* op = "attention_decode_cuda";
   check(p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
         std::string(op) + ": dtype must be bf16 or f16, got " + dtype_name(p.dtype));
@@ -293,12 +310,14 @@ void attention_decode_cuda(const AttentionDecodeParams& p, cudaStream_t stream) 
   check(p.D == 64 || p.D == 128, "ERR_ARG", std::string(op) + ": head dim must be 64 or 128, got " + std::to_string(p.D));
   check(p.max_seq_len >= 1 && p.max_seq_len <= p.max_blocks * p.block_size, "ERR_ARG",
         std::string(op) + ": need 1 <= max_seq_len <= max_blocks * block_size");
-  check(p.B < 65536 && p.Hq * p.Hkv < 65536 && p.max_seq_len < (int64_t(1) << 30), "ERR_SHAPE",
+  // grid: (splits, Hkv * head chunks <= Hq, B) for pass 1, (Hq, B) for pass 2
+  check(p.B < 65536 && p.Hq < 65536 && p.max_seq_len < (int64_t(1) << 30) && p.num_blocks < (int64_t(1) << 31) &&
+            p.max_blocks * p.block_size < (int64_t(1) << 31),
+        "ERR_SHAPE",
         std::string(op) + ": shape too large");
   check(std::isfinite(p.scale), "ERR_ARG", std::string(op) + ": scale must be finite");
   if (p.B == 0) return;
-  int sm_count = 0;
-  const int cc = attn_host::device_cc(&sm_count);
+  const int cc = attn_host::device_cc();
   check(cc >= 80, "ERR_ARG", std::string(op) + ": needs a compute capability 8.0+ GPU");
   attn_host::check_aligned16(p.q, op, "q");
   attn_host::check_aligned16(p.k_cache, op, "k_cache");
@@ -309,6 +328,13 @@ void attention_decode_cuda(const AttentionDecodeParams& p, cudaStream_t stream) 
         std::string(op) + ": lse must be 4-byte aligned");
   check(p.workspace != nullptr && (reinterpret_cast<uintptr_t>(p.workspace) & 255u) == 0, "ERR_ARG",
         std::string(op) + ": workspace (attention_decode_workspace_bytes) must be non-null and 256-byte aligned");
+}
+
+void attention_decode_cuda(const AttentionDecodeParams& p, cudaStream_t stream) {
+  attention_decode_cuda_validate(p);
+  if (p.B == 0) return;
+  int sm_count = 0;
+  attn_host::device_cc(&sm_count);
   DecodeArgs a;
   a.q = p.q;
   a.k_cache = p.k_cache;
@@ -324,6 +350,10 @@ void attention_decode_cuda(const AttentionDecodeParams& p, cudaStream_t stream) 
   a.Hkv = int(p.Hkv);
   a.block_size = int(p.block_size);
   a.max_blocks = int(p.max_blocks);
+  a.num_blocks = int(p.num_blocks);
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  a.error = cuda_device_error_record(device);
   a.scale_log2 = p.scale * attn::kLog2e;
   if (p.dtype == DType::bf16)
     decode_dispatch<__nv_bfloat16>(p, a, sm_count, stream);

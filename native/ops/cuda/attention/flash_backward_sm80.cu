@@ -359,7 +359,7 @@ size_t attention_backward_workspace_bytes(int64_t B, int64_t Tq, int64_t Hq, int
          attn_host::align256(size_t(B * Hq * Tq) * sizeof(float));
 }
 
-void attention_backward_cuda(const AttentionBackwardParams& p, cudaStream_t stream) {
+void attention_backward_cuda_validate(const AttentionBackwardParams& p) {
   const char* op = "attention_backward_cuda";
   check(p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
         std::string(op) + ": dtype must be bf16 or f16, got " + dtype_name(p.dtype));
@@ -379,15 +379,7 @@ void attention_backward_cuda(const AttentionBackwardParams& p, cudaStream_t stre
     attn_host::check_aligned16(p.dk, op, "dk");
     attn_host::check_aligned16(p.dv, op, "dv");
   }
-  if (!has_q) {
-    // No query: dk = dv = 0.
-    if (has_k) {
-      const size_t bytes = size_t(p.B * p.Tk * p.Hkv * p.D) * 2;
-      KILN_CUDA_CHECK(cudaMemsetAsync(p.dk, 0, bytes, stream));
-      KILN_CUDA_CHECK(cudaMemsetAsync(p.dv, 0, bytes, stream));
-    }
-    return;
-  }
+  if (!has_q) return;
   attn_host::check_aligned16(p.q, op, "q");
   attn_host::check_aligned16(p.out, op, "out");
   attn_host::check_aligned16(p.dout, op, "dout");
@@ -396,6 +388,20 @@ void attention_backward_cuda(const AttentionBackwardParams& p, cudaStream_t stre
         std::string(op) + ": lse must be a non-null 4-byte aligned pointer");
   check(p.workspace != nullptr && (reinterpret_cast<uintptr_t>(p.workspace) & 255u) == 0, "ERR_ARG",
         std::string(op) + ": workspace (attention_backward_workspace_bytes) must be non-null and 256-byte aligned");
+}
+
+void attention_backward_cuda(const AttentionBackwardParams& p, cudaStream_t stream) {
+  attention_backward_cuda_validate(p);
+  if (p.B == 0) return;
+  if (p.Tq == 0) {
+    // No query: dk = dv = 0.
+    if (p.Tk > 0) {
+      const size_t bytes = size_t(p.B * p.Tk * p.Hkv * p.D) * 2;
+      KILN_CUDA_CHECK(cudaMemsetAsync(p.dk, 0, bytes, stream));
+      KILN_CUDA_CHECK(cudaMemsetAsync(p.dv, 0, bytes, stream));
+    }
+    return;
+  }
   BwdArgs args;
   args.q = p.q;
   args.k = p.k;

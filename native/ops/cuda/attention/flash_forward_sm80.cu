@@ -240,7 +240,7 @@ void forward_typed(const AttentionParams& p, const FwdArgs& args, cudaStream_t s
 
 }  // namespace
 
-void attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
+void attention_forward_cuda_validate(const AttentionParams& p) {
   const char* op = "attention_forward_cuda";
   check(p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
         std::string(op) + ": dtype must be bf16 or f16, got " + dtype_name(p.dtype));
@@ -261,6 +261,11 @@ void attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
     attn_host::check_aligned16(p.k, op, "k");
     attn_host::check_aligned16(p.v, op, "v");
   }
+}
+
+void attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
+  attention_forward_cuda_validate(p);
+  if (p.B == 0 || p.Tq == 0) return;
   FwdArgs args;
   args.q = p.q;
   args.k = p.k;

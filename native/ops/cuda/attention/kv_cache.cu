@@ -4,12 +4,17 @@
 //   k_new, v_new: (B, Tnew, Hkv, D)   start: (B) i32
 //   for t < Tnew: token p = start[b] + t goes to block block_table[b, p / block_size], slot
 //   p % block_size:  cache[block, slot, h, :] = new[b, t, h, :]  (=; other slots untouched).
-// One thread per 16-byte chunk of a (b, t, h) row, K and V both. A physical block id outside
-// [0, num_blocks) or a position past max_blocks*block_size is skipped (cannot throw on device).
+// One thread per 16-byte chunk of a (b, t, h) row, K and V both. The host cannot read start and
+// the table without a sync, so they are checked here with the CPU op's rules
+// (paged_cache_checks.h): a position outside the table or a block id outside [0, num_blocks) is
+// skipped (nothing out of bounds is written) and reported as ERR_ARG at the next wait
+// (runtime/device_error.h).
 #include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "../../../runtime/device_error.h"
+#include "../../paged_cache_checks.h"
 #include "attention_cuda.h"
 #include "flash_common.cuh"
 
@@ -23,6 +28,7 @@ struct AppendArgs {
   const uint4* v_new;
   const int32_t* block_table;
   const int32_t* start;
+  DeviceErrorRecord* error;
   int64_t total_chunks;  // B * Tnew * Hkv * chunks_per_row
   int Tnew, Hkv, chunks_per_row, block_size, max_blocks, num_blocks;
 };
@@ -37,10 +43,17 @@ __global__ void kv_append_kernel(const AppendArgs a) {
     const int t = int(bt % a.Tnew);
     const int b = int(bt / a.Tnew);
     const int64_t pos = int64_t(a.start[b]) + t;
+    const int64_t capacity = int64_t(a.max_blocks) * a.block_size;
+    if (!append_position_valid(pos, capacity)) {
+      if (h == 0 && c == 0) report_device_error(a.error, kAppendPosition, b, pos, pos, capacity);
+      continue;
+    }
     const int64_t logical = pos / a.block_size;
-    if (pos < 0 || logical >= a.max_blocks) continue;
     const int phys = a.block_table[int64_t(b) * a.max_blocks + logical];
-    if (phys < 0 || phys >= a.num_blocks) continue;
+    if (!block_id_valid(phys, a.num_blocks)) {
+      if (h == 0 && c == 0) report_device_error(a.error, kAppendBlockId, b, logical, phys, a.num_blocks);
+      continue;
+    }
     const int64_t dst = ((int64_t(phys) * a.block_size + pos % a.block_size) * a.Hkv + h) * a.chunks_per_row + c;
     a.k_cache[dst] = a.k_new[i];
     a.v_cache[dst] = a.v_new[i];
@@ -49,7 +62,7 @@ __global__ void kv_append_kernel(const AppendArgs a) {
 
 }  // namespace
 
-void kv_append_cuda(const KvAppendParams& p, cudaStream_t stream) {
+void kv_append_cuda_validate(const KvAppendParams& p) {
   const char* op = "kv_append_cuda";
   check(p.dtype == DType::f32 || p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
         std::string(op) + ": dtype must be f32, bf16 or f16, got " + dtype_name(p.dtype));
@@ -66,6 +79,12 @@ void kv_append_cuda(const KvAppendParams& p, cudaStream_t stream) {
   attn_host::check_aligned16(p.k_new, op, "k_new");
   attn_host::check_aligned16(p.v_new, op, "v_new");
   check(p.block_table != nullptr && p.start != nullptr, "ERR_ARG", std::string(op) + ": null block_table/start");
+}
+
+void kv_append_cuda(const KvAppendParams& p, cudaStream_t stream) {
+  kv_append_cuda_validate(p);
+  if (p.B == 0 || p.Tnew == 0) return;
+  const int64_t row_bytes = p.D * int64_t(dtype_size(p.dtype));
   AppendArgs a;
   a.k_cache = static_cast<uint4*>(p.k_cache);
   a.v_cache = static_cast<uint4*>(p.v_cache);
@@ -80,6 +99,9 @@ void kv_append_cuda(const KvAppendParams& p, cudaStream_t stream) {
   a.block_size = int(p.block_size);
   a.max_blocks = int(p.max_blocks);
   a.num_blocks = int(p.num_blocks);
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  a.error = cuda_device_error_record(device);
   const int blocks = int(std::min<int64_t>((a.total_chunks + 255) / 256, 8192));
   kv_append_kernel<<<blocks, 256, 0, stream>>>(a);
   cuda_check_launch("kv_append_kernel");

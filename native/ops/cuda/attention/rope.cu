@@ -66,7 +66,7 @@ __global__ void rope_kernel(const T* x, T* y, const int32_t* __restrict__ positi
 
 }  // namespace
 
-void rope_cuda(const RopeParams& p, cudaStream_t stream) {
+void rope_cuda_validate(const RopeParams& p) {
   const char* op = "rope_cuda";
   check(p.dtype == DType::f32 || p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
         std::string(op) + ": dtype must be f32, bf16 or f16, got " + dtype_name(p.dtype));
@@ -76,6 +76,11 @@ void rope_cuda(const RopeParams& p, cudaStream_t stream) {
   check(p.base > 0.f, "ERR_ARG", std::string(op) + ": base must be positive");
   if (p.B * p.T * p.H * p.D == 0) return;
   check(p.x != nullptr && p.y != nullptr && p.positions != nullptr, "ERR_ARG", std::string(op) + ": null pointer");
+}
+
+void rope_cuda(const RopeParams& p, cudaStream_t stream) {
+  rope_cuda_validate(p);
+  if (p.B * p.T * p.H * p.D == 0) return;
   const int threads = int(std::min<int64_t>(128, ((p.D / 2 + 31) / 32) * 32));
   const unsigned blocks = unsigned(p.B * p.T);
   const double log2_base = std::log2(double(p.base));

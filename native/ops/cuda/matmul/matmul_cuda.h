@@ -17,7 +17,7 @@
 //
 // Paths (picked per call, see matmul_cuda):
 //   sm90  wgmma m64nNk16 + TMA + mbarrier pipeline, warp-specialized, persistent (sm_90a).
-//         See matmul_sm90.cu for its state: it is only taken when matmul_sm90_available().
+//         See matmul_sm90.cu for its state: it is only taken when matmul_sm90_available(device).
 //   sm80  mma.sync m16n8k16 + ldmatrix + cp.async multistage (sm_80, 86, 89; also runs on 90).
 //         Needs 16-byte aligned A and B, lda, ldb (and stride_a, stride_b when batch > 1)
 //         multiples of 8 elements, and N % 8 == 0 for swiglu without trans_b. C, the residual
@@ -86,7 +86,10 @@ std::string matmul_cuda_tune_key(const MatmulParams& p);
 void matmul_cuda_set_tuned(int device, const std::string& key, int config);
 void matmul_cuda_clear_tuned();
 
-// True when the sm90 wgmma path is compiled in and complete (see matmul_sm90.cu).
-bool matmul_sm90_available();
+// True when the loaded binary holds sm_90a code for `device` (so the wgmma kernel body exists
+// there): asked once per device at run time by a probe kernel compiled under the same guard as
+// the GEMM. False on a non-Hopper device and in builds without 90a (PTX JIT for compute_90
+// lacks wgmma/setmaxnreg), so forcing sm90 there falls back instead of reaching __trap().
+bool matmul_sm90_available(int device);
 
 }  // namespace kiln

@@ -10,13 +10,12 @@
 #include "../common.cuh"
 #include "matmul_cuda.h"
 #include "matmul_internal.cuh"
+#include "matmul_path.h"
 
 namespace kiln {
 namespace {
 
 using namespace matmul_detail;
-
-enum class Path { simt, sm80, sm90 };
 
 // The sm90 kernel was written without a GPU to run it on. Until a GPU session has checked it
 // against the CPU reference (KILN_MATMUL_PATH=sm90 or matmul_cuda_with_config), automatic
@@ -46,33 +45,31 @@ DeviceInfo current_device() {
   return d;
 }
 
-// Forced path from the environment, or nullptr for automatic.
-const char* forced_path() {
+// KILN_MATMUL_PATH, read on every call; a value other than sm90/sm80/simt/auto is ERR_ARG.
+ForcedPath forced_path() {
   const char* env = std::getenv("KILN_MATMUL_PATH");
-  if (!env || !*env || std::strcmp(env, "auto") == 0) return nullptr;
-  if (std::strcmp(env, "simt") && std::strcmp(env, "sm80") && std::strcmp(env, "sm90"))
+  const ForcedPath forced = parse_forced_path(env);
+  if (forced == ForcedPath::invalid)
     fail("ERR_ARG", std::string("KILN_MATMUL_PATH must be sm90, sm80, simt or auto, got '") + env + "'");
-  return env;
+  return forced;
 }
 
 bool path_runs(Path path, const MatmulParams& p, const DeviceInfo& d) {
   switch (path) {
     case Path::simt: return true;
     case Path::sm80: return d.cc_major >= 8 && matmul_sm80_supported(p);
-    case Path::sm90: return d.cc_major == 9 && matmul_sm90_available() && matmul_sm90_supported(p);
+    case Path::sm90: return d.cc_major == 9 && matmul_sm90_available(d.device) && matmul_sm90_supported(p);
   }
   return false;
 }
 
-// Paths a forced KILN_MATMUL_PATH allows: simt -> {simt}; sm80 -> {sm80, simt};
-// sm90 -> {sm90, sm80, simt} (the first that can run the call wins; see default_config);
-// unset -> all, except sm90 while kSm90InAutoDispatch is false.
-bool path_allowed_by_env(Path path) {
-  const char* env = forced_path();
-  if (!env) return path != Path::sm90 || kSm90InAutoDispatch;
-  if (std::strcmp(env, "simt") == 0) return path == Path::simt;
-  if (std::strcmp(env, "sm80") == 0) return path != Path::sm90;
-  return true;
+PathAbility ability(const MatmulParams& p, const DeviceInfo& d) {
+  PathAbility a;
+  a.f32_operands = p.ab_dtype == DType::f32;
+  a.sm80_runs = path_runs(Path::sm80, p, d);
+  a.sm90_runs = path_runs(Path::sm90, p, d);
+  a.sm90_in_auto = kSm90InAutoDispatch;
+  return a;
 }
 
 std::mutex tuned_mutex;
@@ -116,26 +113,28 @@ std::string tune_key_for(const MatmulParams& p, const DeviceInfo& d) {
 bool config_supported(const MatmulParams& p, int config, const DeviceInfo& d) {
   if (config < 0 || config >= matmul_cuda_config_count()) return false;
   Path path = path_of(config);
-  return path_allowed_by_env(path) && path_runs(path, p, d);
+  return path_allowed(forced_path(), path, kSm90InAutoDispatch) && path_runs(path, p, d);
 }
 
-int default_config(const MatmulParams& p, const DeviceInfo& d) {
-  int tuned = lookup_tuned(d.device, tune_key_for(p, d));
-  if (tuned >= 0 && config_supported(p, tuned, d)) return tuned;
-  if (p.ab_dtype == DType::f32) return 0;  // one path for f32, whatever the env says
-  if (const char* env = forced_path()) {
-    // Forced: the named path when it can take the operands, else the next slower one (never
-    // a throw: an unaligned view must still compute). sm90 is tried even though it is kept
-    // out of automatic dispatch, so KILN_MATMUL_PATH=sm90 is how a GPU session exercises it.
-    if (std::strcmp(env, "sm90") == 0 && path_runs(Path::sm90, p, d))
-      return sm90_first() + matmul_sm90_pick_config(p, d.sm_count);
-    if (std::strcmp(env, "simt") != 0 && path_runs(Path::sm80, p, d))
-      return sm80_first() + matmul_sm80_pick_config(p, d.sm_count);
-    return 0;
+int heuristic_config(Path path, const MatmulParams& p, const DeviceInfo& d) {
+  switch (path) {
+    case Path::sm90: return sm90_first() + matmul_sm90_pick_config(p, d.sm_count);
+    case Path::sm80: return sm80_first() + matmul_sm80_pick_config(p, d.sm_count);
+    default: return 0;
   }
-  if (kSm90InAutoDispatch && path_runs(Path::sm90, p, d)) return sm90_first() + matmul_sm90_pick_config(p, d.sm_count);
-  if (path_runs(Path::sm80, p, d)) return sm80_first() + matmul_sm80_pick_config(p, d.sm_count);
-  return 0;
+}
+
+// The path first (a forced path wins, see matmul_path.h), then a tuned winner on it, else the
+// path's shape heuristic. Forcing never throws for operands a path can't take: an unaligned
+// view falls back to the next slower path and still computes.
+int default_config(const MatmulParams& p, const DeviceInfo& d) {
+  const ForcedPath forced = forced_path();
+  const Path chosen = choose_path(forced, ability(p, d));
+  const int tuned = lookup_tuned(d.device, tune_key_for(p, d));
+  if (tuned >= 0 && tuned < matmul_cuda_config_count() &&
+      tuned_winner_applies(forced, path_of(tuned), config_supported(p, tuned, d), chosen))
+    return tuned;
+  return heuristic_config(chosen, p, d);
 }
 
 }  // namespace

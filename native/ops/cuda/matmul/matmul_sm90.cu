@@ -26,10 +26,13 @@
 // k-tile (no wgmma overlap across k-tiles), epilogue is not staged through smem / TMA store,
 // no cluster multicast. Expected after these: ~550-650 TFLOP/s on H100 SXM for 4096^3.
 // STATUS: compiles; never run (no GPU when written). matmul_dispatch.cu keeps it out of
-// automatic dispatch (kSm90InAutoDispatch) until a GPU session validates it.
+// automatic dispatch (kSm90InAutoDispatch) until a GPU session validates it, and takes it only
+// where matmul_sm90_available(device) (a probe kernel) says the loaded code is sm_90a.
 #include <cuda.h>  // CUtensorMap and the cuTensorMapEncodeTiled prototype only: libcuda is not linked
 
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "../common.cuh"
 #include "matmul_cuda.h"
@@ -56,6 +59,16 @@ const char* const kSm90ConfigNames[kSm90ConfigCount] = {"sm90_128x128x64_ws_s6",
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define KILN_SM90_ENABLED 1
 #endif
+
+// Writes 1 when the code the driver loaded for this device was compiled with the same guard as
+// matmul_sm90_kernel's body (sm_90a), 0 otherwise (other SASS, or compute_90 PTX JIT-compiled).
+__global__ void matmul_sm90_probe_kernel(int* has_sm90a) {
+#if defined(KILN_SM90_ENABLED)
+  *has_sm90a = 1;
+#else
+  *has_sm90a = 0;
+#endif
+}
 
 #if defined(KILN_SM90_ENABLED)
 __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
@@ -259,6 +272,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
       for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
       for (int kt = 0; kt < k_tiles; ++kt) {
         mbar_wait(smem_addr(&full_bar[stage]), phase);
+        // Lanes leave the try_wait spin loop independently; wgmma.fence / mma_async /
+        // commit_group / wait_group are .sync.aligned (every lane of the warp executes the same
+        // instruction together), so reconverge the warp first, as CUTLASS's pipeline does.
+        __syncwarp();
         const uint32_t a_base = smem_addr(a_smem + stage * Cfg::A_STAGE_BYTES + consumer * 64 * 128);
         const uint32_t b_base = smem_addr(b_smem + stage * Cfg::B_STAGE_BYTES);
         wgmma_fence();
@@ -404,6 +421,49 @@ void matmul_sm90_run(const MatmulParams& p, int config, cudaStream_t stream) {
 
 }  // namespace matmul_detail
 
-bool matmul_sm90_available() { return true; }
+namespace {
+
+// Runs the probe once on `device` (its own stream, synchronized: first use only).
+bool probe_sm90a(int device) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  bool has = false;
+  int major = 0;
+  cudaStream_t stream = nullptr;
+  int* flag = nullptr;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major == 9 &&
+      cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess) {
+    if (cudaMalloc(&flag, sizeof(int)) == cudaSuccess &&
+        cudaMemsetAsync(flag, 0, sizeof(int), stream) == cudaSuccess) {
+      matmul_detail::matmul_sm90_probe_kernel<<<1, 1, 0, stream>>>(flag);
+      int host = 0;
+      if (cudaGetLastError() == cudaSuccess &&
+          cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream) == cudaSuccess &&
+          cudaStreamSynchronize(stream) == cudaSuccess)
+        has = host == 1;
+    }
+    if (flag) (void)cudaFree(flag);
+    (void)cudaStreamSynchronize(stream);
+    (void)cudaStreamDestroy(stream);
+  }
+  (void)cudaGetLastError();  // a failed probe (no image for this device) only means "no"
+  (void)cudaSetDevice(previous);
+  return has;
+}
+
+}  // namespace
+
+bool matmul_sm90_available(int device) {
+  static std::mutex mutex;
+  static std::vector<int> known;  // per device: -1 not asked yet, 0 no, 1 yes
+  std::lock_guard<std::mutex> lock(mutex);
+  if (device < 0) return false;
+  if (size_t(device) >= known.size()) known.resize(size_t(device) + 1, -1);
+  if (known[size_t(device)] < 0) known[size_t(device)] = probe_sm90a(device) ? 1 : 0;
+  return known[size_t(device)] == 1;
+}
 
 }  // namespace kiln

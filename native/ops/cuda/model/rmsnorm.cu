@@ -179,11 +179,18 @@ int row_threads(int64_t items_per_row) {
 
 }  // namespace
 
-void rmsnorm_forward_cuda(const RmsnormForwardParams& p, cudaStream_t stream) {
+void rmsnorm_forward_cuda_validate(const RmsnormForwardParams& p) {
   check(p.N >= 0 && p.D >= 0, "ERR_SHAPE", "rmsnorm: negative size");
+  check(p.dtype == DType::f32 || p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
+        std::string("rmsnorm on CUDA takes f32, bf16 or f16, got ") + dtype_name(p.dtype));
   if (p.N == 0 || p.D == 0) return;
   check(p.y && p.x && p.weight, "ERR_ARG", "rmsnorm: null pointer");
   check(p.eps >= 0, "ERR_ARG", "rmsnorm: eps must be >= 0");
+}
+
+void rmsnorm_forward_cuda(const RmsnormForwardParams& p, cudaStream_t stream) {
+  rmsnorm_forward_cuda_validate(p);
+  if (p.N == 0 || p.D == 0) return;
   dispatch_cuda_dtype(p.dtype, "rmsnorm", [&](auto tag) {
     using T = decltype(tag);
     constexpr int n = Vec16<T>::n;
@@ -200,14 +207,21 @@ void rmsnorm_forward_cuda(const RmsnormForwardParams& p, cudaStream_t stream) {
   });
 }
 
-void rmsnorm_backward_cuda(const RmsnormBackwardParams& p, cudaStream_t stream) {
+void rmsnorm_backward_cuda_validate(const RmsnormBackwardParams& p) {
   check(p.N >= 0 && p.D >= 0, "ERR_SHAPE", "rmsnorm backward: negative size");
+  check(p.dtype == DType::f32 || p.dtype == DType::bf16 || p.dtype == DType::f16, "ERR_DTYPE",
+        std::string("rmsnorm backward on CUDA takes f32, bf16 or f16, got ") + dtype_name(p.dtype));
   check(p.D <= kMaxD, "ERR_SHAPE", "rmsnorm backward on CUDA supports D <= " + std::to_string(kMaxD));
   if (p.N == 0 || p.D == 0) return;
   check(p.dx && p.dweight && p.dy && p.h && p.weight && p.rstd, "ERR_ARG", "rmsnorm backward: null pointer");
   const size_t need = rmsnorm_backward_workspace_bytes(p.N, p.D);
   check(p.workspace && p.workspace_bytes >= need && aligned16(p.workspace), "ERR_ARG",
         "rmsnorm backward: needs " + std::to_string(need) + " bytes of 16-byte aligned workspace");
+}
+
+void rmsnorm_backward_cuda(const RmsnormBackwardParams& p, cudaStream_t stream) {
+  rmsnorm_backward_cuda_validate(p);
+  if (p.N == 0 || p.D == 0) return;
   const int blocks = int(p.N < kBackwardBlocks ? p.N : kBackwardBlocks);
   const size_t smem = size_t(p.D) * sizeof(float);
   dispatch_cuda_dtype(p.dtype, "rmsnorm backward", [&](auto tag) {
