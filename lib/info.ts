@@ -137,9 +137,11 @@ export function formatInfo(i: KilnInfo = info()): string {
       lines.push('  datasheet: unknown GPU (no peak figures; benchmarks still measure)');
     }
     lines.push(
-      d.kernels.covered
-        ? `  kernels: ${d.kernels.via}`
-        : `  kernels: NOT BUILT for this GPU (${d.kernels.via}); rebuild for it: ${REBUILD_FOR_GPU}`,
+      !d.kernels.covered
+        ? `  kernels: NOT BUILT for this GPU (${d.kernels.via}); rebuild for it: ${REBUILD_FOR_GPU}`
+        : / PTX /.test(d.kernels.via)
+          ? `  kernels: ${d.kernels.via}; this GPU is not among the built architectures, for its own SASS: ${REBUILD_FOR_GPU}`
+          : `  kernels: ${d.kernels.via}`,
     );
   }
   return lines.join('\n');

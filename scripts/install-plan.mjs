@@ -56,13 +56,14 @@ int main() {
 `;
 
 /** Compiles and runs the CUDA runtime probe with nvcc; [] when it cannot tell. */
-export function probeWithCudaRuntime(nvcc, timeoutMs = 60_000) {
+export function probeWithCudaRuntime(nvcc, timeoutMs = 180_000) {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-gpu-probe-'));
   try {
-    writeFileSync(join(dir, 'probe.cu'), PROBE_SOURCE);
+    // host code only (.cpp): nvcc just drives the host compiler and links cudart, no device passes
+    writeFileSync(join(dir, 'probe.cpp'), PROBE_SOURCE);
     const exe = join(dir, 'probe');
-    const built = spawnSync(nvcc, ['-o', exe, join(dir, 'probe.cu'), '-cudart', 'static'], { encoding: 'utf8', timeout: timeoutMs });
-    if (built.status !== 0) return { computeCaps: [], source: 'CUDA runtime probe (did not compile)' };
+    const built = spawnSync(nvcc, ['-o', exe, join(dir, 'probe.cpp'), '-cudart', 'static'], { encoding: 'utf8', timeout: timeoutMs });
+    if (built.status !== 0) return { computeCaps: [], source: `CUDA runtime probe (did not compile: ${(built.stderr || String(built.error ?? '')).trim().split('\n')[0]})` };
     const ran = spawnSync(exe, [], { encoding: 'utf8', timeout: 20_000 });
     return { computeCaps: ran.status === 0 ? parseComputeCaps(ran.stdout) : [], source: 'CUDA runtime probe' };
   } finally {
