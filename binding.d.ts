@@ -85,6 +85,10 @@ export interface NativeDeviceInfo {
   l2Bytes: number;
   sharedMemoryPerBlockOptin: number;
   sharedMemoryPerMultiprocessor: number;
+  /** whether this build's CUDA architectures can run on the device (SASS or PTX JIT) */
+  kernelsCovered: boolean;
+  /** the image that runs ("sm_86 SASS", "compute_90 PTX ...") or why none does */
+  kernelsVia: string;
 }
 
 export interface NativeBuildInfo {
@@ -115,6 +119,8 @@ export interface KilnBinding {
   random(tensor: NativeTensor, kind: 0 | 1, seedHigh: number, seedLow: number, offset: number, a: number, b: number): void;
   synchronize(): Promise<void>;
   info(): NativeBuildInfo;
+  /** The runtime's check whether a build for `archs` (CMake list) runs on compute capability major.minor. */
+  cudaArchCoverage(major: number, minor: number, archs: string): { covered: boolean; via: string };
   memoryStats(device: DeviceCode): NativeMemoryStats;
   resetPeakMemory(device: DeviceCode): void;
   emptyCache(device: DeviceCode): void;

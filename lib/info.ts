@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fail } from './errors.js';
 import { binding } from './native.js';
 import { KilnError, describe, fail } from './errors.js';
 
@@ -43,6 +44,8 @@ export interface DeviceInfo {
   /** From the memory clock and bus width (2 transfers per clock), when the driver reports them. */
   theoreticalBandwidthGBs?: number;
   peak?: GpuPeak;
+  /** Whether this build's CUDA architectures run on the device, and through which image (or why not). */
+  kernels: { covered: boolean; via: string };
 }
 
 export interface KilnInfo {
@@ -93,8 +96,26 @@ export function info(): KilnInfo {
       theoreticalBandwidthGBs:
         d.memoryClockKhz > 0 && d.memoryBusWidthBits > 0 ? (2 * d.memoryClockKhz * 1e3 * (d.memoryBusWidthBits / 8)) / 1e9 : undefined,
       peak: datasheetPeak(d.name),
+      kernels: { covered: d.kernelsCovered, via: d.kernelsVia },
     })),
   };
+}
+
+/** The command that rebuilds the addon for the GPUs present (what `kiln info` suggests). */
+export const REBUILD_FOR_GPU = 'KILN_FORCE_BUILD=1 npm rebuild kiln';
+
+/**
+ * Whether a build for `architectures` (CMake tokens, e.g. ['86-real', '90a-real', '90-virtual'])
+ * can run on a GPU of `computeCapability` ('8.6'): the check the runtime applies to every device
+ * before it puts work there. `via` names the SASS or PTX image that runs, or says why none does.
+ */
+export function cudaArchCoverage(computeCapability: string, architectures: readonly string[]): { covered: boolean; via: string } {
+  const match = typeof computeCapability === 'string' ? /^(\d{1,2})\.(\d)$/.exec(computeCapability) : null;
+  if (!match) fail('ERR_ARG', `computeCapability must look like '8.6', got ${JSON.stringify(computeCapability)}`);
+  if (!Array.isArray(architectures) || architectures.some((a) => typeof a !== 'string' || !/^[\w-]+$/.test(a))) {
+    fail('ERR_ARG', `architectures must be CMake architecture names like '86-real', got ${JSON.stringify(architectures)}`);
+  }
+  return binding().cudaArchCoverage(Number(match[1]), Number(match[2]), architectures.join(','));
 }
 
 /** Human-readable report printed by `kiln info`. */
@@ -114,7 +135,8 @@ function formatInfoUnchecked(i: KilnInfo): string {
     `kiln ${i.version} on Node ${i.node} (${i.platform}), ${i.cpuThreads} CPU threads, ${i.cpuIsa} kernels`,
     i.cudaCompiled
       ? `CUDA: compiled with toolkit ${i.cudaToolkit} for ${i.cudaArchitectures.join(', ')}; driver ${i.cudaDriverVersion ?? 'none'}`
-      : 'CUDA: not compiled in (nvcc was not found at install time); CPU backend only',
+      : 'CUDA: not compiled in (no nvcc or no GPU at install time); CPU backend only. For CUDA: ' +
+        `KILN_CUDA=1 ${REBUILD_FOR_GPU} (or KILN_CUDA_ARCHS="86-real;90a-real" for chosen architectures)`,
   ];
   if (i.devices.length === 0) {
     lines.push(`devices: cpu only${i.cudaCompiled ? ` (${i.cudaStatus})` : ''}`);
@@ -126,6 +148,13 @@ function formatInfoUnchecked(i: KilnInfo): string {
     } else {
       lines.push('  datasheet: unknown GPU (no peak figures; benchmarks still measure)');
     }
+    lines.push(
+      !d.kernels.covered
+        ? `  kernels: NOT BUILT for this GPU (${d.kernels.via}); rebuild for it: ${REBUILD_FOR_GPU}`
+        : / PTX /.test(d.kernels.via)
+          ? `  kernels: ${d.kernels.via}; this GPU is not among the built architectures, for its own SASS: ${REBUILD_FOR_GPU}`
+          : `  kernels: ${d.kernels.via}`,
+    );
   }
   return lines.join('\n');
 }

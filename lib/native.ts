@@ -1,5 +1,5 @@
 /**
- * Loads the addon through node-gyp-build (prebuilds/ first, then build/Release) and wraps every
+ * Loads the addon through node-gyp-build (build/Release first, then prebuilds/) and wraps every
  * function so native errors arrive as KilnError. lib/ calls the addon only through `native`.
  */
 import { existsSync, readdirSync } from 'node:fs';

@@ -40,9 +40,23 @@ export function cudaDeviceCount(): number {
   return binding().info().devices.length;
 }
 
-/** cuda:0 when a CUDA device is present (and KILN_DEVICE does not say otherwise), else cpu. */
+let warnedUncovered = false;
+
+/**
+ * cuda:0 when a CUDA device is present (and KILN_DEVICE does not say otherwise), else cpu. A GPU
+ * this build has no kernels for falls back to cpu with a warning (using it explicitly is ERR_NO_CUDA).
+ */
 export function defaultDevice(): Device {
   const forced = process.env.KILN_DEVICE;
   if (forced) return parseDevice(forced, 'KILN_DEVICE');
-  return cudaDeviceCount() > 0 ? 'cuda:0' : 'cpu';
+  const first = binding().info().devices[0];
+  if (!first) return 'cpu';
+  if (!first.kernelsCovered) {
+    if (!warnedUncovered) {
+      warnedUncovered = true;
+      process.emitWarning(`kiln: using the CPU: cuda:0 (${first.name}) cannot run this build (${first.kernelsVia}); rebuild with \`KILN_FORCE_BUILD=1 npm rebuild kiln\``, { code: 'KILN_CUDA_ARCHS' });
+    }
+    return 'cpu';
+  }
+  return 'cuda:0';
 }

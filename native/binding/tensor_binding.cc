@@ -179,6 +179,20 @@ Napi::Value synchronize(const Napi::CallbackInfo& info) {
   return deferred->Promise();
 }
 
+// (major, minor, archs) -> { covered, via }: the check the runtime applies to each device.
+Napi::Value cuda_arch_coverage_value(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsString()) {
+    fail("ERR_ARG", "cudaArchCoverage(major, minor, archs) takes two numbers and a string");
+  }
+  ArchCoverage c = cuda_arch_coverage(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+                                      info[2].As<Napi::String>().Utf8Value());
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("covered", c.covered);
+  out.Set("via", c.via);
+  return out;
+}
+
 Napi::Value info_value(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   BuildInfo b = build_info();
@@ -207,6 +221,8 @@ Napi::Value info_value(const Napi::CallbackInfo& info) {
     o.Set("l2Bytes", double(d.l2_bytes));
     o.Set("sharedMemoryPerBlockOptin", double(d.shared_memory_per_block_optin));
     o.Set("sharedMemoryPerMultiprocessor", double(d.shared_memory_per_multiprocessor));
+    o.Set("kernelsCovered", d.kernels.covered);
+    o.Set("kernelsVia", d.kernels.via);
     devices.Set(uint32_t(i), o);
   }
   out.Set("devices", devices);
@@ -290,6 +306,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "random", random);
   set_function(env, exports, "synchronize", synchronize);
   set_function(env, exports, "info", info_value);
+  set_function(env, exports, "cudaArchCoverage", cuda_arch_coverage_value);
   set_function(env, exports, "memoryStats", memory_stats_value);
   set_function(env, exports, "resetPeakMemory", reset_peak_memory_value);
   set_function(env, exports, "emptyCache", empty_cache_value);

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cuda_archs.h"
 #include "device.h"
 #include "device_error.h"
 #include "error.h"
@@ -37,6 +38,7 @@ struct DeviceState {
   cudaStream_t stream = nullptr;
   DeviceErrorRecord* error_record = nullptr;  // device memory, see device_error.h
   DeviceErrorRecord* error_host = nullptr;    // pinned copy read back at each wait
+  ArchCoverage kernels;  // whether this build's architectures run on the device (cuda_archs.h)
 };
 
 struct CudaState {
@@ -49,6 +51,14 @@ struct CudaState {
 CudaState& state() {
   static CudaState* s = new CudaState();
   return *s;
+}
+
+std::string built_archs() {
+#ifdef KILN_CUDA_ARCHS
+  return KILN_CUDA_ARCHS;
+#else
+  return "";
+#endif
 }
 
 void ensure_counted() {
@@ -64,7 +74,15 @@ void ensure_counted() {
       s.count = count;
       s.status = count > 0 ? "ok" : "no CUDA device";
     }
-    for (int i = 0; i < s.count; ++i) s.devices.push_back(new DeviceState());
+    for (int i = 0; i < s.count; ++i) {
+      DeviceState* d = new DeviceState();
+      int major = 0, minor = 0;
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i);
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
+      (void)cudaGetLastError();
+      d->kernels = cuda_arch_coverage(major, minor, built_archs());
+      s.devices.push_back(d);
+    }
   });
 }
 
@@ -77,6 +95,19 @@ DeviceState& device_state(int index) {
                       : "cuda:" + std::to_string(index) + " does not exist (" + std::to_string(s.count) + " CUDA devices)");
   }
   return *s.devices[index];
+}
+
+// A device this build can launch kernels on. Every kernel works on device memory, so checking
+// at allocation (and cudaSetDevice) makes a build without code for the GPU a clear error before
+// any launch, while synchronize() and memory statistics still work.
+DeviceState& usable_device_state(int index) {
+  DeviceState& d = device_state(index);
+  if (!d.kernels.covered) {
+    fail("ERR_NO_CUDA", "cuda:" + std::to_string(index) + " cannot run this build's CUDA kernels: " + d.kernels.via +
+                            ". Rebuild for the GPUs present with `KILN_FORCE_BUILD=1 npm rebuild kiln` (or set "
+                            "KILN_CUDA_ARCHS), or use the CPU");
+  }
+  return d;
 }
 
 void check(cudaError_t status, const char* what) {
@@ -140,11 +171,12 @@ CudaDeviceInfo cuda_device_info(int index) {
   if (cudaDeviceGetAttribute(&value, cudaDevAttrMemoryClockRate, index) == cudaSuccess) info.memory_clock_khz = value;
   if (cudaDeviceGetAttribute(&value, cudaDevAttrClockRate, index) == cudaSuccess) info.clock_khz = value;
   (void)cudaGetLastError();
+  info.kernels = device_state(index).kernels;
   return info;
 }
 
 void cuda_set_device(int index) {
-  device_state(index);
+  usable_device_state(index);
   check(cudaSetDevice(index), "cudaSetDevice");
 }
 
@@ -210,7 +242,7 @@ void cuda_synchronize(int index) {
 }
 
 void* cuda_allocate(int index, size_t bytes) {
-  DeviceState& d = device_state(index);
+  DeviceState& d = usable_device_state(index);
   size_t size = round_block(bytes);
   std::lock_guard<std::mutex> lock(d.mutex);
   d.stats.allocations += 1;
@@ -318,7 +350,7 @@ void empty_cache(Device device) {
 #else  // no CUDA compiled in
 
 namespace {
-[[noreturn]] void no_cuda() { fail("ERR_NO_CUDA", "kiln was built without CUDA (nvcc was not found at install time)"); }
+[[noreturn]] void no_cuda() { fail("ERR_NO_CUDA", "kiln was built without CUDA (at install there was no nvcc or no GPU; `KILN_CUDA=1 KILN_FORCE_BUILD=1 npm rebuild kiln` builds it)"); }
 }  // namespace
 
 BuildInfo build_info() {

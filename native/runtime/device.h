@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cuda_archs.h"
+
 namespace kiln {
 
 enum class DeviceType : int32_t { cpu = 0, cuda = 1 };
@@ -32,6 +34,7 @@ struct CudaDeviceInfo {
   size_t l2_bytes = 0;
   size_t shared_memory_per_block_optin = 0;
   size_t shared_memory_per_multiprocessor = 0;
+  ArchCoverage kernels;  // can this build's architectures run on it (cuda_archs.h)
 };
 
 struct BuildInfo {

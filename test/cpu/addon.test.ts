@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,8 +59,20 @@ test('kiln info reports the build and every device with datasheet peaks', () => 
   assert.is(reported.cudaCompiled, direct.cudaCompiled);
   assert.equal(reported.cudaArchitectures, direct.cudaArchitectures);
   assert.is(reported.devices.length, direct.devices.length);
-  if (direct.cudaCompiled) {
-    for (const arch of ['80-real', '86-real', '89-real', '90a-real']) {
+  // The architectures are the ones the build was made for: what scripts/install.mjs planned
+  // (build/kiln-install.json) when this is its build, and every default one under KILN_CUDA=1 (CI).
+  for (const arch of reported.cudaArchitectures) assert.match(arch, /^\d{2,3}[af]?(-real|-virtual)?$/);
+  assert.is(reported.cudaArchitectures.length > 0, direct.cudaCompiled);
+  const loaded = process.env.KILN_ADDON_PATH ? undefined : (createRequire(import.meta.url)('node-gyp-build').resolve(root) as string);
+  const record = join(root, 'build', 'kiln-install.json');
+  if (loaded === join(root, 'build', 'Release', 'kiln.node') && existsSync(record)) {
+    const planned = JSON.parse(readFileSync(record, 'utf8')) as { cuda: boolean; archs: string[] };
+    assert.is(direct.cudaCompiled, planned.cuda, 'CUDA compiled in as planned at install');
+    assert.equal([...reported.cudaArchitectures].sort(), [...planned.archs].sort(), 'the planned architectures');
+  }
+  if (process.env.KILN_CUDA === '1' && !process.env.KILN_CUDA_ARCHS) {
+    assert.ok(direct.cudaCompiled, 'KILN_CUDA=1 builds CUDA');
+    for (const arch of ['80-real', '86-real', '89-real', '90a-real', '90-virtual']) {
       assert.ok(reported.cudaArchitectures.includes(arch), `architectures include ${arch}`);
     }
   }
