@@ -11,6 +11,7 @@ import { parseDType } from './dtype.js';
 import { layerShapes, tuneMatmul } from './tune.js';
 import { bundledCorpus, prepareDocuments, prepareFiles } from './data/shards.js';
 import { tokenizerByName } from './data/tokenizer.js';
+import { dashboardCommand, reportCommand } from './monitor/commands.js';
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -22,9 +23,17 @@ commands:
                        the best device, shows progress, saves a checkpoint, prints a sample
   train --preset tiny --data DIR --steps N [--batch 16] [--seq 128] [--device cpu] [--out runs/x]
         [--accumulation 1] [--muon-lr 0.02] [--adamw-lr 0.003] [--eval-every 50] [--checkpoint-every 0]
-        [--resume DIR] [--seed 0] [--grad-clip 1] [--recompute]
+        [--resume DIR] [--seed 0] [--grad-clip 1] [--recompute] [--dashboard [PORT]]
                        pretrain; SIGINT saves a checkpoint and exits (--recompute: activation
-                       recomputation, less memory for one extra layer forward per layer)
+                       recomputation, less memory for one extra layer forward per layer;
+                       --dashboard: a live page on http://127.0.0.1:PORT (default 8788) with
+                       /metrics for Prometheus; --dashboard-host H needs --dashboard-token T)
+  dashboard RUN_DIR... [--port 8788] [--host 127.0.0.1 --token T]
+                       the dashboard for finished or running runs (their metrics.jsonl,
+                       followed while they grow), several overlaid on the same charts
+  report [RESULTS...] [--out report.html]
+                       one self-contained HTML report (opens from disk) from bench/results JSON
+                       files or directories (default bench/results) of any number of machines
   generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--seed 0]
   prepare [--tokenizer byte|gpt2] [--val 0.01] [--out data/] [FILES_OR_DIRS...]
                        tokenize .txt/.md/.jsonl files (default: the bundled corpus) into
@@ -57,6 +66,10 @@ async function main(argv: string[]): Promise<number> {
       return train(rest);
     case 'generate':
       return generate(rest);
+    case 'dashboard':
+      return dashboardCommand(rest);
+    case 'report':
+      return reportCommand(rest);
     case 'selfcheck': {
       parseArgs({ args: rest, options: {}, strict: true });
       const results = await selfCheck();

@@ -9,3 +9,4 @@ export { Tensor, tensor, empty, zeros, ones, full, randn, rand, manualSeed, type
 export { synchronize, memoryStats, resetPeakMemory, emptyCache, cudaDeviceCount, defaultDevice, type MemoryStats } from './runtime.js';
 export { info, formatInfo, datasheetPeak, type KilnInfo, type DeviceInfo, type GpuPeak } from './info.js';
 export * as ops from './ops/index.js';
+export { Dashboard, attachServingDashboard, attachTrainingDashboard, startDashboard, renderReport, writeReport, type DashboardOptions } from './monitor/index.js';
