@@ -270,6 +270,10 @@ export class Dashboard {
       );
       return;
     }
+    if (url.pathname === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    }
     const asset = this.assets.get(url.pathname);
     if (!asset) {
       res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');

@@ -175,7 +175,8 @@
         axes: [{ label: time ? '' : 'step' }, { values: (u, vals) => vals.map(spec.fmt), size: 70 }],
         series: [{ label: time ? 'time' : 'step' }, ...series.map(({ g, f }) => ({
           label: multi || !f.label ? `${g.name} ${f.label}` : f.label,
-          stroke: g.color, width: f.width ?? 1.5, dash: f.dash, spanGaps: true,
+          // one run: a colour per field; several: a colour per run, a dash per field
+          stroke: multi ? g.color : COLORS[spec.fields.indexOf(f) % COLORS.length], width: f.width ?? 1.5, dash: f.dash, spanGaps: true,
           points: { show: f.points ? true : undefined, size: 5 },
           value: (u, v) => spec.fmt(v),
         }))],
