@@ -228,6 +228,7 @@ function table(id: string, head: string[], rows: string[], caption?: string): st
 
 const shortCommit = (c?: string) => (c ? c.slice(0, 12) : undefined);
 const day = (d?: string) => (d ? d.slice(0, 19).replace('T', ' ') : undefined);
+const minute = (d?: string) => day(d)?.slice(0, 16);
 
 // ---- sections -----------------------------------------------------------------------------
 
@@ -433,7 +434,9 @@ function servingSection(results: LoadedResult[]): string {
     `${cell(p.kvUsage, '%', { scale: 100, field: 'kvUsage' })}${cell(p.prefixHitRate, '%', { scale: 100, field: 'prefixCacheHitRate' })}${cell(p.mbu, '%', { scale: 100, field: 'mbu' })}</tr>`);
   const charts: string[] = [];
   for (const m of [...new Map(points.map((p) => [p.m.key, p.m])).values()]) {
-    const mine = points.filter((p) => p.m.key === m.key);
+    // the charts show each machine's latest serving run (the table lists them all)
+    const latest = points.filter((p) => p.m.key === m.key).at(-1)!.f;
+    const mine = points.filter((p) => p.m.key === m.key && p.f === latest);
     const systems = [...new Set(mine.map((p) => p.system))];
     const curves = (x: (p: ServePoint) => number | undefined, mode: 'concurrency' | 'rate'): ChartSeries[] => systems.map((s, i) => ({
       name: `${s} (${mode === 'rate' ? 'request-rate sweep' : 'concurrency'})`, color: PALETTE[i % PALETTE.length], line: true, marker: (i ? 'square' : 'circle') as ChartSeries['marker'], dash: mode === 'rate' ? '5 3' : undefined,
@@ -442,7 +445,7 @@ function servingSection(results: LoadedResult[]): string {
     })).filter((c) => c.points.length > 0);
     for (const [metric, label] of [['ttft', 'TTFT p50 (ms)'], ['itl', 'inter-token latency p50 (ms)']] as const) {
       const series = [...curves((p) => latency(p.row, metric, 50), 'concurrency'), ...curves((p) => latency(p.row, metric, 50), 'rate')];
-      if (series.length) charts.push(`<figure>${lineChart({ title: `Throughput vs ${metric === 'ttft' ? 'TTFT' : 'ITL'}: ${m.label}`, xLabel: label, yLabel: 'output tokens/s', series })}</figure>`);
+      if (series.length) charts.push(`<figure>${lineChart({ title: `Throughput vs ${metric === 'ttft' ? 'TTFT' : 'ITL'}: ${m.label}, ${minute(latest.date) ?? ''}`, xLabel: label, yLabel: 'output tokens/s', series })}</figure>`);
     }
     for (const [metric, name] of [['ttft', 'TTFT'], ['itl', 'Inter-token latency']] as const) {
       const series: ChartSeries[] = mine.map((p, i) => ({
@@ -454,7 +457,7 @@ function servingSection(results: LoadedResult[]): string {
     }
   }
   const head = ['device', 'system', 'model', 'concurrency', 'request rate', 'requests/s', 'output tokens/s', 'TTFT p50', 'TTFT p99', 'TPOT p50', 'ITL p50', 'ITL p99', 'KV usage', 'prefix-cache hits', 'MBU'];
-  return `<section id="serving"><h2>Serving</h2><p class="note">kiln and its peers on the same prompts: output tokens/s against latency as load rises (concurrency levels solid, request-rate sweep dashed), and the latency percentiles at each load.</p>` +
+  return `<section id="serving"><h2>Serving</h2><p class="note">kiln and its peers on the same prompts: output tokens/s against latency as load rises (concurrency levels solid, request-rate sweep dashed), and the latency percentiles at each load. Charts show each machine's latest serving run; the table lists every run.</p>` +
     `<div class="figures">${charts.join('')}</div><div class="scroll">${table('serving-table', head, rows)}</div></section>`;
 }
 

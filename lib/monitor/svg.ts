@@ -119,7 +119,7 @@ export function lineChart(o: ChartOptions): string {
   const fx = o.xFormat ?? formatTick;
   const fy = o.yFormat ?? formatTick;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${escapeXml(o.title)}">`);
+  parts.push(`<svg class="chart" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${escapeXml(o.title)}">`);
   parts.push(`<text x="${m.left}" y="16" class="title">${escapeXml(o.title)}</text>`);
   for (const t of ticks(x0, x1, !!o.xLog)) {
     parts.push(`<line x1="${sx(t).toFixed(1)}" x2="${sx(t).toFixed(1)}" y1="${m.top}" y2="${H - m.bottom}" class="grid"/>`);
@@ -187,7 +187,7 @@ export function stackedBars(title: string, unit: string, rows: BarRow[], width =
   const totals = rows.map((r) => r.segments.reduce((s, g) => s + (g.value ?? 0), 0));
   const max = Math.max(1e-12, ...totals);
   const scale = (v: number) => (v / max) * (width - m.left - m.right);
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 ${width} ${H}" width="${width}" height="${H}" role="img" aria-label="${escapeXml(title)}">`,
+  const parts = [`<svg class="chart" viewBox="0 0 ${width} ${H}" width="${width}" height="${H}" role="img" aria-label="${escapeXml(title)}">`,
     `<text x="8" y="16" class="title">${escapeXml(title)}</text>`];
   const names = [...new Map(rows.flatMap((r) => r.segments.map((s) => [s.name, s.color] as const))).entries()];
   let lx = 8;

@@ -186,7 +186,10 @@
       c.plot.setData(data);
     }
     c.displayed = data[0].length;
-    c.series = series.map((s, i) => ({ label: `${s.g.name}/${s.f.key}`, points: data[i + 1].filter((v) => v != null).length }));
+    c.series = series.map((s, i) => {
+      const drawn = data[i + 1].filter((v) => v != null);
+      return { label: `${s.g.name}/${s.f.key}`, points: drawn.length, max: drawn.reduce((a, b) => Math.max(a, b), -Infinity) };
+    });
   }
 
   function renderRuns() {
