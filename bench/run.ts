@@ -14,11 +14,13 @@ import { devicesToBenchmark, writeResults } from './harness.js';
 import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
 import { benchTrain, benchTrainRun } from './train.js';
+import { benchDashboard } from './dashboard.js';
 
 const BENCHMARKS: Record<string, (devices: ReturnType<typeof devicesToBenchmark>) => Promise<unknown[]>> = {
   memory: benchMemory,
   matmul: benchMatmul,
   train: benchTrain,
+  dashboard: benchDashboard,
 };
 
 function positiveInt(value: string | undefined, name: string): number | undefined {

@@ -41,7 +41,7 @@ commands:
   tune [--device cuda:N] [--tokens 8192,16384] [--dtype bf16]
                        time every CUDA GEMM candidate on the 1.4B layer shapes and cache the
                        winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
-  bench [train|matmul|memory] [--out bench/results]
+  bench [train|matmul|memory|dashboard] [--out bench/results]
         train [--preset 1.4b] [--device cuda:0] [--batch 8] [--seq 2048] [--steps 12] [--warmup 3]
               [--recompute] [--no-peer]
                        benchmarks next to their peers (PyTorch, numpy), JSON into --out; from a

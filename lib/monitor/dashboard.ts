@@ -143,8 +143,8 @@ export class Dashboard {
     return true;
   }
 
-  /** Marks a run finished (or stopped early) on the page. */
-  finishRun(run: TrainingRun, state: 'finished' | 'stopped' = 'finished'): void {
+  /** Sets a run's state (finished, stopped early, idle, or running again) and tells the page. */
+  finishRun(run: TrainingRun, state: RunStatus['state'] = 'finished'): void {
     run.state = state;
     this.broadcast('run', run.status());
   }

@@ -8,6 +8,9 @@ import { fail } from '../errors.js';
 import type { Dashboard } from './dashboard.js';
 import type { TrainingRun } from './training.js';
 
+/** a followed file that has not grown for this long is shown as idle */
+const IDLE_MS = 120_000;
+
 /** Planned steps from the newest checkpoint's trainer.json (step-NNNNNN/), when there is one. */
 export function plannedSteps(runDir: string): number | undefined {
   let dirs: string[];
@@ -56,7 +59,10 @@ export class MetricsFollower {
       this.dashboard.resetRun(this.run);
     }
     this.inode = stat.ino;
-    if (stat.size === this.offset) return 0;
+    if (stat.size === this.offset) {
+      if (this.run.state === 'running' && Date.now() - stat.mtimeMs > IDLE_MS) this.dashboard.finishRun(this.run, 'idle');
+      return 0;
+    }
     const fd = openSync(this.file, 'r');
     let added = 0;
     try {
@@ -86,7 +92,10 @@ export class MetricsFollower {
       closeSync(fd);
     }
     if (this.run.totalSteps === undefined) this.run.totalSteps = plannedSteps(dirname(this.file));
-    if (added > 0 && this.run.totalSteps !== undefined && this.run.points.at(-1)!.step >= this.run.totalSteps) this.dashboard.finishRun(this.run);
+    const last = this.run.points.at(-1)?.step ?? 0;
+    // a file says nothing of its writer: finished at the planned step, idle when it stopped growing
+    const state = this.run.totalSteps !== undefined && last >= this.run.totalSteps ? 'finished' : Date.now() - stat.mtimeMs > IDLE_MS ? 'idle' : 'running';
+    if (state !== this.run.state) this.dashboard.finishRun(this.run, state);
     return added;
   }
 

@@ -30,11 +30,11 @@ export interface TrainingPoint {
 export interface RunStatus {
   id: number;
   name: string;
-  /** 'live': fed by a Trainer in this process; 'file': read from metrics.jsonl (and followed) */
+  /** 'live': fed by a Trainer in this process; 'file': read from metrics.jsonl (and followed; 'idle' when it has not grown for 2 minutes) */
   source: 'live' | 'file';
   /** a metrics file may be replaced (a new run in the same directory): the page resets the run */
   generation: number;
-  state: 'running' | 'finished' | 'stopped';
+  state: 'running' | 'finished' | 'stopped' | 'idle';
   step: number;
   totalSteps?: number;
   /** step / totalSteps (0..1) */

@@ -233,6 +233,18 @@ test('metrics.jsonl: read, followed as it grows (partial lines wait), replaced f
     f.poll();
     assert.is(f.run.points.length, 1, 'a replaced file resets the run');
     assert.is(f.run.generation, 1);
+    assert.is(f.run.state, 'running', 'a file growing now');
+    const { utimesSync } = await import('node:fs');
+    utimesSync(file, new Date(Date.now() - 600_000), new Date(Date.now() - 600_000));
+    f.poll();
+    assert.is(f.run.state, 'idle', 'a file that stopped growing without reaching its planned steps');
+    mkdirSync(join(dir, 'step-000002'));
+    writeFileSync(join(dir, 'step-000002', 'trainer.json'), JSON.stringify({ step: 2, options: { steps: 2 } }));
+    appendFileSync(file, JSON.stringify(stepMetrics(2)) + '\n');
+    f.run.totalSteps = undefined;
+    f.poll();
+    assert.is(f.run.totalSteps, 2, 'the plan comes from the checkpoint\'s trainer.json');
+    assert.is(f.run.state, 'finished');
     await assertKilnError(() => openRuns(d, [join(root, 'missing')]), 'ERR_ARG');
     await assertKilnError(() => openRuns(d, []), 'ERR_ARG');
     assert.ok(new MetricsFollower(join(root, 'none.jsonl'), d, d.addRun('x')).poll() === 0, 'a file not yet written is waited for');
