@@ -15,7 +15,8 @@
  *     bytes? (else M, N, K give the GEMM's bytes), peer?, peerTflops?
  *   memory rows: device, op, bytes, achievedGBs (the measured bandwidth roof)
  *   serve rows: concurrency? / requestRate?, outputTokensPerSecond, requestsPerSecond, ttftP50Ms ...
- *     (or nested ttft: { p50Ms | p50 }), tpot*, itl*, kvUsage, prefixCacheHitRate, system?, peer?: {...}
+ *     (or nested ttft: { p50Ms | p50 }, ttftMs: { p50, p99 }), tpot*, itl*, kvUsage, prefixCacheHitRate,
+ *     system?, peer?: {...}; or `kiln bench serve`'s { drivers: [{ driver, scenarios: [...], bandwidth? }] }
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -364,10 +365,10 @@ function normalizedSection(results: LoadedResult[], kernels: KernelPoint[], roof
         add(m, `${name}: achieved FLOP/s`, g !== undefined ? g / 1e3 : undefined, 'TFLOP/s', f, 'flops');
       } else if (f.benchmark === 'memory') {
         add(m, `memory ${text(row, 'op') ?? ''}`, pick(row, 'achievedGBs'), 'GB/s', f, 'bandwidth');
-      } else if (f.benchmark === 'serve') {
-        const s = serveRow(f, row, undefined);
-        add(m, `serve ${s.system} ${s.load}: output tokens/s`, s.outputTps, 'tok/s', f, 'throughput');
       }
+    }
+    if (f.benchmark === 'serve') {
+      for (const s of servePoints(f)) add(s.m, `serve ${s.system} ${s.load}: output tokens/s`, s.outputTps, 'tok/s', f, 'throughput');
     }
   }
   for (const k of kernels) add(k.machine, `${k.family} ${k.name} ${k.dtype ?? ''}`.trim(), k.tflops, 'TFLOP/s', k.file, 'flops');
@@ -407,26 +408,48 @@ function serveRow(f: LoadedResult, row: Row, inherit: Row | undefined): ServePoi
     system: text(row, 'name') && inherit ? text(row, 'name')! : text(row, 'system') ?? text(row, 'engine') ?? text(row, 'server') ?? 'kiln',
     load, loadValue: rate ?? concurrency, concurrency, rate,
     outputTps: pick(row, 'outputTokensPerSecond', 'outputThroughput', 'output.tokensPerSecond', 'tokensPerSecond'),
-    rps: pick(row, 'requestsPerSecond', 'requestThroughput'), kvUsage: pick(row, 'kvUsage', 'kvCacheUsage'), prefixHitRate: pick(row, 'prefixCacheHitRate'),
+    rps: pick(row, 'requestsPerSecond', 'requestThroughput'), kvUsage: pick(row, 'kvUsage', 'kvUsage.mean', 'kvCacheUsage'), prefixHitRate: pick(row, 'prefixCacheHitRate'),
     mbu: pick(row, 'mbu', 'bandwidthUtilization'), row,
   };
   void f;
 }
 
-function servingSection(results: LoadedResult[]): string {
-  const points: (ServePoint & { f: LoadedResult; m: Machine })[] = [];
-  for (const f of results.filter((x) => x.benchmark === 'serve')) {
-    for (const row of f.results) {
-      const m = machineOf(f, text(row, 'device'));
-      points.push({ ...serveRow(f, row, undefined), f, m });
-      if (typeof row.peer === 'object' && row.peer !== null && !('error' in (row.peer as Row))) {
-        const peer = row.peer as Row;
-        points.push({ ...serveRow(f, peer, row), system: text(peer, 'name') ?? text(peer, 'system') ?? 'peer', f, m });
+/**
+ * Serving points of a result file, in either shape: flat rows (one per load level, a `peer`
+ * object beside kiln's figures), or `kiln bench serve`'s nested rows ({ drivers: [{ driver,
+ * scenarios: [{ concurrency | rate, outputTokensPerSecond, ttftMs: { p50, p99 }, ... }],
+ * bandwidth?: { utilization } }] }, the utilization belonging to concurrency 1).
+ */
+function servePoints(f: LoadedResult): (ServePoint & { f: LoadedResult; m: Machine; model?: string })[] {
+  const points: (ServePoint & { f: LoadedResult; m: Machine; model?: string })[] = [];
+  for (const row of f.results) {
+    const m = machineOf(f, text(row, 'device'));
+    const model = text(row, 'preset') ?? text(row, 'model') ?? text(row, 'checkpoint');
+    if (Array.isArray(row.drivers)) {
+      for (const d of row.drivers as Row[]) {
+        if (typeof d !== 'object' || d === null || !Array.isArray(d.scenarios)) continue;
+        const utilization = pick(d, 'bandwidth.utilization');
+        for (const sc of d.scenarios as Row[]) {
+          if (typeof sc !== 'object' || sc === null) continue;
+          const p = serveRow(f, sc, undefined);
+          points.push({ ...p, system: text(d, 'driver') ?? text(d, 'name') ?? 'kiln', mbu: p.mbu ?? (p.concurrency === 1 ? utilization : undefined), f, m, model });
+        }
       }
+      continue;
+    }
+    points.push({ ...serveRow(f, row, undefined), f, m, model });
+    if (typeof row.peer === 'object' && row.peer !== null && !('error' in (row.peer as Row))) {
+      const peer = row.peer as Row;
+      points.push({ ...serveRow(f, peer, row), system: text(peer, 'name') ?? text(peer, 'system') ?? 'peer', f, m, model: text(peer, 'model') });
     }
   }
+  return points;
+}
+
+function servingSection(results: LoadedResult[]): string {
+  const points = results.filter((x) => x.benchmark === 'serve').flatMap(servePoints);
   if (points.length === 0) return '';
-  const rows = points.map((p) => `<tr data-file="${escapeXml(basename(p.f.file))}">${textCell(p.m.label, 'device')}${textCell(p.system, 'system')}${textCell(text(p.row, 'preset') ?? text(p.row, 'model'), 'model')}` +
+  const rows = points.map((p) => `<tr data-file="${escapeXml(basename(p.f.file))}">${textCell(p.m.label, 'device')}${textCell(p.system, 'system')}${textCell(p.model, 'model')}` +
     `${cell(p.concurrency, '', { field: 'concurrency' })}${cell(p.rate, 'req/s', { field: 'requestRate' })}${cell(p.rps, 'req/s', { field: 'requestsPerSecond' })}` +
     `${cell(p.outputTps, 'tok/s', { field: 'outputTokensPerSecond' })}` +
     `${cell(latency(p.row, 'ttft', 50), 'ms', { field: 'ttftP50Ms' })}${cell(latency(p.row, 'ttft', 99), 'ms', { field: 'ttftP99Ms' })}` +

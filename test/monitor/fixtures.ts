@@ -106,5 +106,24 @@ export function resultFiles(): Record<string, unknown> {
         { device: 'cpu', preset: '125m', requestRate: 4, outputTokensPerSecond: 180.5, ttft: { p50Ms: 130.0, p99Ms: 390.0 }, itl: { p50Ms: 35.5, p99Ms: 70.0 } },
       ],
     },
+    // the shape `kiln bench serve` writes (branch gguf, in progress): drivers with scenarios
+    'serve-nested.json': {
+      benchmark: 'serve', date: '2026-12-01T13:00:00.000Z', commit: 'd'.repeat(40), kiln: KILN_CPU,
+      results: [{
+        checkpoint: 'random 125m (seeded init, untrained)', dtype: 'f32', threads: 2, outputTokens: 32, copyBandwidthGBs: 25.9,
+        drivers: [
+          { driver: 'kiln', scenarios: [
+            { scenario: 'c1', concurrency: 1, requests: 16, completed: 16, failed: 0, requestsPerSecond: 0.5, outputTokensPerSecond: 16.25,
+              ttftMs: { mean: 80, p50: 75.5, p99: 140.0 }, tpotMs: { mean: 30, p50: 29.5, p99: 40 }, itlMs: { mean: 30, p50: 29.0, p99: 45.5 }, kvUsage: { mean: 0.01, max: 0.02 }, prefixCacheHitRate: 0.125 },
+            { scenario: 'rate 2', rate: 2, requests: 32, completed: 32, failed: 0, requestsPerSecond: 1.9, outputTokensPerSecond: 60.5,
+              ttftMs: { mean: 200, p50: 190.25, p99: 480 }, tpotMs: { mean: 50, p50: 48, p99: 70 }, itlMs: { mean: 50, p50: 47.5, p99: 90 } },
+          ], bandwidth: { bytesPerToken: 500_000_000, readGBs: 8.1, copyGBs: 25.9, utilization: 0.3127 } },
+          { driver: 'llama.cpp', scenarios: [
+            { scenario: 'c1', concurrency: 1, requests: 16, completed: 16, failed: 0, requestsPerSecond: 0.45, outputTokensPerSecond: 14.5,
+              ttftMs: { mean: 90, p50: 88.0, p99: 150 }, tpotMs: { mean: 33, p50: 32.5, p99: 41 }, itlMs: { mean: 33, p50: 32.0, p99: 47 } },
+          ] },
+        ],
+      }],
+    },
   };
 }

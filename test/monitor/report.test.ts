@@ -86,7 +86,7 @@ test('tables hold the JSON numbers; ratios are ratios of them; missing figures a
 
   const serving = tableRows(html, 'serving-table');
   const serve = (files['serve-cpu.json'] as any).results;
-  assert.is(serving.length, 5, 'three kiln rows and two peer rows');
+  assert.is(serving.length, 8, 'flat: three kiln rows and two peer rows; nested: three');
   assert.is(Number(serving[0].ttftP50Ms.value), serve[0].ttftP50Ms);
   assert.is(serving[1].system.text, 'llama.cpp');
   assert.is(Number(serving[1].outputTokensPerSecond.value), serve[0].peer.outputTokensPerSecond);
@@ -94,6 +94,19 @@ test('tables hold the JSON numbers; ratios are ratios of them; missing figures a
   const rate = serving.find((r) => r.requestRate.value === '4')!;
   assert.is(Number(rate.ttftP99Ms.value), 390, 'nested { ttft: { p99Ms } } is read too');
   assert.is(Number(rate.itlP50Ms.value), 35.5);
+
+  // `kiln bench serve`'s nested shape: one row per driver and scenario
+  const nested = serving.filter((r) => r.model.text === 'random 125m (seeded init, untrained)');
+  assert.equal(nested.map((r) => r.system.text), ['kiln', 'kiln', 'llama.cpp']);
+  assert.is(Number(nested[0].ttftP50Ms.value), 75.5);
+  assert.is(Number(nested[0].itlP99Ms.value), 45.5);
+  assert.is(Number(nested[0].tpotP50Ms.value), 29.5);
+  assert.is(Number(nested[0].kvUsage.value), 0.01, 'KV usage: the mean over the scenario');
+  assert.is(Number(nested[0].mbu.value), 0.3127, 'bandwidth utilization belongs to concurrency 1');
+  assert.is(nested[1].mbu.text, '—');
+  assert.is(Number(nested[1].requestRate.value), 2);
+  assert.is(Number(nested[2].outputTokensPerSecond.value), 14.5);
+  assert.is(nested[2].prefixCacheHitRate.text, '—');
 
   const normalized = tableRows(html, 'normalized-table');
   const tps = normalized.find((r) => r.figure.text.includes('1.4b') && r.figure.text.endsWith('tokens/s'))!;
