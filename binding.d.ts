@@ -41,6 +41,8 @@ export interface MatmulParams {
   epilogue: 0 | 1 | 2;
   /** CPU only: run the plain-loop reference */
   reference: boolean;
+  /** rows of C independent of M (CPU: no skinny path); optional */
+  batchInvariant?: boolean;
   /** CUDA only: run this candidate configuration (tuning); omit for the dispatcher's choice */
   config?: number;
 }

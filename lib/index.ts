@@ -10,3 +10,5 @@ export { synchronize, memoryStats, resetPeakMemory, emptyCache, cudaDeviceCount,
 export { info, formatInfo, datasheetPeak, type KilnInfo, type DeviceInfo, type GpuPeak } from './info.js';
 export * as ops from './ops/index.js';
 export { Dashboard, attachServingDashboard, attachTrainingDashboard, startDashboard, renderReport, writeReport, type DashboardOptions } from './monitor/index.js';
+export { Engine, type EngineLoadOptions } from './serve/engine.js';
+export type * from './serve/types.js';

@@ -206,14 +206,22 @@ export interface DecodeOptions {
   /** An upper bound of seqLens (CUDA sizes its split-K work from it); default: the cache capacity. */
   maxSeqLen?: number;
   reference?: boolean;
+  /** Planned outputs (B, Hq, D) and (B, Hq) f32 (otherwise new tensors): the serving loop reuses them. */
+  out?: Tensor;
+  lse?: Tensor;
 }
 
-/** One query token per sequence against its cached keys/values (a ragged batch). */
+/**
+ * One query token per row against its cached keys/values (a ragged batch). Rows are
+ * independent: a row of the block table may repeat another's, so the tokens of a prefill chunk
+ * (row n: that sequence's table, seqLens[n] = its position + 1) attend causally to the paged
+ * cache exactly as decode tokens do.
+ */
 export function attentionDecode(q: Tensor, cache: PagedCache, seqLens: Tensor, options?: DecodeOptions): { out: Tensor; lse: Tensor } {
   const c = checkCache(cache);
   const query = checkTensor(q, 'q');
   const lens = checkTensor(seqLens, 'seqLens');
-  const o = checkOptions(options, ['scale', 'maxSeqLen', 'reference'], 'decode options');
+  const o = checkOptions(options, ['scale', 'maxSeqLen', 'reference', 'out', 'lse'], 'decode options');
   if (query.ndim !== 3) fail('ERR_SHAPE', 'q must be (B, Hq, D)');
   const [B, Hq, D] = query.shape;
   if (B !== c.B || D !== c.D) fail('ERR_SHAPE', `q [${query.shape}] does not fit the cache (B ${c.B}, D ${c.D})`);
@@ -229,8 +237,9 @@ export function attentionDecode(q: Tensor, cache: PagedCache, seqLens: Tensor, o
   const reference = o.reference ?? false;
   if (typeof reference !== 'boolean') fail('ERR_ARG', 'reference must be a boolean');
   if (reference && query.device !== 'cpu') fail('ERR_ARG', 'the reference decode runs on the CPU only');
-  const out = newTensor(query, [B, Hq, D]);
-  const lse = newTensor(query, [B, Hq], lseDType(query.dtype));
+  const out = o.out === undefined ? newTensor(query, [B, Hq, D]) : output(o.out, 'out', query.device, query.dtype, [B, Hq, D]);
+  const lse = o.lse === undefined ? newTensor(query, [B, Hq], lseDType(query.dtype)) : output(o.lse, 'lse', query.device, lseDType(query.dtype), [B, Hq]);
+  checkNoAlias({ out, lse }, { q: query, kCache: c.k, vCache: c.v });
   binding().attentionDecode(out.handle, lse.handle, query.handle, c.k.handle, c.v.handle, c.table.handle, lens.handle, {
     B, Hq, Hkv: c.Hkv, D, blockSize: c.blockSize, maxBlocks: c.maxBlocks, numBlocks: c.numBlocks, scale, maxSeqLen, reference,
   });

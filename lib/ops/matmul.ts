@@ -35,6 +35,11 @@ export interface MatmulOptions {
   residual?: Tensor;
   /** CPU only: the plain-loop reference (f64 accumulation), for tests and baselines. */
   reference?: boolean;
+  /**
+   * Each output row bit-identical whatever M is (the serving engine's batches): on the CPU every
+   * M takes the unpacked dot-product path that small M always takes. CUDA does not read it yet.
+   */
+  batchInvariant?: boolean;
 }
 
 const OUTPUTS: Record<DType, DType[]> = { f32: ['f32'], f64: ['f64'], bf16: ['bf16', 'f16', 'f32'], f16: ['bf16', 'f16', 'f32'], i32: [] };
@@ -42,10 +47,11 @@ const OUTPUTS: Record<DType, DType[]> = { f32: ['f32'], f64: ['f64'], bf16: ['bf
 export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
   const x = checkTensor(a, 'a');
   const w = checkTensor(b, 'b');
-  const o = checkOptions(options, ['transA', 'transB', 'alpha', 'beta', 'out', 'outDtype', 'epilogue', 'residual', 'reference'], 'matmul options');
+  const o = checkOptions(options, ['transA', 'transB', 'alpha', 'beta', 'out', 'outDtype', 'epilogue', 'residual', 'reference', 'batchInvariant'], 'matmul options');
   const transA = flag(o.transA, 'transA');
   const transB = flag(o.transB, 'transB');
   const reference = flag(o.reference, 'reference');
+  const batchInvariant = flag(o.batchInvariant, 'batchInvariant');
   const alpha = o.alpha === undefined ? 1 : checkFiniteNumber(o.alpha, 'alpha');
   const beta = o.beta === undefined ? 0 : checkFiniteNumber(o.beta, 'beta');
   const epilogueName = o.epilogue ?? 'none';
@@ -117,7 +123,7 @@ export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
     strideB: bBatch.length ? bRows * bCols : 0,
     strideC: M * N,
     strideResidual: M * N,
-    alpha, beta, epilogue, reference,
+    alpha, beta, epilogue, reference, batchInvariant,
   });
   return out;
 }

@@ -64,6 +64,7 @@ MatmulCall parse_matmul(const Napi::CallbackInfo& info) {
   if (epilogue > 2) fail("ERR_ARG", "matmul params.epilogue must be 0 (none), 1 (residual) or 2 (swiglu)");
   p.epilogue = MatmulEpilogue(int32_t(epilogue));
   call.reference = param_bool(o, "reference");
+  p.batch_invariant = o.Has("batchInvariant") && param_bool(o, "batchInvariant");
   if (o.Has("config") && !o.Get("config").IsUndefined()) call.config = int(field_int(o, "config", "matmul params", -1));
 
   require_same_device(a, c, "a", "out");

@@ -18,6 +18,10 @@
 //                 beta must be 0. Here N is C's width, the GEMM's inner N is 2N.
 //
 // dtypes: A and B share one dtype. (f32, f32) -> f32 | (bf16|f16) -> bf16|f16|f32 | f64 -> f64 (CPU only).
+// batch_invariant: each row of C is computed exactly as it would be in any other M (the serving
+// engine batches sequences and needs a sequence's tokens not to depend on its neighbours). On the
+// CPU every M takes the skinny path (per-element dot products in groups of 8 rows, no packing),
+// whose arithmetic for a row does not depend on M. CUDA kernels do not read it (their batch invariance is unverified).
 // The residual has C's dtype. Strides and leading dims are in elements. All pointers are to the
 // first element of batch 0; batch z starts at ptr + z * stride_*.
 #pragma once
@@ -44,6 +48,7 @@ struct MatmulParams {
   float alpha = 1.0f;
   float beta = 0.0f;
   MatmulEpilogue epilogue = MatmulEpilogue::none;
+  bool batch_invariant = false;
 };
 
 }  // namespace kiln

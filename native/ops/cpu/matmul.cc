@@ -20,7 +20,10 @@
 //   block's scratch holds both halves of the columns it finishes.
 //   Every element's K sum runs in the same order whatever the tiling, so results do not depend
 //   on the thread count. M <= 8 takes run_skinny instead (no packing; dot products along B rows
-//   for trans_b, row updates otherwise).
+//   for trans_b, row updates otherwise). batch_invariant sends every M to run_skinny, which
+//   computes each output element with the same instruction sequence whatever M is (groups of 8
+//   rows), so a row's result is bit-identical whatever rows share the call (the serving engine's
+//   batches: decode at M = 1 reads the weights once, with no packing).
 //   Measured (Zen 4, 2 threads, f32, 2048^3 and the 1.4B shapes): 190-205 GFLOP/s, 0.95-1.0x
 //   numpy/OpenBLAS; bf16 in/out 193, swiglu 186; f64 94. One thread: 104 (OpenBLAS 101).
 #include "../../runtime/cpu_isa.h"
@@ -725,6 +728,8 @@ void run_gemm(const MatmulParams& p, Blocking blk) {
 // but the choice depends only on M, never on the thread count.
 
 constexpr int64_t kSkinnyM = 8;
+// B rows (trans_b) a group of A rows meets before the next group comes (kept in L1/L2)
+constexpr int64_t kSubColumns = 32;
 
 #define KILN_INLINE inline __attribute__((always_inline))
 
@@ -854,7 +859,7 @@ void run_skinny(const MatmulParams& p) {
     ThreadBuffers& buf = thread_buffers();
     T* arows = static_cast<T*>(buf.pack_a.get(sizeof(T) * size_t(p.M * p.K + 1)));
     T* acc = static_cast<T*>(buf.scratch.get(sizeof(T) * size_t(p.M * kChunk * halves)));
-    T* brow = static_cast<T*>(buf.pack_b.get(sizeof(T) * size_t(std::max(p.K, 4 * kChunk))));
+    T* brow = static_cast<T*>(buf.pack_b.get(sizeof(T) * size_t(std::max(kSubColumns * p.K, 4 * kChunk))));
     int64_t gathered_z = -1;
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t z = t / chunks, n0 = (t % chunks) * kChunk, nb = std::min(kChunk, p.N - n0);
@@ -874,11 +879,19 @@ void run_skinny(const MatmulParams& p) {
         const int64_t col0 = h * p.N + n0;
         T* out = acc + h * nb;
         if (p.trans_b) {
-          for (int64_t j = 0; j < nb; ++j) {
-            const char* src = b + (col0 + j) * p.ldb * ab;
-            const T* row = b_native ? reinterpret_cast<const T*>(src) : brow;
-            if (!b_native) widen_row<T>(p.ab_dtype, src, p.K, brow);
-            fns.dot(arows, p.M, row, p.K, out + j, ldo);
+          // kSubColumns B rows stay in cache while every group of kSkinnyM A rows meets them; each
+          // output element is one dot() call whatever M is, so a row's result does not depend on M
+          for (int64_t j0 = 0; j0 < nb; j0 += kSubColumns) {
+            const int64_t jn = std::min(kSubColumns, nb - j0);
+            if (!b_native)
+              for (int64_t j = 0; j < jn; ++j) widen_row<T>(p.ab_dtype, b + (col0 + j0 + j) * p.ldb * ab, p.K, brow + j * p.K);
+            for (int64_t m0 = 0; m0 < p.M; m0 += kSkinnyM) {
+              const int64_t rows = std::min(kSkinnyM, p.M - m0);
+              for (int64_t j = 0; j < jn; ++j) {
+                const T* row = b_native ? reinterpret_cast<const T*>(b + (col0 + j0 + j) * p.ldb * ab) : brow + j * p.K;
+                fns.dot(arows + m0 * p.K, rows, row, p.K, out + m0 * ldo + j0 + j, ldo);
+              }
+            }
           }
         } else {
           for (int64_t m = 0; m < p.M; ++m) std::fill(out + m * ldo, out + m * ldo + nb, T(0));
@@ -936,7 +949,7 @@ void matmul_cpu(const MatmulParams& p) {
   // Blocking {MC, KC, NC} measured on Zen 4 (32 KB L1d, 1 MB L2): KC = 512 f32 (256 f64) keeps the
   // MR x KC A panel in L1 and the KC x NR B panel in L2; larger KC also means fewer C merges.
   const bool f64 = p.ab_dtype == DType::f64;
-  if (p.M <= kSkinnyM && p.K > 0) {
+  if ((p.M <= kSkinnyM || p.batch_invariant) && p.K > 0) {
     if (f64) run_skinny<double>(p);
     else run_skinny<float>(p);
     return;
