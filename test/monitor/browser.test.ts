@@ -13,6 +13,11 @@ import * as assert from 'uvu/assert';
 import { Dashboard, attachServingDashboard, attachTrainingDashboard } from '../../lib/monitor/dashboard.js';
 import { writeReport } from '../../lib/monitor/report.js';
 import { FakeEngine, FakeTrainer, resultFiles, stepMetrics } from './fixtures.js';
+import { Engine } from '../../lib/serve/engine.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { byteTokenizer } from '../../lib/data/tokenizer.js';
+import { preset } from '../../lib/model/config.js';
+import { Trainer } from '../../lib/train/trainer.js';
 
 const test = suite('monitor: browser (chromium)');
 const CHROMIUM = [process.env.KILN_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && existsSync(p));
@@ -120,6 +125,42 @@ if (!CHROMIUM) {
       clearInterval(load);
       await p.close();
       await dashboard.close();
+    }
+  });
+
+  test('serving panel on the real engine: a load loop of concurrent requests moves the page', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kiln-browser-engine-'));
+    prepareDocuments(await bundledCorpus(40), join(root, 'data'), byteTokenizer, { valFraction: 0.1 });
+    const config = { ...preset('tiny'), dModel: 32, layers: 1, heads: 2, kvHeads: 1, headDim: 16, ffn: 64, context: 128 };
+    const trainer = new Trainer({ config, data: join(root, 'data'), steps: 2, batch: 2, seqLen: 32, out: join(root, 'run'), evalEvery: 0 });
+    await trainer.run();
+    const checkpoint = await trainer.save();
+    trainer.close();
+    const engine = await Engine.load(checkpoint, {});
+    const dashboard = await attachServingDashboard(engine, { port: 0, intervalMs: 200 });
+    const { page: p, errors } = await page(1400, 900);
+    let running = true;
+    const loop = (async () => {
+      for (let i = 0; running; i++) {
+        await Promise.all(Array.from({ length: 4 }, (_, j) => engine.generate(`Request ${i}.${j}: the film was`, { maxTokens: 8, temperature: 0.8, seed: i * 4 + j, ignoreEos: true })));
+      }
+    })();
+    try {
+      await p.goto(dashboard.url);
+      await p.waitForFunction(`Number(document.querySelector('[data-tile="requests finished"] .value')?.textContent.replace(/,/g, '')) > 0`, undefined, { timeout: 10_000 });
+      const finished = async () => Number((await p.textContent('[data-tile="requests finished"] .value'))!.replace(/,/g, ''));
+      const before = await finished();
+      await p.waitForFunction(`Number(document.querySelector('[data-tile="requests finished"] .value').textContent.replace(/,/g, '')) > ${before}`, undefined, { timeout: 5000 });
+      assert.match((await p.textContent('[data-tile="TTFT p50"] .value'))!, / ms$/);
+      assert.match((await p.textContent('[data-tile="ITL p99"] .value'))!, / ms$/);
+      await p.screenshot({ path: join(ARTIFACTS, 'dashboard-serving-engine.png'), fullPage: true });
+      assert.equal(errors, []);
+    } finally {
+      running = false;
+      await loop;
+      await p.close();
+      await dashboard.close();
+      await engine.close();
     }
   });
 

@@ -14,7 +14,7 @@
     'itlP50Ms', 'itlP90Ms', 'itlP99Ms', 'tpotP50Ms', 'requestsFinished'];
 
   const mib = (v) => (v == null ? '' : (v / 2 ** 20).toFixed(v < 10 * 2 ** 20 ? 1 : 0) + ' MiB');
-  const pct = (v) => (v == null ? '' : (100 * v).toFixed(v < 0.1 ? 2 : 1) + '%');
+  const pct = (v) => (v == null ? '' : (v !== 0 && Math.abs(v) < 0.001 ? +(100 * v).toPrecision(2) + '' : (100 * v).toFixed(v < 0.1 ? 2 : 1)) + '%');
   const num = (v) => (v == null ? '' : Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en-US') : +v.toPrecision(4) + '');
   const ms = (v) => (v == null ? '' : (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + ' ms');
   const duration = (s) => {
