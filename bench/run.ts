@@ -15,11 +15,13 @@ import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
 import { benchTrain, benchTrainRun } from './train.js';
 import { SERVE_DEFAULTS, type ServeBenchOptions, benchServe } from './serve.js';
+import { benchDashboard } from './dashboard.js';
 
 const BENCHMARKS: Record<string, (devices: ReturnType<typeof devicesToBenchmark>) => Promise<unknown[]>> = {
   memory: benchMemory,
   matmul: benchMatmul,
   train: benchTrain,
+  dashboard: benchDashboard,
 };
 
 function positiveInt(value: string | undefined, name: string): number | undefined {

@@ -37,7 +37,7 @@ function percentile(sorted: number[], q: number): number {
 }
 
 /** Byte tokens for byte-vocabulary presets (tiny), GPT-2 tokens otherwise, cached under KILN_CACHE_DIR. */
-async function corpusFor(vocabSize: number): Promise<string> {
+export async function corpusFor(vocabSize: number): Promise<string> {
   const byte = vocabSize <= 256;
   const dir = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), byte ? 'data-byte' : 'data-gpt2');
   if (!existsSync(join(dir, 'train.bin'))) prepareDocuments(await bundledCorpus(), dir, byte ? byteTokenizer : await gpt2Tokenizer());

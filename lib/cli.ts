@@ -13,6 +13,7 @@ import { preset } from './model/config.js';
 import { bundledCorpus, prepareDocuments, prepareFiles } from './data/shards.js';
 import { tokenizerByName } from './data/tokenizer.js';
 import { exportLlamaGguf } from './io/gguf_llama.js';
+import { dashboardCommand, reportCommand } from './monitor/commands.js';
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -24,9 +25,17 @@ commands:
                        the best device, shows progress, saves a checkpoint, prints a sample
   train --preset tiny --data DIR --steps N [--batch 16] [--seq 128] [--device cpu] [--out runs/x]
         [--accumulation 1] [--muon-lr 0.02] [--adamw-lr 0.003] [--eval-every 50] [--checkpoint-every 0]
-        [--resume DIR] [--seed 0] [--grad-clip 1] [--recompute]
+        [--resume DIR] [--seed 0] [--grad-clip 1] [--recompute] [--dashboard [PORT]]
                        pretrain; SIGINT saves a checkpoint and exits (--recompute: activation
-                       recomputation, less memory for one extra layer forward per layer)
+                       recomputation, less memory for one extra layer forward per layer;
+                       --dashboard: a live page on http://127.0.0.1:PORT (default 8788) with
+                       /metrics for Prometheus; --dashboard-host H needs --dashboard-token T)
+  dashboard RUN_DIR... [--port 8788] [--host 127.0.0.1 --token T]
+                       the dashboard for finished or running runs (their metrics.jsonl,
+                       followed while they grow), several overlaid on the same charts
+  report [RESULTS...] [--out report.html]
+                       one self-contained HTML report (opens from disk) from bench/results JSON
+                       files or directories (default bench/results) of any number of machines
   generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--top-p 1] [--seed 0]
         [--tokenizer byte|gpt2] [--device cpu] [--dtype f32|bf16]
                        streams a completion from a kiln or Hugging Face LLaMA checkpoint through
@@ -47,7 +56,7 @@ commands:
                        preset issues at each token count (recorded from the model: f32 weight
                        gradients with beta 1, residual epilogues, the head) and cache the
                        winners (KILN_CACHE_DIR, default ~/.cache/kiln) for the dispatcher
-  bench [train|matmul|memory] [--out bench/results]
+  bench [train|matmul|memory|dashboard] [--out bench/results]
         train [--preset 1.4b] [--device cuda:0] [--batch 8] [--seq 2048] [--steps 12] [--warmup 3]
               [--recompute] [--no-peer]
                        benchmarks next to their peers (PyTorch, numpy), JSON into --out; from a
@@ -76,6 +85,10 @@ async function main(argv: string[]): Promise<number> {
       const { serveCommand } = await import('./serve/serve_command.js');
       return serveCommand(rest);
     }
+    case 'dashboard':
+      return dashboardCommand(rest);
+    case 'report':
+      return reportCommand(rest);
     case 'selfcheck': {
       parseArgs({ args: rest, options: {}, strict: true });
       const results = await selfCheck();

@@ -9,6 +9,7 @@ export { Tensor, tensor, empty, zeros, ones, full, randn, rand, manualSeed, type
 export { synchronize, memoryStats, resetPeakMemory, emptyCache, cudaDeviceCount, defaultDevice, type MemoryStats } from './runtime.js';
 export { info, formatInfo, datasheetPeak, cudaArchCoverage, type KilnInfo, type DeviceInfo, type GpuPeak } from './info.js';
 export * as ops from './ops/index.js';
+export { Dashboard, attachServingDashboard, attachTrainingDashboard, startDashboard, renderReport, writeReport, type DashboardOptions } from './monitor/index.js';
 export { Engine, type EngineLoadOptions } from './serve/engine.js';
 export type * from './serve/types.js';
 export { createServer, toHttpError, HttpError, type ServerOptions, type ServerControl, type ServerState } from './serve/http.js';

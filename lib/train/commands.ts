@@ -14,6 +14,8 @@ import { byteTokenizer } from '../data/tokenizer.js';
 import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
 import { type StepMetrics, Trainer, type TrainOptions } from './trainer.js';
+import { attachTrainingDashboard } from '../monitor/dashboard.js';
+import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from '../monitor/commands.js';
 
 function int(value: string | undefined, name: string): number {
   const n = Number(value);
@@ -62,8 +64,9 @@ async function runWithProgress(trainer: Trainer, every: number): Promise<StepMet
 
 export async function train(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args,
+    args: normalizeDashboardFlag(args),
     options: {
+      ...DASHBOARD_ARG_OPTIONS,
       preset: { type: 'string', default: 'tiny' }, data: { type: 'string' }, steps: { type: 'string', default: '200' },
       batch: { type: 'string', default: '16' }, seq: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
       accumulation: { type: 'string', default: '1' }, 'muon-lr': { type: 'string', default: '0.02' }, 'adamw-lr': { type: 'string', default: '0.003' },
@@ -90,7 +93,17 @@ export async function train(args: string[]): Promise<number> {
     await trainer.resume(values.resume);
     console.log(`resumed from ${values.resume} at step ${trainer.currentStep}`);
   }
-  await runWithProgress(trainer, int(values['log-every'], 'log-every') || 10);
+  // --dashboard [PORT]: a live page in this process, fed by the trainer's step metrics
+  const live = values.dashboard !== undefined
+    ? await attachTrainingDashboard(trainer, { ...dashboardOptionsFrom(values), name: options.out ?? values.preset })
+    : undefined;
+  if (live) console.log(`dashboard: ${live.dashboard.url}`);
+  try {
+    await runWithProgress(trainer, int(values['log-every'], 'log-every') || 10);
+  } finally {
+    live?.detach();
+    await live?.dashboard.close();
+  }
   const saved = await trainer.save();
   console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
   trainer.close();

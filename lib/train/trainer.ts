@@ -74,6 +74,9 @@ export interface StepMetrics {
   valLoss?: number;
 }
 
+/** Called after every step of run() (validation included); lib/monitor's dashboard feeds on it. */
+export type StepListener = (metrics: StepMetrics, trainer: Trainer) => void;
+
 export class Trainer {
   readonly options: Required<Omit<TrainOptions, 'out' | 'schedule'>> & Pick<TrainOptions, 'out'> & { schedule: ScheduleConfig };
   readonly model: LlamaModel;
@@ -82,6 +85,7 @@ export class Trainer {
   private readonly val: TokenLoader;
   private step = 0;
   private stopRequested = false;
+  private readonly stepListeners = new Set<StepListener>();
   /** Planned once: the batch (written in place each micro-batch), one loss slot per micro-batch, the gradient norm. */
   private readonly ids: Tensor;
   private readonly targets: Tensor;
@@ -150,6 +154,12 @@ export class Trainer {
 
   get currentStep(): number {
     return this.step;
+  }
+
+  /** Subscribes to the metrics of each step run() completes (cheap: one call per step); returns the unsubscribe function. */
+  onStep(listener: StepListener): () => void {
+    this.stepListeners.add(listener);
+    return () => this.stepListeners.delete(listener);
   }
 
   /** Asks the loop to stop after the current step (SIGINT handler). */
@@ -276,6 +286,7 @@ export class Trainer {
       if (o.out) appendFileSync(join(o.out, 'metrics.jsonl'), JSON.stringify(m) + '\n');
       history.push(m);
       onStep?.(m);
+      for (const listener of this.stepListeners) listener(m, this);
       if (o.out && o.checkpointEvery > 0 && this.step % o.checkpointEvery === 0) await this.save();
     }
     return history;
