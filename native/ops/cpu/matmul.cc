@@ -21,8 +21,9 @@
 //   Every element's K sum runs in the same order whatever the tiling, so results do not depend
 //   on the thread count. M <= 8 takes run_skinny instead (no packing; dot products along B rows
 //   for trans_b, row updates otherwise). batch_invariant sends every M to run_skinny, which
-//   computes each output element with the same instruction sequence whatever M is (groups of 8
-//   rows), so a row's result is bit-identical whatever rows share the call (the serving engine's
+//   computes each output element with the same instruction sequence whatever M is (f32 on
+//   AVX-512: 4 x 4 tiles of 16-lane dot products, dot_tile_avx512; otherwise groups of 8 rows),
+//   so a row's result is bit-identical whatever rows share the call (the serving engine's
 //   batches: decode at M = 1 reads the weights once, with no packing).
 //   Measured (Zen 4, 2 threads, f32, 2048^3 and the 1.4B shapes): 190-205 GFLOP/s, 0.95-1.0x
 //   numpy/OpenBLAS; bf16 in/out 193, swiglu 186; f64 94. One thread: 104 (OpenBLAS 101).
