@@ -2,7 +2,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fail } from './errors.js';
 import { binding } from './native.js';
 import { KilnError, describe, fail } from './errors.js';
 

@@ -83,6 +83,7 @@ function resolveOptions(options: EngineLoadOptions, config: ModelConfig): Resolv
     if (numBlocks < 1) fail('ERR_ARG', `kvCacheBytes ${bytes} holds no block (one block of ${blockSize} tokens takes ${perBlock} bytes)`);
   }
   const maxBatchTokens = positiveInt(options.maxBatchTokens, 'maxBatchTokens', 512);
+  if (maxBatchTokens > 65536) fail('ERR_ARG', `maxBatchTokens must be at most 65536, got ${maxBatchTokens}`);
   // every running sequence decodes one token per iteration, so they must fit the token budget
   const maxRunningSequences = Math.min(positiveInt(options.maxRunningSequences, 'maxRunningSequences', 64), maxBatchTokens);
   const maxQueuedRequests = positiveInt(options.maxQueuedRequests, 'maxQueuedRequests', 1024);

@@ -172,6 +172,8 @@ test('bad input is a typed error and the engine keeps serving', async () => {
     assert.is(engine.stats().kvBlocksUsed, 0);
   });
   await assertKilnError(() => Engine.load(checkpoint, { blockSize: 0 }), 'ERR_ARG');
+  await assertKilnError(() => Engine.load(checkpoint, { maxBatchTokens: 1e9 }), 'ERR_ARG');
+  await assertKilnError(() => Engine.load(checkpoint, { computeDType: 'f16' as 'f32' }), 'ERR_ARG');
   await assertKilnError(() => Engine.load(checkpoint, { bogus: 1 } as EngineLoadOptions), 'ERR_ARG');
   await assertKilnError(() => Engine.load(join(root, 'missing')), 'ERR_CHECKPOINT');
   await assertKilnError(() => Engine.load(checkpoint, { device: 'cuda:0' }), process.env.KILN_CUDA_SERVING === '1' ? 'ERR_NO_CUDA' : 'ERR_DEVICE');
@@ -262,6 +264,22 @@ test('steady-state iterations allocate no tensor memory (planned buffers and vie
     const before = memoryStats('cpu').allocations;
     await engine.generate('The film was', { maxTokens: 30, temperature: 0.7, ignoreEos: true, seed: 2 });
     assert.is(memoryStats('cpu').allocations - before, 0);
+  });
+});
+
+test('the loop leaves the event loop free: other callbacks run between iterations', async () => {
+  await withEngine({}, async (engine) => {
+    let ticks = 0;
+    let running = true;
+    const tick = () => {
+      ticks++;
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const out = await engine.generate('The film was', { maxTokens: 40, temperature: 0, ignoreEos: true });
+    running = false;
+    assert.is(out.tokenIds.length, 40);
+    assert.ok(ticks >= 40, `only ${ticks} event-loop turns during 40 iterations`);
   });
 });
 
