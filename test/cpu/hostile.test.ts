@@ -278,6 +278,12 @@ test('findings of the fuzzer in the public API are typed errors now', async () =
   await assertKilnError(() => ops.add(new Proxy(zeros([1]), {}), zeros([1])), 'ERR_ARG');
   const model = new LlamaModel(config);
   await assertKilnError(() => model.loadWeights(new Proxy(new Map(), {}) as never), 'ERR_ARG');
+  // a targetCount that is an object: the comparison used to call Tensor.prototype.toString on a fake
+  const ids = tensor(Int32Array.from([1, 2, 3, 4])).reshape(1, 4);
+  await assertKilnError(() => model.forwardBackward(ids, ids, Object.create(Tensor.prototype)), 'ERR_ARG', 'targetCount');
+  await assertKilnError(() => model.forwardBackward(ids, ids, 4, 1n as never), 'ERR_ARG', 'lossScale');
+  assert.is(String(Object.create(Tensor.prototype)), 'Tensor(not a kiln tensor)');
+  ids.dispose();
   model.dispose();
 });
 
