@@ -163,6 +163,7 @@ export class Tensor {
   }
 
   toString(): string {
+    if (!Tensor.isTensor(this)) return 'Tensor(not a kiln tensor)';
     return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}${this.disposed ? ', disposed' : ''})`;
   }
 

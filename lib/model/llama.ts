@@ -202,6 +202,10 @@ export interface BackwardOptions {
   afterForward?: () => void;
 }
 
+function checkLossScale(lossScale: unknown): void {
+  if (typeof lossScale !== 'number' || !Number.isFinite(lossScale)) fail('ERR_ARG', `lossScale must be a finite number, got ${describe(lossScale)}`);
+}
+
 export class LlamaModel {
   readonly config: ModelConfig;
   readonly device: Device;
@@ -340,7 +344,8 @@ export class LlamaModel {
   private checkTargets(targets: Tensor, targetCount: number, plan: StepPlan): void {
     if (!(targets instanceof Tensor) || targets.dtype !== 'i32' || targets.numel !== plan.N) fail('ERR_SHAPE', `targets must be (B, T) i32 matching the ids' ${plan.B}x${plan.T}`);
     if (targets.device !== this.device) fail('ERR_DEVICE', `targets are on ${targets.device}, the model on ${this.device}`);
-    if (!(targetCount >= 1)) fail('ERR_ARG', 'targetCount (non-ignored targets) must be >= 1');
+    // typeof first: a comparison would call an object's valueOf/toString (user code, or a throw)
+    if (typeof targetCount !== 'number' || !Number.isSafeInteger(targetCount) || targetCount < 1) fail('ERR_ARG', `targetCount (non-ignored targets) must be an integer >= 1, got ${describe(targetCount)}`);
   }
 
   /** Embedding, every layer and the final norm: plan.yFinal (N, d) ready for the head. */
@@ -363,6 +368,7 @@ export class LlamaModel {
     this.saved = undefined;
     const plan = this.planFor(B, T);
     this.checkTargets(targets, targetCount, plan);
+    checkLossScale(lossScale);
     this.trunkForward(plan, ids);
     options.afterForward?.();
     const N = plan.N;
@@ -418,6 +424,7 @@ export class LlamaModel {
    */
   backward(logits: Tensor, targets: Tensor, targetCount: number, lossScale = 1, options: BackwardOptions = {}): Tensor {
     const saved = this.saved;
+    checkLossScale(lossScale);
     if (!saved) fail('ERR_ARG', 'backward needs a forward(ids, true) first');
     if (logits !== saved.logits) fail('ERR_ARG', 'backward takes the logits returned by the last forward(ids, true)');
     const plan = saved.plan;

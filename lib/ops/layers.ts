@@ -145,7 +145,8 @@ export function copyInto(dst: Tensor, src: Tensor): Tensor {
  */
 export function gradNormClip(tensors: Tensor[], maxNorm = 0, options?: { out?: Tensor }): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) fail('ERR_ARG', 'gradNormClip needs a non-empty array of tensors');
-  const list = tensors.map((t, i) => checkTensor(t, `tensors[${i}]`));
+  // Array.from visits holes (map skips them): every slot must hold a tensor
+  const list = Array.from({ length: tensors.length }, (_, i) => checkTensor(tensors[i], `tensors[${i}]`));
   const distinct = new Set<unknown>();
   for (const [i, t] of list.entries()) {
     // the same tensor twice would count twice in the norm and be scaled twice (re-checked natively for views)

@@ -73,7 +73,7 @@ export function newtonSchulz(g: Tensor, options?: NewtonSchulzOptions): Tensor {
   if (x.ndim !== 2 && x.ndim !== 3) fail('ERR_SHAPE', 'newtonSchulz takes (rows, cols) or (batch, rows, cols)');
   const [batch, rows, cols] = x.ndim === 2 ? [1, ...x.shape] : x.shape;
   const { triples, normScale, eps } = resolveCoefficients(o);
-  if (!(normScale > 0) || !(eps >= 0)) fail('ERR_ARG', 'normScale must be > 0 and eps >= 0');
+  if (typeof normScale !== 'number' || typeof eps !== 'number' || !(normScale > 0) || !(eps >= 0) || !Number.isFinite(normScale) || !Number.isFinite(eps)) fail('ERR_ARG', 'normScale must be > 0 and eps >= 0');
   const compute = o.compute ?? 'bf16';
   if (!['bf16', 'f32', 'f64'].includes(compute)) fail('ERR_DTYPE', 'compute must be bf16, f32 or f64');
   if (cuda && compute !== 'bf16') fail('ERR_DTYPE', `newtonSchulz computes in bf16 on CUDA, not ${compute}`);

@@ -163,6 +163,7 @@ test('silent wrong answer: the same tensor twice in any multi-tensor list is ref
   const a = full([4], 2);
   const b = full([4], 2);
   await assertKilnError(() => ops.gradNormClip([a, a], 1), 'ERR_ARG', 'twice');
+  await assertKilnError(() => ops.gradNormClip(new Array(3), 1), 'ERR_ARG'); // holes (map skipped them)
   assert.equal([...(await a.toArray())], [2, 2, 2, 2], 'a was not scaled');
   const norm = zeros([1]);
   // natively: the same handle, and two views of one block
@@ -278,6 +279,12 @@ test('findings of the fuzzer in the public API are typed errors now', async () =
   await assertKilnError(() => ops.add(new Proxy(zeros([1]), {}), zeros([1])), 'ERR_ARG');
   const model = new LlamaModel(config);
   await assertKilnError(() => model.loadWeights(new Proxy(new Map(), {}) as never), 'ERR_ARG');
+  // a targetCount that is an object: the comparison used to call Tensor.prototype.toString on a fake
+  const ids = tensor(Int32Array.from([1, 2, 3, 4])).reshape(1, 4);
+  await assertKilnError(() => model.forwardBackward(ids, ids, Object.create(Tensor.prototype)), 'ERR_ARG', 'targetCount');
+  await assertKilnError(() => model.forwardBackward(ids, ids, 4, 1n as never), 'ERR_ARG', 'lossScale');
+  assert.is(String(Object.create(Tensor.prototype)), 'Tensor(not a kiln tensor)');
+  ids.dispose();
   model.dispose();
 });
 
