@@ -33,6 +33,9 @@ interface Load {
 
 interface RoundResult {
   wallMs: number;
+  /** engine iterations the round took, and the model's share of their time (engine.profile()) */
+  iterations?: number;
+  modelMs?: number;
   /** busy time of the main thread (engine loop + HTTP server, or engine loop + in-process client) */
   mainThreadActiveMs?: number;
   outputTokens: number;
@@ -135,7 +138,9 @@ function summary(rounds: RoundResult[]) {
     interTokenP99Ms: median(rounds.map((r) => quantile(r.interTokenMs, 0.99))),
     failed: rounds.reduce((a, r) => a + r.failed, 0),
     mainThreadMsPerToken: median(rounds.map((r) => r.mainThreadActiveMs! / r.outputTokens)),
-    rounds: rounds.map((r) => ({ wallMs: r.wallMs, outputTokens: r.outputTokens, tokensPerSecond: r.tokensPerSecond })),
+    iterations: median(rounds.map((r) => r.iterations!)),
+    modelMsPerIteration: median(rounds.map((r) => r.modelMs! / r.iterations!)),
+    rounds: rounds.map((r) => ({ wallMs: r.wallMs, outputTokens: r.outputTokens, tokensPerSecond: r.tokensPerSecond, iterations: r.iterations, modelMs: r.modelMs })),
   };
 }
 
@@ -192,13 +197,20 @@ async function main(): Promise<void> {
   const inProcess: RoundResult[] = [];
   const http: RoundResult[] = [];
   for (let r = 0; r < Number(values.rounds); r++) {
-    let elu = performance.eventLoopUtilization();
-    inProcess.push(await drive(load, inProcessOne));
-    inProcess[r].mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
-    elu = performance.eventLoopUtilization();
-    http.push(await overHttp());
-    http[r].mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
-    console.log(`round ${r + 1}: in-process ${inProcess[r].tokensPerSecond.toFixed(0)} tok/s, HTTP ${http[r].tokensPerSecond.toFixed(0)} tok/s`);
+    const measured = async (run: () => Promise<RoundResult>) => {
+      const elu = performance.eventLoopUtilization();
+      const before = engine.profile();
+      const result = await run();
+      const after = engine.profile();
+      result.mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
+      result.iterations = after.iterations - before.iterations;
+      result.modelMs = after.modelMs - before.modelMs;
+      return result;
+    };
+    inProcess.push(await measured(() => drive(load, inProcessOne)));
+    http.push(await measured(overHttp));
+    const line = (x: RoundResult) => `${x.tokensPerSecond.toFixed(0)} tok/s (${x.iterations} iterations, model ${((x.modelMs! / x.wallMs) * 100).toFixed(0)}% of the time)`;
+    console.log(`round ${r + 1}: in-process ${line(inProcess[r])}, HTTP ${line(http[r])}`);
   }
   await worker.terminate();
   await server.close();
