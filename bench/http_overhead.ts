@@ -33,6 +33,11 @@ interface Load {
 
 interface RoundResult {
   wallMs: number;
+  /** engine iterations the round took, and the model's share of their time (engine.profile()) */
+  iterations?: number;
+  modelMs?: number;
+  /** TTFT as the engine measured it (arrival in engine.stream to first token), ms */
+  engineTtftMs?: number[];
   /** busy time of the main thread (engine loop + HTTP server, or engine loop + in-process client) */
   mainThreadActiveMs?: number;
   outputTokens: number;
@@ -135,7 +140,10 @@ function summary(rounds: RoundResult[]) {
     interTokenP99Ms: median(rounds.map((r) => quantile(r.interTokenMs, 0.99))),
     failed: rounds.reduce((a, r) => a + r.failed, 0),
     mainThreadMsPerToken: median(rounds.map((r) => r.mainThreadActiveMs! / r.outputTokens)),
-    rounds: rounds.map((r) => ({ wallMs: r.wallMs, outputTokens: r.outputTokens, tokensPerSecond: r.tokensPerSecond })),
+    iterations: median(rounds.map((r) => r.iterations!)),
+    engineTtftP50Ms: median(rounds.map((r) => quantile(r.engineTtftMs!, 0.5))),
+    modelMsPerIteration: median(rounds.map((r) => r.modelMs! / r.iterations!)),
+    rounds: rounds.map((r) => ({ wallMs: r.wallMs, outputTokens: r.outputTokens, tokensPerSecond: r.tokensPerSecond, iterations: r.iterations, modelMs: r.modelMs })),
   };
 }
 
@@ -192,13 +200,24 @@ async function main(): Promise<void> {
   const inProcess: RoundResult[] = [];
   const http: RoundResult[] = [];
   for (let r = 0; r < Number(values.rounds); r++) {
-    let elu = performance.eventLoopUtilization();
-    inProcess.push(await drive(load, inProcessOne));
-    inProcess[r].mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
-    elu = performance.eventLoopUtilization();
-    http.push(await overHttp());
-    http[r].mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
-    console.log(`round ${r + 1}: in-process ${inProcess[r].tokensPerSecond.toFixed(0)} tok/s, HTTP ${http[r].tokensPerSecond.toFixed(0)} tok/s`);
+    const measured = async (run: () => Promise<RoundResult>) => {
+      const elu = performance.eventLoopUtilization();
+      const before = engine.profile();
+      const engineTtftMs: number[] = [];
+      const unsubscribe = engine.onRequestFinished((record) => engineTtftMs.push(record.timings.ttftMs));
+      const result = await run();
+      unsubscribe();
+      result.engineTtftMs = engineTtftMs;
+      const after = engine.profile();
+      result.mainThreadActiveMs = performance.eventLoopUtilization(elu).active;
+      result.iterations = after.iterations - before.iterations;
+      result.modelMs = after.modelMs - before.modelMs;
+      return result;
+    };
+    inProcess.push(await measured(() => drive(load, inProcessOne)));
+    http.push(await measured(overHttp));
+    const line = (x: RoundResult) => `${x.tokensPerSecond.toFixed(0)} tok/s (${x.iterations} iterations, model ${((x.modelMs! / x.wallMs) * 100).toFixed(0)}% of the time)`;
+    console.log(`round ${r + 1}: in-process ${line(inProcess[r])}, HTTP ${line(http[r])}`);
   }
   await worker.terminate();
   await server.close();
@@ -219,6 +238,7 @@ async function main(): Promise<void> {
   console.log(`  in-process: ${a.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${a.ttftP50Ms.toFixed(1)} ms p99 ${a.ttftP99Ms.toFixed(1)} ms, ITL p50 ${a.interTokenP50Ms.toFixed(2)} ms`);
   console.log(`  HTTP:       ${b.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${b.ttftP50Ms.toFixed(1)} ms p99 ${b.ttftP99Ms.toFixed(1)} ms, ITL p50 ${b.interTokenP50Ms.toFixed(2)} ms, failed ${b.failed}`);
   console.log(`  HTTP/in-process tokens/s ${(result.httpTokensPerSecondRatio * 100).toFixed(1)}% (target >= 95%), TTFT p50 +${result.httpTtftP50ExtraMs.toFixed(1)} ms (target <= 5 ms)`);
+  console.log(`  TTFT p50 as the engine saw it: in-process ${a.engineTtftP50Ms.toFixed(1)} ms, HTTP ${b.engineTtftP50Ms.toFixed(1)} ms`);
   console.log(`  main thread busy per output token: in-process ${(a.mainThreadMsPerToken * 1000).toFixed(0)} us, HTTP ${(b.mainThreadMsPerToken * 1000).toFixed(0)} us (+${(result.httpMainThreadExtraMsPerToken * 1000).toFixed(0)} us); load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   console.log(`  -> ${writeResults(values.out!, 'http_overhead', [result])}`);
 }
