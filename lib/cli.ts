@@ -61,6 +61,11 @@ commands:
               [--recompute] [--no-peer]
                        benchmarks next to their peers (PyTorch, numpy), JSON into --out; from a
                        repository checkout
+  bench serve [--checkpoint DIR | --preset 125m] [--dtype f32|bf16] [--url URL] [--drivers kiln,llama.cpp,http]
+              [--concurrency 1,8,32] [--rates R,...] [--prompt-min 16] [--prompt-max 192] [--output-tokens 32]
+              [--requests 16] [--rate-requests 32] [--peer-threads N] [--kv-cache-mib 1024]
+                       serving benchmark (TTFT, TPOT, ITL, tokens/s, KV usage, prefix hits, MBU)
+                       of the kiln engine next to llama.cpp and/or an OpenAI-compatible --url
   help                 this text
 
 environment:

@@ -20,6 +20,7 @@ import { type ModelConfig, preset } from '../../lib/model/config.js';
 import type { LlamaModel } from '../../lib/model/llama.js';
 import { loadCheckpoint } from '../../lib/train/checkpoint.js';
 import { Trainer } from '../../lib/train/trainer.js';
+import { Engine } from '../../lib/serve/engine.js';
 import { assertKilnError } from '../helpers.js';
 
 const test = suite('gguf export, checked by llama.cpp');
@@ -220,6 +221,12 @@ withLlama('llama.cpp continues greedily exactly as kiln does, with the same log-
   assert.equal(r.llamaTokens, r.kilnTokens, 'greedy continuations agree token for token');
   assert.ok(r.maxLogprobError < 2e-4, `log-probabilities agree to f32 tolerance (max error ${r.maxLogprobError.toExponential(2)})`);
   assert.ok(new Set(r.kilnTokens).size > 3, 'the trained model says something');
+  // the serving engine (paged KV cache) continues the same way
+  const engine = await Engine.load(checkpoints.tiny);
+  const completion = await engine.generate(prompt, { maxTokens: 40, temperature: 0, ignoreEos: true });
+  await engine.close();
+  assert.equal(completion.tokenIds, r.llamaTokens, 'the kiln engine and llama.cpp agree token for token');
+  lap(`byte f32 max log-prob error ${r.maxLogprobError.toExponential(2)}`);
 });
 
 withLlama('tied embeddings and half-precision exports agree within their rounding', async () => {
@@ -229,11 +236,13 @@ withLlama('tied embeddings and half-precision exports agree within their roundin
   const r = await compareGreedy(tiedF32, checkpoints.tied, prompt, 12);
   assert.equal(r.llamaTokens, r.kilnTokens);
   assert.ok(r.maxLogprobError < 2e-4, `tied f32: max log-probability error ${r.maxLogprobError.toExponential(2)}`);
+  lap(`tied f32 max log-prob error ${r.maxLogprobError.toExponential(2)}`);
   for (const [dtype, tolerance] of [['f16', 0.02], ['bf16', 0.1]] as const) {
     const out = join(root, `tiny-${dtype}.gguf`);
     await exportLlamaGguf(checkpoints.tiny, out, { dtype });
     const half = await compareGreedy(out, checkpoints.tiny, prompt, 8, 'F16');
     assert.ok(half.maxLogprobError < tolerance, `${dtype}: max log-probability error ${half.maxLogprobError.toExponential(2)} (tolerance ${tolerance})`);
+    lap(`${dtype} max log-prob error ${half.maxLogprobError.toExponential(2)}`);
     const agree = half.llamaTokens.filter((t, i) => t === half.kilnTokens[i]).length;
     assert.ok(agree >= 7, `${dtype}: ${agree}/8 greedy tokens agree`);
   }
@@ -263,6 +272,7 @@ withLlama('GPT-2 vocabulary: llama.cpp tokenizes like gpt-tokenizer and continue
   const r = await compareGreedy(out, checkpoints.gpt2, tokenizer.encode('The story of the'), 12);
   assert.equal(r.llamaTokens, r.kilnTokens);
   assert.ok(r.maxLogprobError < 2e-4, `gpt2 f32: max log-probability error ${r.maxLogprobError.toExponential(2)}`);
+  lap(`gpt2 f32 max log-prob error ${r.maxLogprobError.toExponential(2)}`);
 });
 
 timed('bad exports are typed errors and leave no file behind', async () => {
