@@ -103,6 +103,7 @@ export async function train(args: string[]): Promise<number> {
   } finally {
     live?.detach();
     await live?.dashboard.close();
+    if (live) console.log(`dashboard closed; \`kiln dashboard ${options.out}\` opens this run again`);
   }
   const saved = await trainer.save();
   console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
