@@ -88,6 +88,8 @@ export interface DistStats {
   payloadBytes: number;
   wireBytes: number;
   collectives: number;
+  /** the most recent collective alone */
+  lastMs: number;
 }
 
 /** Opaque benchmark timing mark. */

@@ -198,7 +198,7 @@ Napi::Value dist_wait(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// distStats(comm) -> {commMs, exposedMs, payloadBytes, wireBytes, collectives} since the last call
+// distStats(comm) -> {commMs, exposedMs, payloadBytes, wireBytes, collectives, lastMs} since the last call
 Napi::Value dist_stats(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
   dist::CommStats s = comm->take_stats();
@@ -208,6 +208,7 @@ Napi::Value dist_stats(const Napi::CallbackInfo& info) {
   o.Set("payloadBytes", double(s.payload_bytes));
   o.Set("wireBytes", double(s.wire_bytes));
   o.Set("collectives", double(s.collectives));
+  o.Set("lastMs", s.last_ms);
   return o;
 }
 

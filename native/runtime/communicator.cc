@@ -270,6 +270,7 @@ std::shared_ptr<Work> Communicator::submit(std::string label, std::function<void
       {
         std::lock_guard<std::mutex> lock(impl->mutex);
         impl->stats.comm_ms += ms;
+        impl->stats.last_ms = ms;
         impl->stats.collectives++;
         if (!error.empty() && impl->broken.empty()) impl->broken = error;
       }
@@ -303,6 +304,21 @@ std::shared_ptr<Work> Communicator::all_reduce(std::vector<float*> buffers, std:
     }
 #if KILN_WITH_GLOO
     size_t element = bf16_wire ? 2 : 4;
+    if (buffers.size() == 1 && !bf16_wire) {
+      // one f32 buffer: reduce in place, no staging copies
+      gloo::AllreduceOptions opts(impl->context);
+      opts.setTimeout(std::chrono::milliseconds(timeout_ms));
+      opts.setInput(buffers[0], size_t(total));
+      opts.setOutput(buffers[0], size_t(total));
+      opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+      gloo::allreduce(opts);
+      if (average) {
+        float scale = 1.0f / float(world);
+        for (int64_t j = 0; j < total; ++j) buffers[0][j] *= scale;
+      }
+      count_bytes(impl->stats, impl->mutex, uint64_t(total) * 4, 2.0 * (world - 1) / world);
+      return;
+    }
     impl->staging.resize(size_t(total) * element);
     // pack (bf16 rounds once here)
     int64_t at = 0;

@@ -47,6 +47,7 @@ struct CommStats {
   uint64_t payload_bytes = 0;
   uint64_t wire_bytes = 0;
   uint64_t collectives = 0;
+  double last_ms = 0;  // the most recent collective alone (benchmarks)
 };
 
 // The completion of one collective: the communication thread marks it done (or failed); wait()
