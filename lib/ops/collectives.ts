@@ -6,7 +6,9 @@
  * communication. A failed collective (a peer gone, a timeout) surfaces as ERR_DIST at the next
  * read or synchronize.
  *
- * CPU tensors only: CUDA tensors are staged through the host by lib/dist (see there).
+ * CUDA tensors (all-reduce and all-gather) are staged through host memory in the binding:
+ * written, compiled, unverified without GPUs, so refused unless KILN_CUDA_DIST=1. NCCL is not
+ * wired in yet.
  */
 import type { DistConnectOptions, DistStats, NativeCommunicator, NativeWork } from '../../binding.js';
 import { fail } from '../errors.js';
@@ -27,9 +29,17 @@ function checkLabel(label: unknown): string {
   return label;
 }
 
-function hostTensor(t: Tensor, name: string, dtypes: string[] = ['f32']): Tensor {
+export function cudaCollectivesEnabled(): boolean {
+  return process.env.KILN_CUDA_DIST === '1';
+}
+
+function hostTensor(t: Tensor, name: string, dtypes: string[] = ['f32'], staged = false): Tensor {
   checkTensor(t, name);
-  if (t.device !== 'cpu') fail('ERR_DEVICE', `${name}: collectives take CPU tensors (lib/dist stages CUDA tensors through the host); got ${t.device}`);
+  if (t.device !== 'cpu' && !(staged && cudaCollectivesEnabled())) {
+    fail('ERR_DEVICE', `${name} is on ${t.device}: ` + (staged
+      ? 'collectives on CUDA tensors (staged through host memory) are written but unverified without GPUs; set KILN_CUDA_DIST=1 to run them'
+      : 'this collective takes CPU tensors'));
+  }
   if (!dtypes.includes(t.dtype)) fail('ERR_DTYPE', `${name}: collectives take ${dtypes.join(' or ')}; got ${t.dtype}`);
   return t;
 }
@@ -49,7 +59,8 @@ export async function connect(options: DistConnectOptions): Promise<CommHandle> 
 /** Sums (average: means) f32 CPU tensors across ranks in place, packed into one message (a bucket). */
 export function allReduce(comm: CommHandle, tensors: Tensor[], options: { average: boolean; bf16Wire?: boolean; label: string }): Work {
   if (!Array.isArray(tensors) || tensors.length === 0) fail('ERR_ARG', 'allReduce needs a non-empty array of tensors');
-  tensors.forEach((t, i) => hostTensor(t, `tensors[${i}]`));
+  tensors.forEach((t, i) => hostTensor(t, `tensors[${i}]`, ['f32'], true));
+  if (new Set(tensors.map((t) => t.device)).size > 1) fail('ERR_DEVICE', 'allReduce: every tensor must be on one device');
   if (new Set(tensors.map((t) => t.handle)).size !== tensors.length) fail('ERR_ARG', 'allReduce: a tensor is listed twice');
   return binding().distAllReduce(comm, tensors.map((t) => t.handle), options.average === true, options.bf16Wire === true, checkLabel(options.label));
 }
@@ -63,7 +74,7 @@ export function allReduceValues(comm: CommHandle, t: Tensor, options: { average:
 
 /** `t` holds worldSize equal chunks along its bytes; chunk `rank` is this rank's input; every chunk ends filled. */
 export function allGather(comm: CommHandle, t: Tensor, worldSize: number, label: string): Work {
-  hostTensor(t, 'tensor');
+  hostTensor(t, 'tensor', ['f32', 'bf16', 'f16', 'f64', 'i32'], true);
   if (t.numel % worldSize !== 0) fail('ERR_SHAPE', `allGather: ${t.numel} elements do not split into ${worldSize} equal chunks`);
   return binding().distAllGather(comm, t.handle, checkLabel(label));
 }

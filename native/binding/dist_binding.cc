@@ -2,6 +2,7 @@
 // two queue tasks: the first hands the buffers to the communication thread once every op
 // enqueued before it (the producers) has run; distWait's task blocks the queue until the
 // collective finished, so the ops enqueued between the two overlap the communication.
+#include <cstdlib>
 #include <thread>
 
 #include "../runtime/communicator.h"
@@ -17,9 +18,13 @@ struct CommHandle {
   std::shared_ptr<Communicator> comm;
 };
 // Filled by the hand-over task, read by the wait task (both on the queue worker, in order).
+// CUDA tensors are staged through host memory: copied down before the hand-over, the
+// collective runs on the host copies, `after_wait` copies the result back up.
 struct WorkHandle {
   std::shared_ptr<std::shared_ptr<Work>> slot = std::make_shared<std::shared_ptr<Work>>();
   std::shared_ptr<Communicator> comm;
+  Device device;
+  std::shared_ptr<std::function<void()>> after_wait = std::make_shared<std::function<void()>>();
 };
 
 std::shared_ptr<Communicator> arg_comm(const Napi::CallbackInfo& info, size_t i) {
@@ -45,7 +50,17 @@ Napi::Value make_work(Napi::Env env, WorkHandle* w) {
 }
 
 void require_host_f32(const NativeTensor& t, const char* name) {
-  if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": collectives take CPU tensors (stage CUDA tensors through the host in lib/dist)");
+  if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": this collective takes CPU tensors");
+}
+
+// CUDA tensors go through host staging buffers; unverified without a GPU, so opt-in.
+void require_staging_allowed(const NativeTensor& t, const char* name) {
+  if (!t.device().is_cuda()) return;
+  const char* env = std::getenv("KILN_CUDA_DIST");
+  if (!env || std::string(env) != "1") {
+    fail("ERR_DEVICE", std::string(name) + " is on " + t.device().name() +
+                           ": collectives on CUDA tensors (staged through host memory) are written but unverified without GPUs; set KILN_CUDA_DIST=1 to run them");
+  }
 }
 
 // distAvailable() -> boolean: whether this build has Gloo.
@@ -91,7 +106,8 @@ Napi::Value dist_connect(const Napi::CallbackInfo& info) {
   return deferred->Promise();
 }
 
-// distAllReduce(comm, tensors[], average, bf16Wire, label) -> work. f32 CPU tensors, reduced in place as one message.
+// distAllReduce(comm, tensors[], average, bf16Wire, label) -> work. f32 tensors on one device, reduced in place
+// as one message; CUDA tensors are staged through host memory (KILN_CUDA_DIST=1).
 Napi::Value dist_all_reduce(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
   if (info.Length() < 2 || !info[1].IsArray()) fail("ERR_ARG", "tensors must be an array");
@@ -102,20 +118,41 @@ Napi::Value dist_all_reduce(const Napi::CallbackInfo& info) {
   std::vector<float*> buffers;
   std::vector<int64_t> counts;
   std::vector<std::shared_ptr<Storage>> keep;
+  Device device;
   for (uint32_t i = 0; i < list.Length(); ++i) {
     NativeTensor& t = value_tensor(info.Env(), list.Get(i), "tensors[" + std::to_string(i) + "]");
     require_dtype(t, DType::f32, "tensor");
-    require_host_f32(t, "tensor");
+    require_staging_allowed(t, "tensor");
+    if (i == 0) device = t.device();
+    if (t.device() != device) fail("ERR_DEVICE", "all-reduce: every tensor must be on one device");
     buffers.push_back(static_cast<float*>(t.data()));
     counts.push_back(t.numel());
     keep.push_back(t.storage());
   }
   auto* w = new WorkHandle{};
   w->comm = comm;
+  w->device = device;
   auto slot = w->slot;
-  run_on(Device{}, keep, [comm, slot, buffers, counts, average, bf16, label, keep](void*) {
+  auto after = w->after_wait;
+  run_on(device, keep, [comm, slot, after, buffers, counts, average, bf16, label, keep, device](void*) {
     std::vector<std::shared_ptr<void>> hold(keep.begin(), keep.end());
-    *slot = comm->all_reduce(buffers, counts, average, bf16, label, std::move(hold));
+    if (!device.is_cuda()) {
+      *slot = comm->all_reduce(buffers, counts, average, bf16, label, std::move(hold));
+      return;
+    }
+    cuda_synchronize(device.index);  // the producers ran on the device's stream
+    auto staging = std::make_shared<std::vector<std::vector<float>>>(buffers.size());
+    std::vector<float*> host;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      (*staging)[i].resize(size_t(counts[i]));
+      cuda_memcpy((*staging)[i].data(), Device{}, buffers[i], device, size_t(counts[i]) * 4);
+      host.push_back((*staging)[i].data());
+    }
+    hold.push_back(staging);
+    *slot = comm->all_reduce(host, counts, average, bf16, label, std::move(hold));
+    *after = [staging, buffers, counts, device] {
+      for (size_t i = 0; i < buffers.size(); ++i) cuda_memcpy(buffers[i], device, (*staging)[i].data(), Device{}, size_t(counts[i]) * 4);
+    };
   });
   return make_work(info.Env(), w);
 }
@@ -141,19 +178,34 @@ Napi::Value dist_all_reduce_raw(const Napi::CallbackInfo& info) {
 }
 
 // distAllGather(comm, tensor, label) -> work: tensor holds worldSize equal chunks; this rank's chunk is the input.
+// Any dtype (bytes); a CUDA tensor is staged through host memory (KILN_CUDA_DIST=1).
 Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
   NativeTensor& t = arg_tensor(info, 1, "tensor");
   std::string label = arg_string(info, 2, "label");
-  require_host_f32(t, "tensor");
+  require_staging_allowed(t, "tensor");
   if (t.nbytes() % size_t(comm->world_size()) != 0) fail("ERR_SHAPE", "all-gather: the buffer is not worldSize equal chunks");
   auto* w = new WorkHandle{};
   w->comm = comm;
+  w->device = t.device();
   auto slot = w->slot;
+  auto after = w->after_wait;
   void* data = t.data();
-  int64_t chunk = int64_t(t.nbytes() / size_t(comm->world_size()));
+  size_t bytes = t.nbytes();
+  int64_t chunk = int64_t(bytes / size_t(comm->world_size()));
   auto storage = t.storage();
-  run_on(Device{}, {storage}, [=](void*) { *slot = comm->all_gather(data, chunk, label, {storage}); });
+  Device device = t.device();
+  run_on(device, {storage}, [=](void*) {
+    if (!device.is_cuda()) {
+      *slot = comm->all_gather(data, chunk, label, {storage});
+      return;
+    }
+    cuda_synchronize(device.index);
+    auto staging = std::make_shared<std::vector<char>>(bytes);
+    cuda_memcpy(staging->data(), Device{}, data, device, bytes);
+    *slot = comm->all_gather(staging->data(), chunk, label, {storage, staging});
+    *after = [staging, data, bytes, device] { cuda_memcpy(data, device, staging->data(), Device{}, bytes); };
+  });
   return make_work(info.Env(), w);
 }
 
@@ -191,9 +243,11 @@ Napi::Value dist_wait(const Napi::CallbackInfo& info) {
   auto* w = info[0].As<Napi::External<WorkHandle>>().Data();
   auto slot = w->slot;
   auto comm = w->comm;
-  run_on(Device{}, {}, [slot, comm](void*) {
+  auto after = w->after_wait;
+  run_on(w->device, {}, [slot, comm, after](void*) {
     if (!*slot) fail("ERR_INTERNAL", "waited on a collective that was never handed over");
     comm->add_exposed((*slot)->wait());
+    if (*after) (*after)();  // staged CUDA tensors: the result back to the device
   });
   return info.Env().Undefined();
 }
