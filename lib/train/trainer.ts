@@ -47,6 +47,9 @@ export interface TrainParallel {
   stepMetrics(stepMs: number, tokens: number): Record<string, number | string>;
   /** a failed step's error, explained (which rank left) */
   explain(error: unknown): Promise<unknown>;
+  /** state saved with checkpoints next to the optimizer's (e.g. DiLoCo's anchor and outer momentum) */
+  stateTensors?(): Map<string, Tensor>;
+  loadState?(values: Map<string, Float32Array>): void;
 }
 
 export interface TrainOptions {
@@ -280,7 +283,14 @@ export class Trainer {
     const out = this.options.out;
     if (!out && !dir) fail('ERR_ARG', 'no checkpoint directory (set out)');
     const target = dir ?? join(out!, `step-${String(this.step).padStart(6, '0')}`);
-    return saveCheckpoint(target, this.options.config, this.model.namedWeights(), this.optimizer.stateTensors().tensors, this.state());
+    const state = this.optimizer.stateTensors().tensors;
+    const extra = this.options.parallel?.stateTensors?.();
+    try {
+      for (const [k, t] of extra ?? []) state.set(k, t);
+      return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state());
+    } finally {
+      for (const t of extra?.values() ?? []) t.dispose();
+    }
   }
 
   /** Restores weights, optimizer state, step and data position from a checkpoint. */
@@ -294,6 +304,7 @@ export class Trainer {
     if (!c.trainer || !c.optimizer) fail('ERR_CHECKPOINT', 'checkpoint has no trainer/optimizer state (an inference-only export?)');
     this.model.loadWeights(c.weights);
     await this.optimizer.loadState(c.trainer.optimizerStep, c.optimizer);
+    this.options.parallel?.loadState?.(c.optimizer);
     this.step = c.trainer.step;
     this.train.close();
     this.train = new TokenLoader(join(this.options.data, 'train.bin'), this.options.batch * this.worldSize, this.options.seqLen, c.trainer.loader);
