@@ -293,8 +293,8 @@ std::shared_ptr<Work> Communicator::all_reduce(std::vector<float*> buffers, std:
                                               std::string label, std::vector<std::shared_ptr<void>> keep) {
   if (buffers.size() != counts.size()) fail("ERR_ARG", "all_reduce: one count per buffer");
   int world = options_.world_size;
-  Impl* impl = impl_.get();
-  int64_t timeout_ms = options_.timeout_ms;
+  [[maybe_unused]] Impl* impl = impl_.get();  // unused without Gloo
+  [[maybe_unused]] int64_t timeout_ms = options_.timeout_ms;
   return submit(label, [=] {
     int64_t total = 0;
     for (int64_t c : counts) total += c;
@@ -367,8 +367,8 @@ std::shared_ptr<Work> Communicator::all_reduce_raw(void* data, int64_t count, DT
   if (dtype != DType::f32 && dtype != DType::f64 && dtype != DType::i32) fail("ERR_DTYPE", "all_reduce_raw takes f32, f64 or i32");
   if (average && dtype == DType::i32) fail("ERR_DTYPE", "an i32 all-reduce cannot average");
   int world = options_.world_size;
-  Impl* impl = impl_.get();
-  int64_t timeout_ms = options_.timeout_ms;
+  [[maybe_unused]] Impl* impl = impl_.get();  // unused without Gloo
+  [[maybe_unused]] int64_t timeout_ms = options_.timeout_ms;
   return submit(label, [=] {
     if (world == 1) return;
 #if KILN_WITH_GLOO
@@ -404,9 +404,10 @@ std::shared_ptr<Work> Communicator::all_reduce_raw(void* data, int64_t count, DT
 }
 
 std::shared_ptr<Work> Communicator::all_gather(void* buffer, int64_t chunk_bytes, std::string label, std::vector<std::shared_ptr<void>> keep) {
-  int world = options_.world_size, rank = options_.rank;
-  Impl* impl = impl_.get();
-  int64_t timeout_ms = options_.timeout_ms;
+  int world = options_.world_size;
+  [[maybe_unused]] int rank = options_.rank;
+  [[maybe_unused]] Impl* impl = impl_.get();  // unused without Gloo
+  [[maybe_unused]] int64_t timeout_ms = options_.timeout_ms;
   return submit(label, [=] {
     if (world == 1) return;
 #if KILN_WITH_GLOO
@@ -425,8 +426,8 @@ std::shared_ptr<Work> Communicator::all_gather(void* buffer, int64_t chunk_bytes
 std::shared_ptr<Work> Communicator::broadcast(void* buffer, int64_t bytes, int root, std::string label, std::vector<std::shared_ptr<void>> keep) {
   if (root < 0 || root >= options_.world_size) fail("ERR_ARG", "broadcast root " + std::to_string(root) + " is not a rank");
   int world = options_.world_size;
-  Impl* impl = impl_.get();
-  int64_t timeout_ms = options_.timeout_ms;
+  [[maybe_unused]] Impl* impl = impl_.get();  // unused without Gloo
+  [[maybe_unused]] int64_t timeout_ms = options_.timeout_ms;
   return submit(label, [=] {
     if (world == 1) return;
 #if KILN_WITH_GLOO
@@ -442,8 +443,8 @@ std::shared_ptr<Work> Communicator::broadcast(void* buffer, int64_t bytes, int r
 
 std::shared_ptr<Work> Communicator::barrier(std::string label) {
   int world = options_.world_size;
-  Impl* impl = impl_.get();
-  int64_t timeout_ms = options_.timeout_ms;
+  [[maybe_unused]] Impl* impl = impl_.get();  // unused without Gloo
+  [[maybe_unused]] int64_t timeout_ms = options_.timeout_ms;
   return submit(label, [=] {
     if (world == 1) return;
 #if KILN_WITH_GLOO
