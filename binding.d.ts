@@ -60,6 +60,40 @@ export interface AttentionDims {
   reference: boolean;
 }
 
+/** Opaque handle on a communicator (lib/dist). */
+export interface NativeCommunicator {
+  readonly __communicator: unique symbol;
+}
+
+/** Opaque handle on one collective in flight. */
+export interface NativeWork {
+  readonly __work: unique symbol;
+}
+
+export interface DistConnectOptions {
+  rank: number;
+  worldSize: number;
+  storeHost: string;
+  storePort: number;
+  /** sent to the store before anything else; '' for none */
+  token: string;
+  /** key prefix of this run in the store */
+  prefix: string;
+  /** the address Gloo's TCP transport listens on */
+  bindHost: string;
+  timeoutMs: number;
+}
+
+export interface DistStats {
+  commMs: number;
+  exposedMs: number;
+  payloadBytes: number;
+  wireBytes: number;
+  collectives: number;
+  /** the most recent collective alone */
+  lastMs: number;
+}
+
 /** Opaque benchmark timing mark. */
 export interface TimerMark {
   readonly __timerMark: unique symbol;
@@ -205,4 +239,23 @@ export interface KilnBinding {
   /** w_i = w_i·(1 - lr·wd) - lr·scales[i]·orthos_i; orthos f32 or bf16 (one dtype). */
   muonApplyMulti(weights: NativeTensor[], orthos: NativeTensor[], scales: number[], lr: number, weightDecay: number): void;
   newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
+  // ---- collectives (lib/ops/collectives.ts; native/binding/dist_binding.cc) ----
+  /** Whether this build has Gloo (more than one rank needs it). */
+  distAvailable(): boolean;
+  /** Joins the run through the rank-0 store; resolves once every rank connected. */
+  distConnect(options: DistConnectOptions): Promise<NativeCommunicator>;
+  /** Queued: sums (or averages) f32 CPU tensors across ranks in place, packed into one message. */
+  distAllReduce(comm: NativeCommunicator, tensors: NativeTensor[], average: boolean, bf16Wire: boolean, label: string): NativeWork;
+  /** Queued: sums (or averages) one f32/f64/i32 CPU tensor across ranks in place. */
+  distAllReduceRaw(comm: NativeCommunicator, tensor: NativeTensor, average: boolean, label: string): NativeWork;
+  /** Queued: the tensor is worldSize equal chunks; chunk `rank` is this rank's input. */
+  distAllGather(comm: NativeCommunicator, tensor: NativeTensor, label: string): NativeWork;
+  distBroadcast(comm: NativeCommunicator, tensor: NativeTensor, root: number, label: string): NativeWork;
+  distBarrier(comm: NativeCommunicator, label: string): NativeWork;
+  /** Queued: later ops wait for the collective; its failure becomes the queue's error. */
+  distWait(work: NativeWork): void;
+  /** Counters since the last call (read after synchronize). */
+  distStats(comm: NativeCommunicator): DistStats;
+  distClose(comm: NativeCommunicator): void;
+
 }

@@ -16,6 +16,8 @@ export type KilnErrorCode =
   | 'ERR_NO_ADDON' // the native addon could not be loaded
   | 'ERR_CHECKPOINT' // a corrupt, truncated or mismatched checkpoint
   | 'ERR_BUSY' // a queue is full: retry later
+  | 'ERR_DIST' // a collective or the rendezvous failed: a peer left, timed out, or refused this rank's config
+  | 'ERR_NO_GLOO' // more than one rank asked of a build without Gloo (apt-get install libgloo-dev, rebuild)
   | 'ERR_INTERNAL'; // a bug in kiln: please report it
 
 export class KilnError extends Error {
@@ -29,7 +31,7 @@ export class KilnError extends Error {
 
 const KNOWN_CODES = new Set<string>([
   'ERR_SHAPE', 'ERR_DTYPE', 'ERR_DEVICE', 'ERR_DISPOSED', 'ERR_OOM', 'ERR_CUDA', 'ERR_NO_CUDA', 'ERR_ARG',
-  'ERR_NO_ADDON', 'ERR_CHECKPOINT', 'ERR_BUSY', 'ERR_INTERNAL',
+  'ERR_NO_ADDON', 'ERR_CHECKPOINT', 'ERR_BUSY', 'ERR_DIST', 'ERR_NO_GLOO', 'ERR_INTERNAL',
 ]);
 
 /** Turns an error thrown by the addon (an Error with a `code`) into a KilnError. */

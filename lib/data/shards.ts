@@ -174,15 +174,24 @@ export class TokenLoader {
     return { ...this.state };
   }
 
-  /** ids and targets (B·T each, i32), targets shifted by one token. */
-  next(): { ids: Int32Array; targets: Int32Array } {
-    const { batch: B, seqLen: T } = this;
+  /**
+   * ids and targets (B·T each, i32), targets shifted by one token. `rows` reads only rows
+   * [first, first + count) of the batch (a data-parallel rank's share); the position advances
+   * by one global batch either way.
+   */
+  next(rows?: { first: number; count: number }): { ids: Int32Array; targets: Int32Array } {
+    const T = this.seqLen;
+    const first = rows?.first ?? 0;
+    const B = rows?.count ?? this.batch;
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(B) || first < 0 || B < 1 || first + B > this.batch) {
+      fail('ERR_ARG', `rows [${first}, ${first + B}) are not inside the batch of ${this.batch}`);
+    }
     const ids = new Int32Array(B * T);
     const targets = new Int32Array(B * T);
     const span = this.info.tokens - (T + 1);
     const window = Buffer.alloc((T + 1) * this.info.bytesPerToken);
     for (let b = 0; b < B; b++) {
-      const r = splitmix(this.state.seed, this.state.step, b);
+      const r = splitmix(this.state.seed, this.state.step, first + b);
       const start = Math.floor(r * (span + 1));
       readSync(this.fd, window, 0, window.byteLength, HEADER_BYTES + start * this.info.bytesPerToken);
       for (let t = 0; t <= T; t++) {

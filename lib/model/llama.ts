@@ -200,6 +200,12 @@ export interface BackwardOptions {
   loss?: Tensor;
   /** forwardBackward: called once the trunk (embedding to final norm) is enqueued, e.g. to record a timer mark */
   afterForward?: () => void;
+  /**
+   * Called as backward finishes parameters' gradients, last layers first (the head and final
+   * norm, each layer from the last, the embedding), so data parallelism can start reducing
+   * them while backward goes on. Every parameter is reported exactly once, after its last write.
+   */
+  gradientsReady?: (params: Parameter[]) => void;
 }
 
 function checkLossScale(lossScale: unknown): void {
@@ -386,7 +392,7 @@ export class LlamaModel {
     }
     ops.sum(plan.rowLoss, { out: plan.lossTotal });
     const loss = ops.scale(plan.lossTotal, 1 / targetCount, { out: options.loss });
-    this.layersBackward(plan, ids);
+    this.layersBackward(plan, ids, options.gradientsReady);
     return loss;
   }
 
@@ -439,12 +445,12 @@ export class LlamaModel {
     // head: dy = dlogits · Whead, dWhead += dlogitsᵀ · yFinal
     ops.matmul(dlogits, this.weight(this.head), { out: plan.dy });
     ops.matmul(dlogits, plan.yFinal, { transA: true, out: this.head.grad, beta: 1 });
-    this.layersBackward(plan, saved.ids);
+    this.layersBackward(plan, saved.ids, options.gradientsReady);
     return loss;
   }
 
   /** From plan.dy (the gradient at the final norm's output) down to the embedding. */
-  private layersBackward(plan: StepPlan, ids: Tensor): void {
+  private layersBackward(plan: StepPlan, ids: Tensor, gradientsReady?: (params: Parameter[]) => void): void {
     const c = this.config;
     const N = plan.N;
     // dW (out, in) += dyᵀ (out, N) · x (N, in)
@@ -452,6 +458,8 @@ export class LlamaModel {
     // dx (N, in) = dy (N, out) · W (out, in)
     const inputGrad = (dy: Tensor, p: Parameter, out: Tensor, beta = 0) => ops.matmul(dy, this.weight(p), { out, beta });
     ops.rmsnormBackward(plan.dy, plan.hs[this.layers.length], this.weight(this.finalNorm), plan.rstdFinal, { dweight: this.finalNorm.grad, dx: plan.dh });
+    // a tied head is the embedding table: complete only after the embedding backward
+    gradientsReady?.(this.head === this.embed ? [this.finalNorm] : [this.head, this.finalNorm]);
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const L = this.layers[i];
       // the shared set still holds the last layer's activations from the forward
@@ -481,8 +489,16 @@ export class LlamaModel {
       weightGrad(dv, a.y1, L.v);
       // dh (the old one was consumed as dresidual above) = d(rmsnorm)(dy1) + dhMid
       ops.rmsnormBackward(plan.dy, plan.hs[i], this.weight(L.inputNorm), a.rstd1, { dweight: L.inputNorm.grad, dresidual: plan.dhMid, dx: plan.dh });
+      gradientsReady?.(this.layerParameters(i));
     }
     ops.embeddingBackward(this.embed.grad, ids.reshape(N), plan.dh);
+    gradientsReady?.([this.embed]);
+  }
+
+  /** Layer i's parameters (the unit gradientsReady reports). */
+  private layerParameters(i: number): Parameter[] {
+    const L = this.layers[i];
+    return [L.inputNorm, L.q, L.k, L.v, L.o, L.postNorm, L.gateUp, L.down];
   }
 
   zeroGrad(): void {

@@ -54,6 +54,23 @@ export interface AdamWGroup {
 
 export type ParamGroup = MuonGroup | AdamWGroup;
 
+/**
+ * Distributed Muon (lib/dist): each rank runs Newton–Schulz on its share of every shape batch
+ * (matrices [rank·c, (rank+1)·c), c = ⌈n / worldSize⌉) and the results are all-gathered, so
+ * the optimizer's dominant cost shrinks with the world size. `allGather` queues an all-gather of
+ * a tensor made of worldSize equal chunks; `wait` queues the point where later ops need it.
+ */
+export interface NewtonSchulzSharding {
+  rank: number;
+  worldSize: number;
+  allGather(t: Tensor): unknown;
+  wait(work: unknown): void;
+}
+
+export interface OptimizerOptions {
+  newtonSchulzSharding?: NewtonSchulzSharding;
+}
+
 /** Same-shape Muon matrices of one group, stacked so Newton–Schulz runs once per shape. */
 interface MuonShapeBatch {
   rows: number;
@@ -61,8 +78,10 @@ interface MuonShapeBatch {
   params: OptimizedParameter[];
   /** (batch, rows, cols): the momentum step writes each matrix's Newton–Schulz input here */
   update: Tensor;
-  /** (batch, rows, cols): Newton–Schulz output */
+  /** (batch, rows, cols): Newton–Schulz output (sharded: worldSize·⌈batch/worldSize⌉ matrices, the tail padding) */
   ortho: Tensor;
+  /** sharded: matrices per rank */
+  chunk: number;
   /** views of update/ortho, one per parameter */
   updates: Tensor[];
   orthos: Tensor[];
@@ -96,9 +115,17 @@ export class Optimizer {
   private readonly states = new Map<string, Record<string, Tensor>>();
   private readonly plans: GroupPlan[] = [];
   private readonly workspaces: Tensor[] = [];
+  private readonly sharding?: NewtonSchulzSharding;
 
-  constructor(groups: ParamGroup[]) {
+  constructor(groups: ParamGroup[], options: OptimizerOptions = {}) {
     if (!Array.isArray(groups)) fail('ERR_ARG', `parameter groups must be an array, got ${describe(groups)}`);
+    const sh = options.newtonSchulzSharding;
+    if (sh !== undefined) {
+      if (!Number.isSafeInteger(sh.worldSize) || sh.worldSize < 1 || !Number.isSafeInteger(sh.rank) || sh.rank < 0 || sh.rank >= sh.worldSize) {
+        fail('ERR_ARG', `newtonSchulzSharding needs 0 <= rank < worldSize, got rank ${sh.rank} of ${sh.worldSize}`);
+      }
+      if (sh.worldSize > 1) this.sharding = sh;
+    }
     const seen = new Set<string>();
     // Each tensor may appear once across every group, as a weight or as a gradient: the same
     // tensor twice would be updated twice per step (the kernels re-check memory overlap natively).
@@ -153,11 +180,13 @@ export class Optimizer {
       const device = params[0].value.device;
       // bf16 halves the traffic of the Newton–Schulz input and output on CUDA, where NS computes in bf16 anyway
       const dtype = device === 'cpu' ? 'f32' : 'bf16';
+      const world = this.sharding?.worldSize ?? 1;
+      const chunk = Math.ceil(params.length / world);
       const update = empty([params.length, rows, cols], { device, dtype });
-      const ortho = empty([params.length, rows, cols], { device, dtype });
+      const ortho = world > 1 ? zeros([world * chunk, rows, cols], { device, dtype }) : empty([params.length, rows, cols], { device, dtype });
       this.workspaces.push(update, ortho);
       const views = (t: Tensor) => params.map((_, i) => t.slice(i, i + 1).reshape(rows, cols));
-      batches.push({ rows, cols, params, update, ortho, updates: views(update), orthos: views(ortho) });
+      batches.push({ rows, cols, params, update, ortho, chunk, updates: views(update), orthos: views(ortho) });
     }
     const ordered = batches.flatMap((b) => b.params);
     return { params: ordered, batches, scales: ordered.map((p) => muonScale(group, p.value.shape[0], p.value.shape[1])) };
@@ -220,7 +249,20 @@ export class Optimizer {
     const orthos = plan.batches.flatMap((b) => b.orthos);
     const nesterov = variant === 'extrapolated' ? false : (group.nesterov ?? true);
     binding().muonMomentumMulti(ps.map((p) => this.state(p).momentum.handle), updates.map((t) => t.handle), ps.map((p) => p.grad.handle), group.momentum ?? 0.95, nesterov);
-    for (const b of plan.batches) newtonSchulz(b.update, { ...group.newtonSchulz, out: b.ortho });
+    const sh = this.sharding;
+    if (!sh) {
+      for (const b of plan.batches) newtonSchulz(b.update, { ...group.newtonSchulz, out: b.ortho });
+    } else {
+      // each rank orthogonalizes its share; the gathers of earlier shapes overlap later shapes' work
+      const works: unknown[] = [];
+      for (const b of plan.batches) {
+        const lo = Math.min(b.params.length, sh.rank * b.chunk);
+        const hi = Math.min(b.params.length, lo + b.chunk);
+        if (hi > lo) newtonSchulz(b.update.slice(lo, hi), { ...group.newtonSchulz, out: b.ortho.slice(lo, hi) });
+        works.push(sh.allGather(b.ortho));
+      }
+      for (const w of works) sh.wait(w);
+    }
     if (variant === 'normuon') {
       for (const [i, p] of ps.entries()) {
         const [rows, cols] = p.value.shape;

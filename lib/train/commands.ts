@@ -16,6 +16,8 @@ import type { StreamEnd } from '../serve/types.js';
 import { type StepMetrics, Trainer, type TrainOptions } from './trainer.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
 import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from '../monitor/commands.js';
+import { distEnvFromProcess } from '../dist/communicator.js';
+import { type ParallelFlags, joinRun, launchLocal } from '../dist/launcher.js';
 
 function int(value: string | undefined, name: string): number {
   const n = Number(value);
@@ -73,10 +75,32 @@ export async function train(args: string[]): Promise<number> {
       'eval-every': { type: 'string', default: '50' }, 'checkpoint-every': { type: 'string', default: '0' }, resume: { type: 'string' },
       seed: { type: 'string', default: '0' }, 'log-every': { type: 'string', default: '10' },
       'grad-clip': { type: 'string', default: '1' }, recompute: { type: 'boolean', default: false },
+      // data parallelism (lib/dist)
+      nproc: { type: 'string' }, sync: { type: 'string', default: 'sync' }, 'inner-steps': { type: 'string', default: '50' },
+      'outer-lr': { type: 'string', default: '0.7' }, 'outer-momentum': { type: 'string', default: '0.9' }, 'quant-bits': { type: 'string', default: '0' },
+      'bucket-mb': { type: 'string', default: '25' }, 'bf16-reduce': { type: 'boolean', default: false }, 'no-distributed-muon': { type: 'boolean', default: false },
+      'dist-timeout': { type: 'string', default: '60' }, 'dist-token': { type: 'string' }, 'dist-bind': { type: 'string' }, 'dist-store-bind': { type: 'string' },
+      'baseline-tokens-per-second': { type: 'string' },
     },
     strict: true,
   });
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
+  const env = distEnvFromProcess();
+  if (values.nproc !== undefined && !env && int(values.nproc, 'nproc') > 1) {
+    // start N local ranks of this same command, each with torchrun's variables set
+    const i = args.indexOf('--nproc');
+    const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
+    return launchLocal(int(values.nproc, 'nproc'), [process.argv[1], 'train', ...rest]);
+  }
+  const quantBits = int(values['quant-bits'], 'quant-bits');
+  if (![0, 2, 4, 8].includes(quantBits)) fail('ERR_ARG', `--quant-bits must be 0, 8, 4 or 2, got ${quantBits}`);
+  const flags: ParallelFlags = {
+    sync: values.sync as ParallelFlags['sync'], innerSteps: int(values['inner-steps'], 'inner-steps'), outerLr: num(values['outer-lr'], 'outer-lr'),
+    outerMomentum: num(values['outer-momentum'], 'outer-momentum'), quantBits: quantBits as ParallelFlags['quantBits'], bucketBytes: Math.round(num(values['bucket-mb'], 'bucket-mb') * 2 ** 20),
+    bf16Reduce: values['bf16-reduce'], distributedMuon: !values['no-distributed-muon'], timeoutMs: Math.round(num(values['dist-timeout'], 'dist-timeout') * 1000),
+    token: values['dist-token'] ?? process.env.KILN_DIST_TOKEN, bindHost: values['dist-bind'], storeBindHost: values['dist-store-bind'],
+    baselineTokensPerSecond: values['baseline-tokens-per-second'] !== undefined ? num(values['baseline-tokens-per-second'], 'baseline-tokens-per-second') : undefined,
+  };
   const config = preset(values.preset!);
   const shard = readShardInfo(join(values.data, 'train.bin'));
   if (shard.vocabSize > config.vocabSize) fail('ERR_ARG', `the data uses the ${shard.tokenizer} tokenizer (${shard.vocabSize} ids): too many for the ${values.preset} preset's vocabulary (${config.vocabSize})`);
@@ -88,26 +112,34 @@ export async function train(args: string[]): Promise<number> {
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
-  const trainer = new Trainer(options);
-  if (values.resume) {
-    await trainer.resume(values.resume);
-    console.log(`resumed from ${values.resume} at step ${trainer.currentStep}`);
-  }
-  // --dashboard [PORT]: a live page in this process, fed by the trainer's step metrics
-  const live = values.dashboard !== undefined
-    ? await attachTrainingDashboard(trainer, { ...dashboardOptionsFrom(values), name: options.out ?? values.preset })
-    : undefined;
-  if (live) console.log(`dashboard: ${live.dashboard.url}`);
+  const dist = env ? await joinRun(env, options, flags) : undefined;
+  if (dist) options.parallel = dist.parallel;
   try {
-    await runWithProgress(trainer, int(values['log-every'], 'log-every') || 10);
+    const trainer = new Trainer(options);
+    if (values.resume) {
+      await trainer.resume(values.resume);
+      console.log(`resumed from ${values.resume} at step ${trainer.currentStep}`);
+    }
+    // --dashboard [PORT]: a live page in this process (the writing rank's), fed by the trainer's step metrics
+    const live = values.dashboard !== undefined && trainer.isWriter
+      ? await attachTrainingDashboard(trainer, { ...dashboardOptionsFrom(values), name: options.out ?? values.preset })
+      : undefined;
+    if (live) console.log(`dashboard: ${live.dashboard.url}`);
+    try {
+      await runWithProgress(trainer, int(values['log-every'], 'log-every') || 10);
+    } finally {
+      live?.detach();
+      await live?.dashboard.close();
+      if (live) console.log(`dashboard closed; \`kiln dashboard ${options.out}\` opens this run again`);
+    }
+    if (trainer.isWriter) {
+      const saved = await trainer.save();
+      console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
+    }
+    trainer.close();
   } finally {
-    live?.detach();
-    await live?.dashboard.close();
-    if (live) console.log(`dashboard closed; \`kiln dashboard ${options.out}\` opens this run again`);
+    await dist?.comm.close();
   }
-  const saved = await trainer.save();
-  console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
-  trainer.close();
   return 0;
 }
 

@@ -17,12 +17,44 @@ import { memoryStats, resetPeakMemory } from '../runtime.js';
 import { type Tensor, empty } from '../tensor.js';
 import { type ModelConfig, trainingFlopsPerToken, validateConfig } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
-import { Optimizer, llamaParamGroups } from '../optim/optimizer.js';
+import { Optimizer, type OptimizerOptions, type OptimizedParameter, llamaParamGroups } from '../optim/optimizer.js';
 import { TokenLoader } from '../data/shards.js';
 import { type TrainerState, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { type ScheduleConfig, lrMultiplier } from './schedule.js';
 
+/**
+ * Data parallelism's hooks into the step (implemented in lib/dist: synchronous all-reduce or
+ * DiLoCo). The trainer reads rows [rank·batch, (rank+1)·batch) of each global batch of
+ * batch·worldSize rows (the data position stays global), reports gradients as backward
+ * finishes them, and leaves checkpoints and metrics.jsonl to rank 0.
+ */
+export interface TrainParallel {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** options for the optimizer (distributed Newton–Schulz) */
+  optimizerOptions(): OptimizerOptions;
+  /** after the model and optimizer exist (e.g. broadcast rank 0's weights, plan buckets) */
+  attach(trainer: Trainer): void;
+  /** the last micro-batch's backward finished these parameters' gradients (queued, in backward order) */
+  gradientsReady(params: OptimizedParameter[], step: number): void;
+  /** before clipping: queue the waits for the gradient reductions, and average the loss slots */
+  finishGradients(lossSlots: Tensor[], step: number): void;
+  /** before a step's first op (DiLoCo records its anchor weights) */
+  beforeStep?(step: number): Promise<void> | void;
+  /** after the optimizer update was queued (DiLoCo's outer step every H steps) */
+  afterUpdate(step: number): Promise<void> | void;
+  /** after the step's reads: communication figures for metrics.jsonl */
+  stepMetrics(stepMs: number, tokens: number): Record<string, number | string>;
+  /** a failed step's error, explained (which rank left) */
+  explain(error: unknown): Promise<unknown>;
+  /** state saved with checkpoints next to the optimizer's (e.g. DiLoCo's anchor and outer momentum) */
+  stateTensors?(): Map<string, Tensor>;
+  loadState?(values: Map<string, Float32Array>): void;
+}
+
 export interface TrainOptions {
+  /** data parallelism (lib/dist); batch is then per rank */
+  parallel?: TrainParallel;
   config: ModelConfig;
   /** directory with train.bin and val.bin (kiln prepare) */
   data: string;
@@ -51,6 +83,8 @@ export interface TrainOptions {
 }
 
 export interface StepMetrics {
+  /** data parallelism: communication figures (commMs, commExposedMs, commBytes, algBandwidthGBs, busBandwidthGBs, ...) */
+  [extra: string]: number | string | undefined;
   step: number;
   loss: number;
   /** global gradient norm before clipping */
@@ -78,7 +112,7 @@ export interface StepMetrics {
 export type StepListener = (metrics: StepMetrics, trainer: Trainer) => void;
 
 export class Trainer {
-  readonly options: Required<Omit<TrainOptions, 'out' | 'schedule'>> & Pick<TrainOptions, 'out'> & { schedule: ScheduleConfig };
+  readonly options: Required<Omit<TrainOptions, 'out' | 'schedule' | 'parallel'>> & Pick<TrainOptions, 'out' | 'parallel'> & { schedule: ScheduleConfig };
   readonly model: LlamaModel;
   readonly optimizer: Optimizer;
   private train: TokenLoader;
@@ -132,7 +166,7 @@ export class Trainer {
     if (typeof o.gradClip !== 'number' || !(o.gradClip >= 0) || !Number.isFinite(o.gradClip)) fail('ERR_ARG', `gradClip must be a finite number >= 0, got ${describe(o.gradClip)}`);
     if (o.seqLen > o.config.context) fail('ERR_ARG', `seqLen ${o.seqLen} exceeds the model context ${o.config.context}`);
     this.options = o;
-    this.train = new TokenLoader(join(o.data, 'train.bin'), o.batch, o.seqLen, { seed: o.seed, step: 0 });
+    this.train = new TokenLoader(join(o.data, 'train.bin'), o.batch * this.worldSize, o.seqLen, { seed: o.seed, step: 0 });
     this.val = new TokenLoader(join(o.data, 'val.bin'), o.batch, o.seqLen, { seed: o.seed + 1, step: 0 });
     if (this.train.info.vocabSize > o.config.vocabSize) {
       fail('ERR_ARG', `the data's tokenizer has ${this.train.info.vocabSize} ids but the model's vocabulary is ${o.config.vocabSize}`);
@@ -149,7 +183,18 @@ export class Trainer {
         muon: { lr: o.muonLr, weightDecay: o.weightDecay, newtonSchulz: { compute: o.device === 'cpu' ? 'f32' : 'bf16' } },
         adamw: { lr: o.adamwLr, weightDecay: 0 },
       }),
+      o.parallel?.optimizerOptions() ?? {},
     );
+    o.parallel?.attach(this);
+  }
+
+  private get worldSize(): number {
+    return this.options?.parallel?.worldSize ?? 1;
+  }
+
+  /** rank 0 (or a single process) writes checkpoints and metrics.jsonl */
+  get isWriter(): boolean {
+    return (this.options.parallel?.rank ?? 0) === 0;
   }
 
   get currentStep(): number {
@@ -172,8 +217,9 @@ export class Trainer {
   }
 
   /** The next batch written into the planned ids/targets tensors (queue order keeps earlier readers safe). */
-  private nextBatch(loader: TokenLoader): number {
-    const { ids, targets } = loader.next();
+  private nextBatch(loader: TokenLoader, shard = false): number {
+    const p = this.options.parallel;
+    const { ids, targets } = shard && p ? loader.next({ first: p.rank * this.options.batch, count: this.options.batch }) : loader.next();
     this.ids.write(ids);
     this.targets.write(targets);
     let count = 0;
@@ -186,19 +232,23 @@ export class Trainer {
     const o = this.options;
     const device = deviceCode(o.device);
     resetPeakMemory(o.device);
+    await o.parallel?.beforeStep?.(this.step + 1);
     const started = performance.now();
     this.model.zeroGrad();
     const marks: { forward: unknown[]; backward: unknown[] } = { forward: [], backward: [] };
     let lossSum = 0;
     for (let micro = 0; micro < o.accumulation; micro++) {
-      const count = this.nextBatch(this.train);
+      const count = this.nextBatch(this.train, true);
       if (micro === 0) this.optimizer.prepareGradientPoint();
       // forward = embedding through the final norm; backward includes the fused, chunked classifier
       const m0 = binding().timerMark(device);
       let m1: unknown;
+      const parallel = o.parallel;
+      const step = this.step + 1;
       this.model.forwardBackward(this.ids, this.targets, count, 1 / o.accumulation, {
         loss: this.lossSlots[micro],
         afterForward: () => (m1 = binding().timerMark(device)),
+        gradientsReady: parallel && micro === o.accumulation - 1 ? (params) => parallel.gradientsReady(params, step) : undefined,
       });
       const m2 = binding().timerMark(device);
       marks.forward.push([m0, m1]);
@@ -206,12 +256,19 @@ export class Trainer {
     }
     const lr = lrMultiplier(o.schedule, this.step);
     const m3 = binding().timerMark(device);
+    o.parallel?.finishGradients(this.lossSlots, this.step + 1);
     ops.gradNormClip(this.model.parameters.map((p) => p.grad), o.gradClip, { out: this.gradNorm });
     this.optimizer.update(lr);
     const m4 = binding().timerMark(device);
     const issueMs = performance.now() - started;
-    for (const l of this.lossSlots) lossSum += (await l.toArray())[0];
-    const gradNorm = (await this.gradNorm.toArray())[0];
+    let gradNorm = 0;
+    try {
+      await o.parallel?.afterUpdate(this.step + 1);
+      for (const l of this.lossSlots) lossSum += (await l.toArray())[0];
+      gradNorm = (await this.gradNorm.toArray())[0];
+    } catch (e) {
+      throw o.parallel ? await o.parallel.explain(e) : e;
+    }
     const elapsed = async (pairs: unknown[]) => {
       let total = 0;
       for (const [a, b] of pairs as [never, never][]) total += await binding().timerElapsed(a, b);
@@ -222,7 +279,7 @@ export class Trainer {
     const optimizerMs = await binding().timerElapsed(m3 as never, m4 as never);
     const stepMs = performance.now() - started;
     this.step++;
-    const tokens = o.batch * o.seqLen * o.accumulation;
+    const tokens = o.batch * o.seqLen * o.accumulation * this.worldSize;
     const flops = trainingFlopsPerToken(o.config, o.seqLen) * tokens;
     const achievedTflops = flops / (stepMs / 1e3) / 1e12;
     const peak = info().devices.find((d) => d.device === o.device)?.peak?.bf16Tflops;
@@ -230,6 +287,7 @@ export class Trainer {
       step: this.step, loss: lossSum / o.accumulation, gradNorm, lr: lr, tokens, stepMs, tokensPerSecond: tokens / (stepMs / 1e3),
       forwardMs, backwardMs, optimizerMs, issueMs, achievedTflops, mfu: peak ? achievedTflops / peak : undefined,
       peakMemoryBytes: memoryStats(o.device).peakAllocated,
+      ...o.parallel?.stepMetrics(stepMs, tokens),
     };
   }
 
@@ -256,7 +314,14 @@ export class Trainer {
     const out = this.options.out;
     if (!out && !dir) fail('ERR_ARG', 'no checkpoint directory (set out)');
     const target = dir ?? join(out!, `step-${String(this.step).padStart(6, '0')}`);
-    return saveCheckpoint(target, this.options.config, this.model.namedWeights(), this.optimizer.stateTensors().tensors, this.state());
+    const state = this.optimizer.stateTensors().tensors;
+    const extra = this.options.parallel?.stateTensors?.();
+    try {
+      for (const [k, t] of extra ?? []) state.set(k, t);
+      return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state());
+    } finally {
+      for (const t of extra?.values() ?? []) t.dispose();
+    }
   }
 
   /** Restores weights, optimizer state, step and data position from a checkpoint. */
@@ -270,24 +335,26 @@ export class Trainer {
     if (!c.trainer || !c.optimizer) fail('ERR_CHECKPOINT', 'checkpoint has no trainer/optimizer state (an inference-only export?)');
     this.model.loadWeights(c.weights);
     await this.optimizer.loadState(c.trainer.optimizerStep, c.optimizer);
+    this.options.parallel?.loadState?.(c.optimizer);
     this.step = c.trainer.step;
     this.train.close();
-    this.train = new TokenLoader(join(this.options.data, 'train.bin'), this.options.batch, this.options.seqLen, c.trainer.loader);
+    this.train = new TokenLoader(join(this.options.data, 'train.bin'), this.options.batch * this.worldSize, this.options.seqLen, c.trainer.loader);
   }
 
   /** Runs to `steps`, logging to out/metrics.jsonl, validating and checkpointing as configured. */
   async run(onStep?: (m: StepMetrics) => void): Promise<StepMetrics[]> {
     const o = this.options;
     const history: StepMetrics[] = [];
-    if (o.out) mkdirSync(o.out, { recursive: true });
+    const writer = this.isWriter;
+    if (o.out && writer) mkdirSync(o.out, { recursive: true });
     while (this.step < o.steps && !this.stopRequested) {
       const m = await this.trainStep();
       if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || this.step === o.steps)) m.valLoss = await this.evaluate();
-      if (o.out) appendFileSync(join(o.out, 'metrics.jsonl'), JSON.stringify(m) + '\n');
+      if (o.out && writer) appendFileSync(join(o.out, 'metrics.jsonl'), JSON.stringify(m) + '\n');
       history.push(m);
       onStep?.(m);
       for (const listener of this.stepListeners) listener(m, this);
-      if (o.out && o.checkpointEvery > 0 && this.step % o.checkpointEvery === 0) await this.save();
+      if (o.out && writer && o.checkpointEvery > 0 && this.step % o.checkpointEvery === 0) await this.save();
     }
     return history;
   }

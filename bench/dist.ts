@@ -1,0 +1,158 @@
+#!/usr/bin/env node
+/**
+ * Data-parallel benchmarks (lib/dist), two local ranks over 127.0.0.1:
+ *
+ *   node dist/bench/dist.js [--only bandwidth,scaling] [--out bench/results] [--data DIR]
+ *
+ * - bandwidth: kiln's all-reduce (queued op, packed on the communication thread, Gloo ring) of
+ *   1 MiB and 25 MiB f32 buffers against a minimal C++ driver straight on libgloo
+ *   (bench/peers/gloo_allreduce.cc, compiled here with g++; Debian ships no Gloo benchmark),
+ *   same sizes, same transport. Reports algbw and busbw (nccl-tests' definitions), medians.
+ * - scaling: the tiny preset, `kiln train` with one 1-thread rank against `--nproc 2` with two
+ *   1-thread ranks (same per-rank batch): scaling efficiency = tokens/s(2) / (2 · tokens/s(1)),
+ *   medians over the steps after warm-up, with the exposed communication per step.
+ *
+ * The machine's load average is recorded with every measurement (shared cores skew them).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
+import { byteTokenizer } from '../lib/data/tokenizer.js';
+import { Communicator, distEnvFromProcess } from '../lib/dist/communicator.js';
+import { freePort } from '../lib/dist/launcher.js';
+import { synchronize, tensor } from '../lib/index.js';
+import { writeResults } from './harness.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const cli = join(here, '..', 'lib', 'cli.js');
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(args[0], args.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('exit', (code) => resolve({ code: code ?? 1, out }));
+  });
+}
+
+/** One rank of the kiln all-reduce measurement (spawned by bandwidth()). */
+async function rankBandwidth(sizes: number[], repeats: number): Promise<void> {
+  const env = distEnvFromProcess()!;
+  const comm = await Communicator.connect({ ...env, config: 'bandwidth', timeoutMs: 120_000 });
+  const results = [];
+  for (const bytes of sizes) {
+    const t = tensor(new Float32Array(bytes / 4).map((_, i) => (i % 97) * 0.01 + env.rank), { shape: [bytes / 4] });
+    const times: number[] = [];
+    const wall: number[] = [];
+    for (let r = 0; r < repeats + 2; r++) {
+      // barrier then all-reduce back to back on the queue, as the Gloo driver does (no JS round trip between them to skew the ranks)
+      comm.wait(comm.barrier());
+      const start = performance.now();
+      comm.wait(comm.allReduce([t], { average: false }));
+      await synchronize();
+      const w = performance.now() - start;
+      // the collective's own time on the communication thread (what the Gloo driver times), and the op's round trip from JS
+      if (r >= 2) {
+        times.push(comm.stats().lastCollectiveMs);
+        wall.push(w);
+      }
+    }
+    const ms = median(times);
+    const alg = bytes / (ms / 1e3) / 1e9;
+    results.push({ bytes, medianMs: ms, algBandwidthGBs: alg, busBandwidthGBs: (alg * 2 * (env.worldSize - 1)) / env.worldSize, medianRoundTripMs: median(wall) });
+    t.dispose();
+  }
+  console.log(JSON.stringify({ rank: env.rank, results }));
+  await comm.close();
+}
+
+async function bandwidth(sizes: number[], repeats: number): Promise<unknown[]> {
+  const out: unknown[] = [];
+  // kiln
+  const port = await freePort();
+  const ranks = await Promise.all([0, 1].map((rank) =>
+    run([process.execPath, join(here, 'dist.js'), 'rank-bandwidth', String(repeats), ...sizes.map(String)], {
+      MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
+    })));
+  for (const r of ranks) if (r.code !== 0) throw new Error(`kiln bandwidth rank failed:\n${r.out}`);
+  const kiln = JSON.parse(ranks[0].out.trim().split('\n').pop()!).results as { bytes: number; medianMs: number; algBandwidthGBs: number; busBandwidthGBs: number }[];
+  // the Gloo driver
+  const exe = join(mkdtempSync(join(tmpdir(), 'kiln-gloo-')), 'gloo_allreduce');
+  let peer: typeof kiln | undefined;
+  let peerNote = '';
+  try {
+    execFileSync('g++', ['-O2', '-std=c++17', join(root, 'bench', 'peers', 'gloo_allreduce.cc'), '-lgloo', '-pthread', '-o', exe], { stdio: 'pipe' });
+    peer = [];
+    for (const bytes of sizes) {
+      const store = mkdtempSync(join(tmpdir(), 'kiln-gloo-store-'));
+      const rs = await Promise.all([0, 1].map((rank) => run([exe, store, String(bytes), String(repeats)], { RANK: String(rank), WORLD_SIZE: '2' })));
+      for (const r of rs) if (r.code !== 0) throw new Error(r.out);
+      peer.push(JSON.parse(rs[0].out.trim()));
+    }
+  } catch (e) {
+    peerNote = `the Gloo driver could not run: ${(e as Error).message.split('\n')[0]}`;
+  }
+  for (const [i, k] of kiln.entries()) {
+    const p = peer?.[i];
+    const row = { benchmark: 'allreduce-loopback', worldSize: 2, bytes: k.bytes, kiln: k, gloo: p, ratioOfGloo: p ? k.algBandwidthGBs / p.algBandwidthGBs : undefined, loadAverage: loadavg()[0], note: peerNote || undefined };
+    console.log(`all-reduce ${(k.bytes / 2 ** 20).toFixed(0)} MiB: kiln ${k.medianMs.toFixed(2)} ms ${k.algBandwidthGBs.toFixed(3)} GB/s algbw` +
+      (p ? `, Gloo driver ${p.medianMs.toFixed(2)} ms ${p.algBandwidthGBs.toFixed(3)} GB/s: ${(100 * row.ratioOfGloo!).toFixed(0)}% (target >= 80%)` : ` (${peerNote})`) + ` load ${row.loadAverage.toFixed(1)}`);
+    out.push(row);
+  }
+  return out;
+}
+
+async function scaling(data: string, steps: number, batch: number): Promise<unknown[]> {
+  const common = ['train', '--preset', 'tiny', '--data', data, '--steps', String(steps), '--batch', String(batch), '--seq', '128', '--eval-every', '0', '--log-every', '1000'];
+  const measure = async (nproc: number) => {
+    const out = mkdtempSync(join(tmpdir(), `kiln-scaling-${nproc}-`));
+    const args = [process.execPath, cli, ...common, '--out', out, ...(nproc > 1 ? ['--nproc', String(nproc)] : [])];
+    const load = loadavg()[0];
+    const r = await run(args, { KILN_NUM_THREADS: '1' });
+    if (r.code !== 0) throw new Error(`kiln train --nproc ${nproc} failed:\n${r.out}`);
+    const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).slice(3);
+    return {
+      nproc, tokensPerSecond: median(lines.map((m) => m.tokensPerSecond)), stepMs: median(lines.map((m) => m.stepMs)),
+      commMs: nproc > 1 ? median(lines.map((m) => m.commMs)) : 0, commExposedMs: nproc > 1 ? median(lines.map((m) => m.commExposedMs)) : 0,
+      commBytes: nproc > 1 ? median(lines.map((m) => m.commBytes)) : 0, loadAverageBefore: load, loadAverageAfter: loadavg()[0],
+    };
+  };
+  const one = await measure(1);
+  const two = await measure(2);
+  const efficiency = two.tokensPerSecond / (2 * one.tokensPerSecond);
+  console.log(`scaling (tiny, 1-thread ranks, batch ${batch}/rank): 1 rank ${one.tokensPerSecond.toFixed(0)} tok/s, 2 ranks ${two.tokensPerSecond.toFixed(0)} tok/s ` +
+    `(comm ${two.commMs.toFixed(1)} ms, exposed ${two.commExposedMs.toFixed(1)} ms of ${two.stepMs.toFixed(0)} ms/step): efficiency ${(100 * efficiency).toFixed(0)}% (target >= 90%); load ${one.loadAverageBefore.toFixed(1)} / ${two.loadAverageBefore.toFixed(1)}`);
+  return [{ benchmark: 'scaling-tiny', batchPerRank: batch, seqLen: 128, steps, one, two, scalingEfficiency: efficiency }];
+}
+
+async function main(): Promise<void> {
+  if (process.argv[2] === 'rank-bandwidth') return rankBandwidth(process.argv.slice(4).map(Number), Number(process.argv[3]));
+  const { values } = parseArgs({
+    options: { only: { type: 'string', default: 'bandwidth,scaling' }, out: { type: 'string', default: 'bench/results' }, data: { type: 'string' }, steps: { type: 'string', default: '23' }, batch: { type: 'string', default: '8' }, repeats: { type: 'string', default: '10' } },
+  });
+  const only = values.only!.split(',');
+  const results: unknown[] = [];
+  if (only.includes('bandwidth')) results.push(...(await bandwidth([2 ** 20, 25 * 2 ** 20], Number(values.repeats))));
+  if (only.includes('scaling')) {
+    const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
+    if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
+    results.push(...(await scaling(data, Number(values.steps), Number(values.batch))));
+  }
+  console.log(`wrote ${writeResults(values.out!, 'dist', results)}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
