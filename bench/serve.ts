@@ -77,7 +77,7 @@ export function engineDriver(engine: ServingEngine, description: Record<string, 
   let last = profiled.profile?.();
   return {
     name: 'kiln',
-    description: { driver: 'in-process Engine', ...description },
+    description: { kind: 'in-process Engine', ...description },
     async request(prompt, maxTokens) {
       const timing: RequestTiming = { ok: false, promptTokens: prompt.length, outputTokens: 0, sentMs: performance.now(), tokenMs: [], endMs: 0 };
       try {
@@ -159,7 +159,7 @@ export async function httpDriver(options: HttpDriverOptions): Promise<ServeDrive
   }
   return {
     name: 'http',
-    description: { driver: 'OpenAI-compatible HTTP (streamed completions)', url: base, model, prompts: options.decode ? 'text' : 'token ids' },
+    description: { kind: 'OpenAI-compatible HTTP (streamed completions)', url: base, model, prompts: options.decode ? 'text' : 'token ids' },
     async request(prompt, maxTokens) {
       const timing: RequestTiming = { ok: false, promptTokens: prompt.length, outputTokens: 0, sentMs: performance.now(), tokenMs: [], endMs: 0 };
       try {
@@ -237,7 +237,7 @@ export async function llamaCppDriver(o: LlamaCppDriverOptions): Promise<ServeDri
   return {
     name: 'llama.cpp',
     description: {
-      driver: 'node-llama-cpp (llama.cpp CPU prebuilt)', llamaCpp: llama.llamaCppRelease, gguf: o.gguf, sequences: o.sequences,
+      kind: 'node-llama-cpp (llama.cpp CPU prebuilt)', llamaCpp: llama.llamaCppRelease, gguf: o.gguf, sequences: o.sequences,
       contextPerSequence: context.contextSize, threads: o.threads, kvType: o.kvType, batchSize: context.batchSize, flashAttention: false,
     },
     async request(prompt, maxTokens) {
@@ -596,7 +596,7 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     } finally {
       await driver.close();
     }
-    const entry: Record<string, unknown> = { driver: driver.name, ...driver.description, scenarios };
+    const entry: Record<string, unknown> = { ...driver.description, driver: driver.name, scenarios };
     const single = scenarios.find((s) => s.concurrency === 1);
     if (single && copyGBs && name !== 'http') {
       // mean context while decoding: the prompt plus half the output
@@ -616,7 +616,7 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
 }
 
 /** The issues' targets, as measured (hits and misses both recorded). */
-function targets(drivers: Record<string, unknown>[]): Record<string, unknown> {
+export function targets(drivers: Record<string, unknown>[]): Record<string, unknown> {
   const find = (name: string) => drivers.find((d) => d.driver === name) as { scenarios: ScenarioResult[] } | undefined;
   const kiln = find('kiln');
   const peer = find('llama.cpp');
