@@ -25,7 +25,10 @@ commands:
         [--resume DIR] [--seed 0] [--grad-clip 1] [--recompute]
                        pretrain; SIGINT saves a checkpoint and exits (--recompute: activation
                        recomputation, less memory for one extra layer forward per layer)
-  generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--seed 0]
+  generate --checkpoint DIR --prompt TEXT [--tokens 100] [--temperature 0.8] [--top-k 40] [--top-p 1] [--seed 0]
+        [--tokenizer byte|gpt2] [--device cpu] [--dtype f32|bf16]
+                       streams a completion from a kiln or Hugging Face LLaMA checkpoint through
+                       the serving engine (lib/serve) and prints tokens/s
   serve --checkpoint DIR [--host 127.0.0.1] [--port 8000] [--device cpu] [--model-name NAME]
         [--api-key KEY] [--kv-cache-mb N] [--max-running N] [--max-queued N] [--drain-seconds 30]
                        OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,

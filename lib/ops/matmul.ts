@@ -36,8 +36,8 @@ export interface MatmulOptions {
   /** CPU only: the plain-loop reference (f64 accumulation), for tests and baselines. */
   reference?: boolean;
   /**
-   * Each output row bit-identical whatever M is (the serving engine's batches): on the CPU small
-   * M stays on the blocked GEMM instead of the skinny path. CUDA does not read it yet.
+   * Each output row bit-identical whatever M is (the serving engine's batches): on the CPU every
+   * M takes the unpacked dot-product path that small M always takes. CUDA does not read it yet.
    */
   batchInvariant?: boolean;
 }

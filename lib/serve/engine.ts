@@ -83,6 +83,7 @@ function resolveOptions(options: EngineLoadOptions, config: ModelConfig): Resolv
     if (numBlocks < 1) fail('ERR_ARG', `kvCacheBytes ${bytes} holds no block (one block of ${blockSize} tokens takes ${perBlock} bytes)`);
   }
   const maxBatchTokens = positiveInt(options.maxBatchTokens, 'maxBatchTokens', 512);
+  if (maxBatchTokens > 65536) fail('ERR_ARG', `maxBatchTokens must be at most 65536, got ${maxBatchTokens}`);
   // every running sequence decodes one token per iteration, so they must fit the token budget
   const maxRunningSequences = Math.min(positiveInt(options.maxRunningSequences, 'maxRunningSequences', 64), maxBatchTokens);
   const maxQueuedRequests = positiveInt(options.maxQueuedRequests, 'maxQueuedRequests', 1024);
@@ -354,6 +355,15 @@ export class Engine implements ServingEngine {
   }
 
   private async loop(): Promise<void> {
+    try {
+      await this.iterate();
+    } catch (error) {
+      // a bug in the loop itself: fail every request rather than leave them hanging
+      for (const request of [...this.requests.values()]) this.fail(request, error);
+    }
+  }
+
+  private async iterate(): Promise<void> {
     const bs = this.options.blockSize;
     const V = this.config.vocabSize;
     while (this.scheduler.hasWork) {
@@ -419,8 +429,13 @@ export class Engine implements ServingEngine {
         const request = this.requests.get(seq);
         if (!request || request.finished || seq.status !== 'running') continue;
         const row = logits.subarray(i * V, (i + 1) * V);
-        this.emitToken(request, request.sampler.sample(row, this.scratch));
-        produced++;
+        try {
+          this.emitToken(request, request.sampler.sample(row, this.scratch));
+          produced++;
+        } catch (error) {
+          // a tokenizer or listener failure ends this request, not the engine
+          this.fail(request, error);
+        }
       }
       const end = performance.now();
       this.counters.samplingMs += end - ran;

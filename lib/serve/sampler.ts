@@ -82,6 +82,14 @@ export function resolveSampling(params: SamplingParams | undefined, vocabSize: n
   };
 }
 
+const BUCKETS_PER_NAT = 32;
+const NUM_BUCKETS = 48 * BUCKETS_PER_NAT; // weights below e^-48 share the last bucket
+let buckets = new Uint16Array(0);
+function bucketScratch(n: number): Uint16Array {
+  if (buckets.length < n) buckets = new Uint16Array(n);
+  return buckets;
+}
+
 /** A small fast seeded generator (mulberry32 over a 64-bit seed folded to 32): uniform in [0, 1). */
 export function seededRandom(seed: number): () => number {
   let state = (Math.floor(seed / 2 ** 32) ^ seed ^ 0x6d2b79f5) >>> 0;
@@ -134,7 +142,8 @@ export function topKIndices(row: Float32Array, k: number): Int32Array {
         heapV[parent] = tv, heapI[parent] = ti;
         j = parent;
       }
-    } else if (!weaker(v, i, heapV[0], heapI[0])) {
+    } else if (v > heapV[0]) {
+      // (indices only grow, so an equal value never beats the root: ties keep the lower id)
       heapV[0] = v, heapI[0] = i;
       siftDown(0);
     }
@@ -224,35 +233,53 @@ export class SequenceSampler {
     const n = candidates ? candidates.length : V;
     const id = candidates ? (j: number) => candidates[j] : (j: number) => j;
     let max = -Infinity;
-    for (let j = 0; j < n; j++) max = Math.max(max, row[id(j)]);
+    if (candidates) max = row[candidates[0]];
+    else for (let j = 0; j < n; j++) if (row[j] > max) max = row[j];
     // scratch[j]: unnormalized probability of candidate j (the most likely has weight 1)
     let total = 0;
-    for (let j = 0; j < n; j++) total += scratch[j] = Math.exp((row[id(j)] - max) * invT);
     let kept: Int32Array | undefined; // positions j into the candidates, in drawing order
-    if (p.topP < 1) {
-      const target = p.topP * total;
-      let order: Int32Array;
-      if (candidates) {
-        order = Int32Array.from({ length: n }, (_, j) => j); // already largest first
-      } else {
-        // the nucleus is made of the most likely tokens: sort only those above a threshold,
-        // lowered until they hold at least topP of the mass
-        let threshold = 1e-3;
-        for (;;) {
-          const above: number[] = [];
-          let mass = 0;
-          for (let j = 0; j < n; j++) if (scratch[j] >= threshold) above.push(j), (mass += scratch[j]);
-          if (mass >= target || threshold < 1e-30) {
-            order = Int32Array.from(above).sort((a, b) => scratch[b] - scratch[a] || a - b);
-            break;
-          }
-          threshold /= 64;
-        }
+    if (p.topP < 1 && !candidates) {
+      // the nucleus without sorting the vocabulary: bucket the weights by -log w (BUCKETS_PER_NAT
+      // buckets per nat, disjoint ranges, larger weights in lower buckets), find the bucket where
+      // the mass crosses topP, and sort only that bucket's tokens (exact, ties by id as a full sort)
+      const buckets = bucketScratch(n);
+      const mass = new Float64Array(NUM_BUCKETS);
+      for (let j = 0; j < n; j++) {
+        const z = (row[j] - max) * invT;
+        const w = (scratch[j] = Math.exp(z));
+        total += w;
+        const b = Math.min(NUM_BUCKETS - 1, Math.floor(-z * BUCKETS_PER_NAT));
+        buckets[j] = b;
+        mass[b] += w;
       }
-      let cumulative = 0;
-      let count = 0;
-      while (count < order.length && (count === 0 || cumulative < target)) cumulative += scratch[order[count++]];
-      kept = order.subarray(0, count);
+      const target = p.topP * total;
+      let before = 0;
+      let crossing = 0;
+      while (crossing < NUM_BUCKETS - 1 && before + mass[crossing] < target) before += mass[crossing++];
+      const out: number[] = [];
+      const edge: number[] = [];
+      for (let j = 0; j < n; j++) {
+        if (buckets[j] < crossing) out.push(j);
+        else if (buckets[j] === crossing) edge.push(j);
+      }
+      edge.sort((a, b) => scratch[b] - scratch[a] || a - b);
+      let cumulative = before;
+      for (let e = 0; e < edge.length && (out.length === 0 || cumulative < target); e++) {
+        out.push(edge[e]);
+        cumulative += scratch[edge[e]];
+      }
+      kept = Int32Array.from(out);
+    } else {
+      if (candidates) for (let j = 0; j < n; j++) total += scratch[j] = Math.exp((row[candidates[j]] - max) * invT);
+      else for (let j = 0; j < n; j++) total += scratch[j] = Math.exp((row[j] - max) * invT);
+      if (p.topP < 1) {
+        // top-k candidates come largest first
+        const target = p.topP * total;
+        let cumulative = 0;
+        let count = 0;
+        while (count < n && (count === 0 || cumulative < target)) cumulative += scratch[count++];
+        kept = Int32Array.from({ length: count }, (_, j) => j);
+      }
     }
     if (p.minP > 0) {
       // relative to the most likely token (weight 1)
@@ -267,12 +294,11 @@ export class SequenceSampler {
       for (const j of kept) if ((u -= scratch[j]) < 0) return id(j);
       return id(kept[kept.length - 1]);
     }
-    let last = 0;
-    for (let j = 0; j < n; j++) {
-      if (scratch[j] > 0) last = j;
-      if ((u -= scratch[j]) < 0) return id(j);
-    }
-    return id(last);
+    let j = 0;
+    for (; j < n; j++) if ((u -= scratch[j]) < 0) break;
+    // rounding can leave u >= 0 after the last weight: take the last token with any weight
+    while (j >= n || scratch[j] === 0) j--;
+    return id(j);
   }
 }
 

@@ -56,7 +56,7 @@ export function loadHfTokenizer(dir: string, modelConfig: Record<string, unknown
     vocabSize,
     eot,
     encode: (text) => hf.encode(text).ids,
-    decode: (ids) => hf.decode(ids, { skip_special_tokens: true }),
+    decode: (ids) => (ids.length ? hf.decode(ids, { skip_special_tokens: true }) : ''),
   };
   const template = config.chat_template;
   const chatTemplate = typeof template === 'string' ? template : undefined;
@@ -67,5 +67,7 @@ export function loadHfTokenizer(dir: string, modelConfig: Record<string, unknown
 export async function kilnTokenizer(name: string | undefined, vocabSize: number): Promise<ServingTokenizer> {
   const t: Tokenizer = name ? await tokenizerByName(name) : vocabSize <= 256 ? byteTokenizer : await tokenizerByName('gpt2');
   if (t.vocabSize > vocabSize) fail('ERR_ARG', `the ${t.name} tokenizer has ${t.vocabSize} ids, more than the model's vocabulary (${vocabSize})`);
-  return { name: t.name, encode: (s) => t.encode(s), decode: (ids) => t.decode(ids), eot: t.eot, vocabSize };
+  // ids past the tokenizer's own vocabulary (the model's padding, e.g. GPT-2's 50257 padded to 50304) decode to nothing
+  const known = t.vocabSize;
+  return { name: t.name, encode: (s) => t.encode(s), decode: (ids) => t.decode(ids.filter((i) => i < known)), eot: t.eot, vocabSize };
 }

@@ -10,8 +10,9 @@ import { formatInfo } from '../info.js';
 import { defaultDevice } from '../runtime.js';
 import { preset } from '../model/config.js';
 import { bundledCorpus, prepareDocuments, readShardInfo } from '../data/shards.js';
-import { byteTokenizer, tokenizerByName } from '../data/tokenizer.js';
-import { generateTokens, loadModel } from '../generate.js';
+import { byteTokenizer } from '../data/tokenizer.js';
+import { Engine } from '../serve/engine.js';
+import type { StreamEnd } from '../serve/types.js';
 import { type StepMetrics, Trainer, type TrainOptions } from './trainer.js';
 
 function int(value: string | undefined, name: string): number {
@@ -101,20 +102,44 @@ export async function generate(args: string[]): Promise<number> {
     args,
     options: {
       checkpoint: { type: 'string' }, prompt: { type: 'string', default: '' }, tokens: { type: 'string', default: '100' },
-      temperature: { type: 'string', default: '0.8' }, 'top-k': { type: 'string', default: '40' }, seed: { type: 'string', default: '0' },
-      tokenizer: { type: 'string' }, device: { type: 'string', default: 'cpu' },
+      temperature: { type: 'string', default: '0.8' }, 'top-k': { type: 'string', default: '40' }, 'top-p': { type: 'string', default: '1' },
+      seed: { type: 'string', default: '0' }, tokenizer: { type: 'string' }, device: { type: 'string', default: 'cpu' },
+      dtype: { type: 'string' },
     },
     strict: true,
   });
   if (!values.checkpoint) fail('ERR_ARG', '--checkpoint DIR is required');
-  const model = loadModel(values.checkpoint, parseDevice(values.device) as Device);
-  const tokenizer = values.tokenizer ? await tokenizerByName(values.tokenizer) : model.config.vocabSize <= 256 ? byteTokenizer : await tokenizerByName('gpt2');
-  const prompt = tokenizer.encode(values.prompt!.length ? values.prompt! : ' ');
-  const out = await generateTokens(model, prompt, {
-    maxTokens: int(values.tokens, 'tokens'), temperature: num(values.temperature, 'temperature'), topK: int(values['top-k'], 'top-k'), seed: int(values.seed, 'seed'),
+  const dtype = values.dtype;
+  if (dtype !== undefined && dtype !== 'f32' && dtype !== 'bf16') fail('ERR_ARG', `--dtype must be f32 or bf16, got ${dtype}`);
+  const engine = await Engine.load(values.checkpoint, {
+    device: parseDevice(values.device) as Device, tokenizer: values.tokenizer, computeDType: dtype as 'f32' | 'bf16' | undefined,
   });
-  console.log(values.prompt + tokenizer.decode(out));
-  model.dispose();
+  try {
+    const prompt = values.prompt!.length ? values.prompt! : ' ';
+    process.stdout.write(values.prompt!);
+    const started = performance.now();
+    let end: StreamEnd | undefined;
+    for await (const event of engine.stream(prompt, {
+      maxTokens: int(values.tokens, 'tokens') || 1, temperature: num(values.temperature, 'temperature'), topK: int(values['top-k'], 'top-k'),
+      topP: num(values['top-p'], 'top-p'), seed: int(values.seed, 'seed'),
+    })) {
+      process.stdout.write(event.text);
+      if ('done' in event) end = event;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    if (end) {
+      const decodeSeconds = (end.timings.totalMs - end.timings.ttftMs) / 1000;
+      const decodeRate = end.usage.completionTokens > 1 && decodeSeconds > 0 ? ` (decode ${((end.usage.completionTokens - 1) / decodeSeconds).toFixed(1)} tokens/s)` : '';
+      process.stderr.write(
+        `\n${end.usage.completionTokens} tokens in ${seconds.toFixed(2)} s: ${(end.usage.completionTokens / seconds).toFixed(1)} tokens/s${decodeRate}, ` +
+          `first token after ${end.timings.ttftMs.toFixed(0)} ms (${end.finishReason})\n`,
+      );
+    } else {
+      process.stdout.write('\n');
+    }
+  } finally {
+    await engine.close();
+  }
   return 0;
 }
 
@@ -140,9 +165,11 @@ export async function start(args: string[]): Promise<number> {
   console.log(`\ntrained ${history.length} steps in ${((performance.now() - started) / 1000).toFixed(0)} s: loss ${history[0]?.loss.toFixed(3)} -> ${last?.loss.toFixed(3)}` +
     (last?.valLoss !== undefined ? `, validation ${last.valLoss.toFixed(3)}` : ''));
   console.log(`checkpoint (Hugging Face layout): ${saved}`);
-  const prompt = 'The film was';
-  const sample = await generateTokens(trainer.model, byteTokenizer.encode(prompt), { maxTokens: 120, temperature: 0.8, topK: 40, seed: 1 });
-  console.log(`\nsample: ${prompt}${byteTokenizer.decode(sample)}`);
   trainer.close();
+  const prompt = 'The film was';
+  const engine = await Engine.load(saved, { tokenizer: 'byte' });
+  const sample = await engine.generate(prompt, { maxTokens: 120, temperature: 0.8, topK: 40, seed: 1, ignoreEos: true });
+  await engine.close();
+  console.log(`\nsample: ${prompt}${sample.text}`);
   return 0;
 }

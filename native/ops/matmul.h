@@ -20,8 +20,8 @@
 // dtypes: A and B share one dtype. (f32, f32) -> f32 | (bf16|f16) -> bf16|f16|f32 | f64 -> f64 (CPU only).
 // batch_invariant: each row of C is computed exactly as it would be in any other M (the serving
 // engine batches sequences and needs a sequence's tokens not to depend on its neighbours). On the
-// CPU it keeps small M on the blocked path (whose per-element K order does not depend on M)
-// instead of the skinny GEMV path. CUDA kernels do not read it (their batch invariance is unverified).
+// CPU every M takes the skinny path (per-element dot products in groups of 8 rows, no packing),
+// whose arithmetic for a row does not depend on M. CUDA kernels do not read it (their batch invariance is unverified).
 // The residual has C's dtype. Strides and leading dims are in elements. All pointers are to the
 // first element of batch 0; batch z starts at ptr + z * stride_*.
 #pragma once

@@ -20,9 +20,11 @@
 //   block's scratch holds both halves of the columns it finishes.
 //   Every element's K sum runs in the same order whatever the tiling, so results do not depend
 //   on the thread count. M <= 8 takes run_skinny instead (no packing; dot products along B rows
-//   for trans_b, row updates otherwise), unless batch_invariant asks every M to take the blocked
-//   path, whose per-element K order does not depend on M (a row's result is then bit-identical
-//   whatever rows share the call: the serving engine's batches).
+//   for trans_b, row updates otherwise). batch_invariant sends every M to run_skinny, which
+//   computes each output element with the same instruction sequence whatever M is (f32 on
+//   AVX-512: 4 x 4 tiles of 16-lane dot products, dot_tile_avx512; otherwise groups of 8 rows),
+//   so a row's result is bit-identical whatever rows share the call (the serving engine's
+//   batches: decode at M = 1 reads the weights once, with no packing).
 //   Measured (Zen 4, 2 threads, f32, 2048^3 and the 1.4B shapes): 190-205 GFLOP/s, 0.95-1.0x
 //   numpy/OpenBLAS; bf16 in/out 193, swiglu 186; f64 94. One thread: 104 (OpenBLAS 101).
 #include "../../runtime/cpu_isa.h"
@@ -727,6 +729,8 @@ void run_gemm(const MatmulParams& p, Blocking blk) {
 // but the choice depends only on M, never on the thread count.
 
 constexpr int64_t kSkinnyM = 8;
+// B rows (trans_b) a group of A rows meets before the next group comes (kept in L1/L2)
+constexpr int64_t kSubColumns = 32;
 
 #define KILN_INLINE inline __attribute__((always_inline))
 
@@ -841,12 +845,69 @@ void widen_row(DType t, const void* src, int64_t n, T* dst) {
   }
 }
 
+#if KILN_X86
+// Batch-invariant f32 tile (AVX-512): R rows x C columns of dot products out[r, c] = a_r · b_c.
+// Every element has its own 16-lane accumulator (lane l sums k = l mod 16 in k order, fused
+// multiply-adds, the K tail masked to zero), reduced by _mm512_reduce_add_ps: the same
+// instructions for an element whatever R, C and M are, so its value never depends on the batch,
+// while a 4 x 4 tile loads 8 vectors per 16 FMAs (the 8-row dot path loads 18).
+template <int R, int C>
+KILN_TARGET_AVX512 void dot_tile_avx512(const float* a, int64_t K, const float* const* b, float* out, int64_t ldo) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 bv[C];
+    for (int c = 0; c < C; ++c) bv[c] = _mm512_loadu_ps(b[c] + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_loadu_ps(a + r * K + k);
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(av, bv[c], acc[r][c]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 mask = __mmask16((1u << (K - k)) - 1);
+    __m512 bv[C];
+    for (int c = 0; c < C; ++c) bv[c] = _mm512_maskz_loadu_ps(mask, b[c] + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_maskz_loadu_ps(mask, a + r * K + k);
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(av, bv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) out[r * ldo + c] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+template <int R>
+void dot_tile_rows(int64_t cols, const float* a, int64_t K, const float* const* b, float* out, int64_t ldo) {
+  switch (cols) {
+    case 1: dot_tile_avx512<R, 1>(a, K, b, out, ldo); break;
+    case 2: dot_tile_avx512<R, 2>(a, K, b, out, ldo); break;
+    case 3: dot_tile_avx512<R, 3>(a, K, b, out, ldo); break;
+    default: dot_tile_avx512<R, 4>(a, K, b, out, ldo); break;
+  }
+}
+
+// out (rows x cols, leading dim ldo) = A rows (rows x K) · B rows b[0..cols)ᵀ, rows, cols <= 4.
+void dot_tile(int64_t rows, int64_t cols, const float* a, int64_t K, const float* const* b, float* out, int64_t ldo) {
+  switch (rows) {
+    case 1: dot_tile_rows<1>(cols, a, K, b, out, ldo); break;
+    case 2: dot_tile_rows<2>(cols, a, K, b, out, ldo); break;
+    case 3: dot_tile_rows<3>(cols, a, K, b, out, ldo); break;
+    default: dot_tile_rows<4>(cols, a, K, b, out, ldo); break;
+  }
+}
+#endif
+
 template <class T>
 void run_skinny(const MatmulParams& p) {
   const SkinnyFns<T> fns = skinny_fns<T>();
   const bool swiglu = p.epilogue == MatmulEpilogue::swiglu, residual = p.epilogue == MatmulEpilogue::residual_add;
   const size_t ab = dtype_size(p.ab_dtype), cs = dtype_size(p.c_dtype);
   const bool b_native = p.ab_dtype == (sizeof(T) == 8 ? DType::f64 : DType::f32);
+#if KILN_X86
+  const bool tiled = sizeof(T) == 4 && cpu_isa() == Isa::avx512;
+#endif
   constexpr int64_t kChunk = 512;  // output columns per task
   const int64_t chunks = (p.N + kChunk - 1) / kChunk;
   const int64_t halves = swiglu ? 2 : 1;
@@ -856,7 +917,7 @@ void run_skinny(const MatmulParams& p) {
     ThreadBuffers& buf = thread_buffers();
     T* arows = static_cast<T*>(buf.pack_a.get(sizeof(T) * size_t(p.M * p.K + 1)));
     T* acc = static_cast<T*>(buf.scratch.get(sizeof(T) * size_t(p.M * kChunk * halves)));
-    T* brow = static_cast<T*>(buf.pack_b.get(sizeof(T) * size_t(std::max(p.K, 4 * kChunk))));
+    T* brow = static_cast<T*>(buf.pack_b.get(sizeof(T) * size_t(std::max(kSubColumns * p.K, 4 * kChunk))));
     int64_t gathered_z = -1;
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t z = t / chunks, n0 = (t % chunks) * kChunk, nb = std::min(kChunk, p.N - n0);
@@ -875,12 +936,42 @@ void run_skinny(const MatmulParams& p) {
       for (int64_t h = 0; h < halves; ++h) {
         const int64_t col0 = h * p.N + n0;
         T* out = acc + h * nb;
+#if KILN_X86
+        if (p.trans_b && p.batch_invariant && tiled) {
+          // f32 on AVX-512: 4 x 4 tiles of independent dot products (see dot_tile_avx512)
+          for (int64_t j0 = 0; j0 < nb; j0 += kSubColumns) {
+            const int64_t jn = std::min(kSubColumns, nb - j0);
+            const float* rows_b[kSubColumns];
+            for (int64_t j = 0; j < jn; ++j) {
+              const char* src = b + (col0 + j0 + j) * p.ldb * ab;
+              if (b_native) {
+                rows_b[j] = reinterpret_cast<const float*>(src);
+              } else {
+                widen_row<T>(p.ab_dtype, src, p.K, brow + j * p.K);
+                rows_b[j] = reinterpret_cast<const float*>(brow + j * p.K);
+              }
+            }
+            for (int64_t m0 = 0; m0 < p.M; m0 += 4)
+              for (int64_t j = 0; j < jn; j += 4)
+                dot_tile(std::min<int64_t>(4, p.M - m0), std::min<int64_t>(4, jn - j), reinterpret_cast<const float*>(arows) + m0 * p.K, p.K,
+                         rows_b + j, reinterpret_cast<float*>(out) + m0 * ldo + j0 + j, ldo);
+          }
+        } else
+#endif
         if (p.trans_b) {
-          for (int64_t j = 0; j < nb; ++j) {
-            const char* src = b + (col0 + j) * p.ldb * ab;
-            const T* row = b_native ? reinterpret_cast<const T*>(src) : brow;
-            if (!b_native) widen_row<T>(p.ab_dtype, src, p.K, brow);
-            fns.dot(arows, p.M, row, p.K, out + j, ldo);
+          // kSubColumns B rows stay in cache while every group of kSkinnyM A rows meets them; each
+          // output element is one dot() call whatever M is, so a row's result does not depend on M
+          for (int64_t j0 = 0; j0 < nb; j0 += kSubColumns) {
+            const int64_t jn = std::min(kSubColumns, nb - j0);
+            if (!b_native)
+              for (int64_t j = 0; j < jn; ++j) widen_row<T>(p.ab_dtype, b + (col0 + j0 + j) * p.ldb * ab, p.K, brow + j * p.K);
+            for (int64_t m0 = 0; m0 < p.M; m0 += kSkinnyM) {
+              const int64_t rows = std::min(kSkinnyM, p.M - m0);
+              for (int64_t j = 0; j < jn; ++j) {
+                const T* row = b_native ? reinterpret_cast<const T*>(b + (col0 + j0 + j) * p.ldb * ab) : brow + j * p.K;
+                fns.dot(arows + m0 * p.K, rows, row, p.K, out + m0 * ldo + j0 + j, ldo);
+              }
+            }
           }
         } else {
           for (int64_t m = 0; m < p.M; ++m) std::fill(out + m * ldo, out + m * ldo + nb, T(0));
@@ -938,7 +1029,7 @@ void matmul_cpu(const MatmulParams& p) {
   // Blocking {MC, KC, NC} measured on Zen 4 (32 KB L1d, 1 MB L2): KC = 512 f32 (256 f64) keeps the
   // MR x KC A panel in L1 and the KC x NR B panel in L2; larger KC also means fewer C merges.
   const bool f64 = p.ab_dtype == DType::f64;
-  if (p.M <= kSkinnyM && p.K > 0 && !p.batch_invariant) {
+  if ((p.M <= kSkinnyM || p.batch_invariant) && p.K > 0) {
     if (f64) run_skinny<double>(p);
     else run_skinny<float>(p);
     return;
