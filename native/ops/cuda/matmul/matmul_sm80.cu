@@ -1,5 +1,6 @@
 // Ampere tensor-core GEMM, host side: configurations, support checks, the shape heuristic and
-// the dispatch to the per-configuration launchers. The kernel: matmul_sm80_kernel.cuh.
+// the dispatch to the per-configuration launchers; also configuration 0's 16 kernel variants
+// (1 to 4 are in matmul_sm80_cfg<N>.cu). The kernel: matmul_sm80_kernel.cuh.
 #include "matmul_sm80_kernel.cuh"
 
 namespace kiln {
@@ -24,6 +25,8 @@ constexpr int kSm80SmemBytes[kSm80ConfigCount] = {Cfg0::SMEM_BYTES, Cfg1::SMEM_B
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 
 }  // namespace
+
+void matmul_sm80_launch_cfg0(const MatmulParams& p, cudaStream_t stream) { launch_sm80_config<Cfg0>(p, stream); }
 
 int matmul_sm80_config_count() { return kSm80ConfigCount; }
 

@@ -21,9 +21,9 @@
 // by predicated cp.async with zero fill, so any M, N, K >= 0 is fine.
 //
 // This header holds the kernel and its launchers; each of the five tile configurations is
-// instantiated (16 variants: trans_a x trans_b x f16 x swiglu) in its own translation unit,
-// matmul_sm80_cfg<N>.cu, so a parallel build compiles them side by side. matmul_sm80.cu holds
-// the host-side dispatch.
+// instantiated (16 variants: trans_a x trans_b x f16 x swiglu) in its own translation unit
+// (configuration 0 with the host-side dispatch in matmul_sm80.cu, 1 to 4 in
+// matmul_sm80_cfg<N>.cu), so a parallel build compiles them side by side.
 #pragma once
 #include <cstdio>
 
@@ -335,7 +335,7 @@ void launch_sm80_config(const MatmulParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// The launchers of the five configurations (matmul_sm80_cfg0.cu ... matmul_sm80_cfg4.cu).
+// The launchers of the five configurations (matmul_sm80.cu, matmul_sm80_cfg1.cu ... cfg4.cu).
 void matmul_sm80_launch_cfg0(const MatmulParams& p, cudaStream_t stream);
 void matmul_sm80_launch_cfg1(const MatmulParams& p, cudaStream_t stream);
 void matmul_sm80_launch_cfg2(const MatmulParams& p, cudaStream_t stream);
