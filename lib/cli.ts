@@ -41,7 +41,7 @@ commands:
                        streams a completion from a kiln or Hugging Face LLaMA checkpoint through
                        the serving engine (lib/serve) and prints tokens/s
   serve --checkpoint DIR [--host 127.0.0.1] [--port 8000] [--device cpu] [--model-name NAME]
-        [--api-key KEY] [--kv-cache-mb N] [--max-running N] [--max-queued N] [--drain-seconds 30]
+        [--api-key KEY] [--kv-cache-mb N] [--max-running N] [--max-queued N] [--drain-seconds 30] [--dashboard [PORT]]
                        OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
                        /v1/models, /health, /metrics); hosts other than loopback need --api-key
                        (or KILN_API_KEY); SIGTERM drains in-flight requests, then exits

@@ -10,6 +10,8 @@ import { fail } from '../errors.js';
 import { Engine, type EngineLoadOptions } from './engine.js';
 import { createServer } from './http.js';
 import type { ServingEngine } from './types.js';
+import { attachServingDashboard } from '../monitor/dashboard.js';
+import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from '../monitor/commands.js';
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {
@@ -25,8 +27,9 @@ function integer(value: string | undefined, name: string, min: number, max: numb
 
 export async function serveCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args,
+    args: normalizeDashboardFlag(args),
     options: {
+      ...DASHBOARD_ARG_OPTIONS,
       checkpoint: { type: 'string' },
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string', default: '8000' },
@@ -86,6 +89,9 @@ export async function serveCommand(args: string[]): Promise<number> {
   resolveEngine(engine);
   await loading;
   console.log(`kiln serve: ready: model '${server.kiln.engine?.modelName}' (context ${engine.contextLength}, ${engine.options.numBlocks} KV blocks of ${engine.options.blockSize}) on ${values.device}`);
+  // --dashboard [PORT]: the live serving panel in this process (127.0.0.1 unless --dashboard-host with a token)
+  const dashboard = values.dashboard !== undefined ? await attachServingDashboard(engine, dashboardOptionsFrom(values)) : undefined;
+  if (dashboard) console.log(`kiln serve: dashboard: ${dashboard.url}`);
 
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -100,6 +106,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   process.once('SIGTERM', force);
   process.once('SIGINT', force);
   const outcome = await server.kiln.shutdown({ deadlineMs: drainMs });
+  await dashboard?.close();
   await engine.close('cancel');
   console.log(`kiln serve: stopped (${outcome.finished} finished, ${outcome.cancelled} cancelled at the deadline)`);
   return 0;

@@ -56,4 +56,22 @@ test('serves on 127.0.0.1; SIGTERM lets the in-flight stream finish, then exits 
   }
 });
 
+test('--dashboard serves the live serving panel on 127.0.0.1 next to the API, and closes with it', async () => {
+  const p = run(['serve', '--checkpoint', await trainedCheckpoint(), '--port', '0', '--dashboard', '0']);
+  try {
+    await waitFor(() => /dashboard: http/.test(p.out()), 30_000, `the dashboard to start: ${p.out()}`);
+    const url = /dashboard: (http:\/\/127\.0\.0\.1:\d+\S*)/.exec(p.out());
+    assert.ok(url, `the dashboard binds 127.0.0.1: ${p.out()}`);
+    const page = await fetch(url![1]);
+    assert.is(page.status, 200);
+    assert.match(await page.text(), /<html/i);
+    const metrics = await (await fetch(new URL('/metrics', url![1]))).text();
+    assert.match(metrics, /kiln_serve_/);
+    p.child.kill('SIGTERM');
+    assert.is(await p.exited, 0);
+  } finally {
+    p.child.kill('SIGKILL');
+  }
+});
+
 test.run();
