@@ -244,7 +244,36 @@ interface Prepared {
  * Builds the server. It answers at once; /health and the API routes give 503 until `engine` (or
  * the promise of it) is ready. Call `listen({ host, port })` on the result.
  */
-export function createServer(engine: ServingEngine | Promise<ServingEngine>, options: ServerOptions = {}): FastifyInstance {
+/** Refuses what is not a ServingEngine (before it could fail later, in a callback, as a TypeError). */
+function checkEngine(e: unknown): ServingEngine {
+  const engine = e as Partial<ServingEngine> | null;
+  if (!engine || typeof engine !== 'object' || typeof engine.stream !== 'function' || typeof engine.generate !== 'function' || !engine.tokenizer || typeof engine.tokenizer !== 'object') {
+    throw new KilnError('ERR_ARG', 'createServer needs a serving engine (an Engine, or a promise of one)');
+  }
+  return engine as ServingEngine;
+}
+
+function checkOptions(options: unknown): ServerOptions {
+  if (options === undefined) return {};
+  if (!options || typeof options !== 'object' || Array.isArray(options)) throw new KilnError('ERR_ARG', 'server options must be an object');
+  const o = options as Record<string, unknown>;
+  const optional = (name: string, ok: (v: unknown) => boolean, what: string) => {
+    const v = o[name];
+    if (v !== undefined && !ok(v)) throw new KilnError('ERR_ARG', `${name} must be ${what}`);
+  };
+  optional('apiKey', (v) => typeof v === 'string', 'a string');
+  optional('modelName', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
+  optional('bodyLimit', (v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0, 'a positive integer');
+  optional('retryAfterSeconds', (v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0, 'a non-negative integer');
+  optional('logger', (v) => typeof v === 'boolean', 'a boolean');
+  optional('processMetrics', (v) => typeof v === 'boolean', 'a boolean');
+  return o as ServerOptions;
+}
+
+export function createServer(engine: ServingEngine | Promise<ServingEngine>, serverOptions: ServerOptions = {}): FastifyInstance {
+  const options = checkOptions(serverOptions);
+  const isPromise = !!engine && typeof (engine as { then?: unknown }).then === 'function';
+  if (!isPromise) checkEngine(engine);
   const bodyLimit = options.bodyLimit ?? 1 << 20;
   const retryAfter = options.retryAfterSeconds ?? 1;
   const app = Fastify({
@@ -271,11 +300,19 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, opt
   Promise.resolve(engine).then(
     (e) => {
       if (state !== 'loading') return;
+      try {
+        checkEngine(e);
+        modelName = options.modelName ?? e.modelName;
+        const eos = safeDecode(e, [e.tokenizer.eot]);
+        template = new ChatTemplate(e.chatTemplate, { bos: '', eos });
+        metrics.attach(e, modelName);
+      } catch (error) {
+        // a promise of something that is not an engine: the server reports it as a failed load
+        loadError = error;
+        state = 'failed';
+        return;
+      }
       ready = e;
-      modelName = options.modelName ?? e.modelName;
-      const eos = safeDecode(e, [e.tokenizer.eot]);
-      template = new ChatTemplate(e.chatTemplate, { bos: '', eos });
-      metrics.attach(e, modelName);
       state = 'ready';
     },
     (error) => {

@@ -49,12 +49,12 @@ Napi::Value make_work(Napi::Env env, WorkHandle* w) {
   return Napi::External<WorkHandle>::New(env, w, [](Napi::Env, WorkHandle* p) { delete p; });
 }
 
-void require_host_f32(const NativeTensor& t, const char* name) {
+void require_host_f32(const TensorRef& t, const char* name) {
   if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": this collective takes CPU tensors");
 }
 
 // CUDA tensors go through host staging buffers; unverified without a GPU, so opt-in.
-void require_staging_allowed(const NativeTensor& t, const char* name) {
+void require_staging_allowed(const TensorRef& t, const char* name) {
   if (!t.device().is_cuda()) return;
   const char* env = std::getenv("KILN_CUDA_DIST");
   if (!env || std::string(env) != "1") {
@@ -110,17 +110,18 @@ Napi::Value dist_connect(const Napi::CallbackInfo& info) {
 // as one message; CUDA tensors are staged through host memory (KILN_CUDA_DIST=1).
 Napi::Value dist_all_reduce(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
-  if (info.Length() < 2 || !info[1].IsArray()) fail("ERR_ARG", "tensors must be an array");
-  Napi::Array list = info[1].As<Napi::Array>();
+  // plain arguments first (element getters run here), tensors resolved after (binding.h's order rule)
+  std::vector<Napi::Value> values = arg_array_values(info, 1, "tensors");
   bool average = arg_bool(info, 2, "average");
   bool bf16 = arg_bool(info, 3, "bf16Wire");
   std::string label = arg_string(info, 4, "label");
+  std::vector<TensorRef> tensors = tensor_values(info.Env(), values, "tensors");
   std::vector<float*> buffers;
   std::vector<int64_t> counts;
   std::vector<std::shared_ptr<Storage>> keep;
   Device device;
-  for (uint32_t i = 0; i < list.Length(); ++i) {
-    NativeTensor& t = value_tensor(info.Env(), list.Get(i), "tensors[" + std::to_string(i) + "]");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorRef& t = tensors[i];
     require_dtype(t, DType::f32, "tensor");
     require_staging_allowed(t, "tensor");
     if (i == 0) device = t.device();
@@ -160,9 +161,9 @@ Napi::Value dist_all_reduce(const Napi::CallbackInfo& info) {
 // distAllReduceRaw(comm, tensor, average, label) -> work: f32/f64/i32 sum (or mean) in place.
 Napi::Value dist_all_reduce_raw(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
-  NativeTensor& t = arg_tensor(info, 1, "tensor");
   bool average = arg_bool(info, 2, "average");
   std::string label = arg_string(info, 3, "label");
+  TensorRef t = arg_tensor(info, 1, "tensor");
   require_host_f32(t, "tensor");
   if (t.dtype() != DType::f32 && t.dtype() != DType::f64 && t.dtype() != DType::i32) fail("ERR_DTYPE", "all-reduce takes f32, f64 or i32");
   if (average && t.dtype() == DType::i32) fail("ERR_DTYPE", "an i32 all-reduce cannot average");
@@ -181,8 +182,8 @@ Napi::Value dist_all_reduce_raw(const Napi::CallbackInfo& info) {
 // Any dtype (bytes); a CUDA tensor is staged through host memory (KILN_CUDA_DIST=1).
 Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
-  NativeTensor& t = arg_tensor(info, 1, "tensor");
   std::string label = arg_string(info, 2, "label");
+  TensorRef t = arg_tensor(info, 1, "tensor");
   require_staging_allowed(t, "tensor");
   if (t.nbytes() % size_t(comm->world_size()) != 0) fail("ERR_SHAPE", "all-gather: the buffer is not worldSize equal chunks");
   auto* w = new WorkHandle{};
@@ -212,9 +213,9 @@ Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
 // distBroadcast(comm, tensor, root, label) -> work
 Napi::Value dist_broadcast(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
-  NativeTensor& t = arg_tensor(info, 1, "tensor");
   int root = int(arg_int(info, 2, "root", 0, comm->world_size() - 1));
   std::string label = arg_string(info, 3, "label");
+  TensorRef t = arg_tensor(info, 1, "tensor");
   require_host_f32(t, "tensor");
   auto* w = new WorkHandle{};
   w->comm = comm;
