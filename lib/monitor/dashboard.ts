@@ -230,7 +230,7 @@ export class Dashboard {
     const options = optionsObject<ServingFeedOptions & { intervalMs?: number }>(servingOptions, 'serving options');
     if (this.serving) fail('ERR_ARG', 'this dashboard already shows a serving engine');
     const intervalMs = options.intervalMs ?? 1000;
-    if (typeof intervalMs !== 'number' || !(intervalMs >= 50)) fail('ERR_ARG', `the serving sample interval must be at least 50 ms, got ${intervalMs}`);
+    if (typeof intervalMs !== 'number' || !(intervalMs >= 50)) fail('ERR_ARG', `the serving sample interval must be at least 50 ms, got ${describe(intervalMs)}`);
     const feed = new ServingFeed(options);
     const prom = this.metrics.serving(engine);
     const unsubscribe = engine.onRequestFinished((record) => {

@@ -546,6 +546,11 @@ export function writeReport(paths: string[], out: string, options: ReportOptions
   checkReportOptions(options);
   const { results, skipped } = loadResults(paths);
   if (results.length === 0) fail('ERR_ARG', `no benchmark result files in ${paths.join(', ')}${skipped.length ? ` (${skipped.length} skipped: ${skipped[0].reason})` : ''}`);
-  atomicWriteFile(out, renderReport(results, skipped, options));
+  const html = renderReport(results, skipped, options);
+  try {
+    atomicWriteFile(out, html);
+  } catch (error) {
+    fail('ERR_ARG', `cannot write the report to ${out}: ${(error as Error).message}`);
+  }
   return { path: out, files: results.length, skipped };
 }
