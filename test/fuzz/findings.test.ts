@@ -16,6 +16,15 @@ const b = () => binding() as unknown as Record<string, (...args: unknown[]) => u
 const local = { port: 0, host: '127.0.0.1' };
 const loadedResult = () => ({ file: 'm.json', benchmark: 'matmul', results: [{ device: 'cpu', medianMs: 1 }] });
 
+test('cudaArchCoverage: a BigInt or symbol is ERR_ARG (the message once JSON.stringify-ed it: TypeError)', async () => {
+  await assertKilnError(() => kiln.cudaArchCoverage(1n as never, ['86-real']), 'ERR_ARG');
+  await assertKilnError(() => kiln.cudaArchCoverage('8.6', [2n] as never), 'ERR_ARG');
+  await assertKilnError(() => kiln.cudaArchCoverage(Symbol('cc') as never, ['86-real']), 'ERR_ARG');
+  assert.is(kiln.cudaArchCoverage('8.6', ['86-real']).covered, true);
+  const holes = kiln.cudaArchCoverage('8.6', new Array(5) as string[]); // holes: an empty list of names
+  assert.is(holes.covered, false);
+});
+
 test('ChatTemplate: a source or special tokens of the wrong type are ERR_ARG', async () => {
   await assertKilnError(() => new kiln.ChatTemplate(5 as unknown as string), 'ERR_ARG');
   await assertKilnError(() => new kiln.ChatTemplate(undefined, null as never), 'ERR_ARG');
