@@ -110,9 +110,9 @@ export const REBUILD_FOR_GPU = 'KILN_FORCE_BUILD=1 npm rebuild kiln';
  */
 export function cudaArchCoverage(computeCapability: string, architectures: readonly string[]): { covered: boolean; via: string } {
   const match = typeof computeCapability === 'string' ? /^(\d{1,2})\.(\d)$/.exec(computeCapability) : null;
-  if (!match) fail('ERR_ARG', `computeCapability must look like '8.6', got ${JSON.stringify(computeCapability)}`);
+  if (!match) fail('ERR_ARG', `computeCapability must look like '8.6', got ${describe(computeCapability)}`);
   if (!Array.isArray(architectures) || architectures.some((a) => typeof a !== 'string' || !/^[\w-]+$/.test(a))) {
-    fail('ERR_ARG', `architectures must be CMake architecture names like '86-real', got ${JSON.stringify(architectures)}`);
+    fail('ERR_ARG', `architectures must be CMake architecture names like '86-real', got ${describe(architectures)}`);
   }
   return binding().cudaArchCoverage(Number(match[1]), Number(match[2]), architectures.join(','));
 }

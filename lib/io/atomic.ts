@@ -20,7 +20,15 @@ export function atomicWrite(path: string, write: (fd: number) => void): void {
     throw error;
   }
   closeSync(fd);
-  renameSync(temp, path);
+  try {
+    renameSync(temp, path);
+  } catch (error) {
+    // e.g. the target is a directory: leave no temp file behind
+    try {
+      unlinkSync(temp);
+    } catch {}
+    throw error;
+  }
   try {
     const dir = openSync(dirname(path), 'r');
     fsyncSync(dir);

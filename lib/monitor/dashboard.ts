@@ -14,7 +14,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import type { StepMetrics } from '../train/trainer.js';
 import { DashboardMetrics } from './prometheus.js';
 import { ServingFeed, type ServingFeedOptions, type ServingSample, type ServingSource } from './serving.js';
@@ -38,6 +38,33 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const MAX_SERVING_SAMPLES = 86_400;
 /** a client that falls this far behind is dropped rather than buffered without bound */
 const MAX_CLIENT_BACKLOG = 16 << 20;
+
+function optionsObject<T>(options: unknown, what: string): Partial<T> {
+  if (options === undefined) return {};
+  if (!options || typeof options !== 'object' || Array.isArray(options)) fail('ERR_ARG', `${what} must be an object, got ${describe(options)}`);
+  return options as Partial<T>;
+}
+
+/** Refuses what is not a ServingSource (an engine), before anything starts. */
+function checkServingSource(engine: unknown): ServingSource {
+  const e = engine as Partial<ServingSource> | null;
+  if (!e || typeof e !== 'object' || typeof e.stats !== 'function' || typeof e.onRequestFinished !== 'function') {
+    fail('ERR_ARG', `the dashboard needs a serving engine (stats and onRequestFinished), got ${describe(engine)}`);
+  }
+  if (e.modelName !== undefined && typeof e.modelName !== 'string') fail('ERR_ARG', `engine.modelName must be a string, got ${describe(e.modelName)}`);
+  return e as ServingSource;
+}
+
+/** Refuses what is not a StepSource (a Trainer). */
+function checkStepSource(trainer: unknown): StepSource {
+  const t = trainer as Partial<StepSource> | null;
+  if (!t || typeof t !== 'object' || typeof t.onStep !== 'function' || !t.options || typeof t.options !== 'object') {
+    fail('ERR_ARG', `the dashboard needs a trainer (onStep and options.steps), got ${describe(trainer)}`);
+  }
+  const steps = t.options.steps;
+  if (typeof steps !== 'number' || !Number.isSafeInteger(steps) || steps < 0) fail('ERR_ARG', `trainer.options.steps must be a non-negative integer, got ${describe(steps)}`);
+  return t as StepSource;
+}
 
 /** lib/monitor/assets, from lib/monitor (ts-node style) or dist/lib/monitor (compiled). */
 function assetsDir(): string {
@@ -96,10 +123,16 @@ export class Dashboard {
   }
 
   /** Starts the server; resolves once it listens. */
-  static async start(options: DashboardOptions = {}): Promise<Dashboard> {
+  static async start(dashboardOptions: DashboardOptions = {}): Promise<Dashboard> {
+    const o = optionsObject<DashboardOptions>(dashboardOptions, 'dashboard options');
+    // read each option once (a getter could answer differently the second time)
+    const options: DashboardOptions = { host: o.host, port: o.port, token: o.token, title: o.title };
+    if (options.host !== undefined && (typeof options.host !== 'string' || !options.host)) fail('ERR_ARG', `dashboard host must be a non-empty string, got ${describe(options.host)}`);
+    if (options.token !== undefined && typeof options.token !== 'string') fail('ERR_ARG', `a dashboard token must be a string, got ${describe(options.token)}`);
+    if (options.title !== undefined && typeof options.title !== 'string') fail('ERR_ARG', `a dashboard title must be a string, got ${describe(options.title)}`);
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? DEFAULT_DASHBOARD_PORT;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) fail('ERR_ARG', `dashboard port must be an integer 0..65535, got ${port}`);
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) fail('ERR_ARG', `dashboard port must be an integer 0..65535, got ${describe(port)}`);
     if (!LOOPBACK.has(host) && !options.token) {
       fail('ERR_ARG', `the dashboard listens on ${host}, beyond this machine: give it a token (--dashboard-token or KILN_DASHBOARD_TOKEN)`);
     }
@@ -125,7 +158,14 @@ export class Dashboard {
   // ---- training ---------------------------------------------------------------------------
 
   /** A new training run on the page; feed it with `addStep`. */
-  addRun(name: string, options: { totalSteps?: number; source?: RunStatus['source'] } = {}): TrainingRun {
+  addRun(name: string, runOptions: { totalSteps?: number; source?: RunStatus['source'] } = {}): TrainingRun {
+    if (typeof name !== 'string') fail('ERR_ARG', `a run name must be a string, got ${describe(name)}`);
+    const o = optionsObject<{ totalSteps?: number; source?: RunStatus['source'] }>(runOptions, 'run options');
+    const options = { totalSteps: o.totalSteps, source: o.source };
+    if (options.totalSteps !== undefined && (typeof options.totalSteps !== 'number' || !Number.isSafeInteger(options.totalSteps) || options.totalSteps < 0)) {
+      fail('ERR_ARG', `totalSteps must be a non-negative integer, got ${describe(options.totalSteps)}`);
+    }
+    if (options.source !== undefined && options.source !== 'live' && options.source !== 'file') fail('ERR_ARG', `a run's source must be 'live' or 'file', got ${describe(options.source)}`);
     const run = new TrainingRun(this.runs.length, name, options.source ?? 'live', options.totalSteps);
     this.runs.push(run);
     this.broadcast('run', run.status());
@@ -134,6 +174,8 @@ export class Dashboard {
 
   /** Appends one step (a StepMetrics or a metrics.jsonl record) to a run and pushes it to the page. */
   addStep(run: TrainingRun, record: StepMetrics | Record<string, unknown>, now?: number): boolean {
+    this.checkRun(run);
+    if (now !== undefined && (typeof now !== 'number' || !Number.isFinite(now))) fail('ERR_ARG', `now must be a finite number (ms), got ${describe(now)}`);
     const point = toTrainingPoint(record);
     if (!point) return false;
     run.add(point, now);
@@ -144,19 +186,28 @@ export class Dashboard {
   }
 
   /** Sets a run's state (finished, stopped early, idle, or running again) and tells the page. */
+  /** Refuses a run this dashboard did not create (addRun). */
+  private checkRun(run: unknown): void {
+    if (!(run instanceof TrainingRun) || this.runs[run.id] !== run) fail('ERR_ARG', `not a run of this dashboard (addRun makes one), got ${describe(run)}`);
+  }
+
   finishRun(run: TrainingRun, state: RunStatus['state'] = 'finished'): void {
+    this.checkRun(run);
     run.state = state;
     this.broadcast('run', run.status());
   }
 
   /** Drops a run's history (its metrics file was replaced) and tells the page. */
   resetRun(run: TrainingRun): void {
+    this.checkRun(run);
     run.reset();
     this.broadcast('run', run.status());
   }
 
   /** Publishes every step a Trainer completes; returns the detach function. */
   attachTrainer(trainer: StepSource, name = 'train'): { run: TrainingRun; detach: () => void } {
+    checkStepSource(trainer);
+    if (typeof name !== 'string') fail('ERR_ARG', `a run name must be a string, got ${describe(name)}`);
     const run = this.addRun(name, { totalSteps: trainer.options.steps });
     const unsubscribe = trainer.onStep((m) => {
       this.addStep(run, m, Date.now());
@@ -174,10 +225,12 @@ export class Dashboard {
   // ---- serving ----------------------------------------------------------------------------
 
   /** Samples the engine every `intervalMs` (default 1000) and feeds finished requests to the latency window. */
-  attachServing(engine: ServingSource, options: ServingFeedOptions & { intervalMs?: number } = {}): () => void {
+  attachServing(engine: ServingSource, servingOptions: ServingFeedOptions & { intervalMs?: number } = {}): () => void {
+    checkServingSource(engine);
+    const options = optionsObject<ServingFeedOptions & { intervalMs?: number }>(servingOptions, 'serving options');
     if (this.serving) fail('ERR_ARG', 'this dashboard already shows a serving engine');
     const intervalMs = options.intervalMs ?? 1000;
-    if (!(intervalMs >= 50)) fail('ERR_ARG', `the serving sample interval must be at least 50 ms, got ${intervalMs}`);
+    if (typeof intervalMs !== 'number' || !(intervalMs >= 50)) fail('ERR_ARG', `the serving sample interval must be at least 50 ms, got ${describe(intervalMs)}`);
     const feed = new ServingFeed(options);
     const prom = this.metrics.serving(engine);
     const unsubscribe = engine.onRequestFinished((record) => {
@@ -322,6 +375,8 @@ export async function attachServingDashboard(
   engine: ServingSource,
   options: DashboardOptions & ServingFeedOptions & { intervalMs?: number; dashboard?: Dashboard } = {},
 ): Promise<Dashboard> {
+  checkServingSource(engine);
+  optionsObject(options, 'dashboard options');
   const dashboard = options.dashboard ?? (await Dashboard.start({ title: `kiln serve ${engine.modelName ?? ''}`.trim(), ...options }));
   try {
     dashboard.attachServing(engine, options);
@@ -337,7 +392,17 @@ export async function attachTrainingDashboard(
   trainer: StepSource,
   options: DashboardOptions & { name?: string; dashboard?: Dashboard } = {},
 ): Promise<{ dashboard: Dashboard; detach: () => void }> {
-  const dashboard = options.dashboard ?? (await Dashboard.start({ title: `kiln train ${options.name ?? ''}`.trim(), ...options }));
-  const { detach } = dashboard.attachTrainer(trainer, options.name);
+  checkStepSource(trainer);
+  optionsObject(options, 'dashboard options');
+  const name = options.name;
+  if (name !== undefined && typeof name !== 'string') fail('ERR_ARG', `a run name must be a string, got ${describe(name)}`);
+  const dashboard = options.dashboard ?? (await Dashboard.start({ title: `kiln train ${name ?? ''}`.trim(), ...options }));
+  let detach: () => void;
+  try {
+    ({ detach } = dashboard.attachTrainer(trainer, name));
+  } catch (e) {
+    if (!options.dashboard) await dashboard.close();
+    throw e;
+  }
   return { dashboard, detach };
 }

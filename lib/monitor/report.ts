@@ -20,7 +20,7 @@
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import { datasheetPeak } from '../info.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { type BarRow, type ChartSeries, PALETTE, type Roof, escapeXml, lineChart, stackedBars } from './svg.js';
@@ -509,6 +509,15 @@ export interface ReportOptions {
 
 /** The report's HTML from loaded results. */
 export function renderReport(results: LoadedResult[], skipped: { file: string; reason: string }[] = [], options: ReportOptions = {}): string {
+  // the shape loadResults produces; anything else is a typed error rather than a TypeError deep inside
+  const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+  if (!Array.isArray(results) || !results.every((r) => isObject(r) && typeof r.file === 'string' && typeof r.benchmark === 'string' && Array.isArray(r.results) && r.results.every(isObject))) {
+    fail('ERR_ARG', `renderReport needs loaded results ({ file, benchmark, results: rows[] }[], as loadResults returns), got ${describe(results)}`);
+  }
+  if (!Array.isArray(skipped) || !skipped.every((x) => isObject(x) && typeof x.file === 'string' && typeof x.reason === 'string')) {
+    fail('ERR_ARG', `skipped must be { file, reason }[] (strings), got ${describe(skipped)}`);
+  }
+  checkReportOptions(options);
   const kernels = kernelPoints(results);
   const roofs = roofsByMachine(results, kernels);
   const sections = [runsSection(results), trainingSection(results), kernelsSection(kernels, roofs), normalizedSection(results, kernels, roofs), servingSection(results)].filter(Boolean);
@@ -524,10 +533,24 @@ export function renderReport(results: LoadedResult[], skipped: { file: string; r
     `</main><script>${SCRIPT}</script></body></html>\n`;
 }
 
+function checkReportOptions(options: unknown): void {
+  if (!options || typeof options !== 'object' || Array.isArray(options)) fail('ERR_ARG', `report options must be an object, got ${describe(options)}`);
+  const title = (options as ReportOptions).title;
+  if (title !== undefined && typeof title !== 'string') fail('ERR_ARG', `the report title must be a string, got ${describe(title)}`);
+}
+
 /** Reads result files and writes the report atomically; returns what it read. */
 export function writeReport(paths: string[], out: string, options: ReportOptions = {}): { path: string; files: number; skipped: { file: string; reason: string }[] } {
+  if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string' && p.length > 0)) fail('ERR_ARG', `writeReport needs result file or directory paths (strings), got ${describe(paths)}`);
+  if (typeof out !== 'string' || !out) fail('ERR_ARG', `writeReport needs an output path, got ${describe(out)}`);
+  checkReportOptions(options);
   const { results, skipped } = loadResults(paths);
   if (results.length === 0) fail('ERR_ARG', `no benchmark result files in ${paths.join(', ')}${skipped.length ? ` (${skipped.length} skipped: ${skipped[0].reason})` : ''}`);
-  atomicWriteFile(out, renderReport(results, skipped, options));
+  const html = renderReport(results, skipped, options);
+  try {
+    atomicWriteFile(out, html);
+  } catch (error) {
+    fail('ERR_ARG', `cannot write the report to ${out}: ${(error as Error).message}`);
+  }
   return { path: out, files: results.length, skipped };
 }

@@ -3,6 +3,7 @@
  * and TTFT / inter-token / per-output-token latency percentiles over the requests that finished in
  * a sliding window (from onRequestFinished), all worked out here in Node.
  */
+import { describe, fail } from '../errors.js';
 import type { EngineStats, RequestRecord, ServingEngine } from '../serve/types.js';
 
 export interface ServingSample {
@@ -54,8 +55,12 @@ export class ServingFeed {
   readonly samples: ServingSample[] = [];
 
   constructor(options: ServingFeedOptions = {}) {
-    this.windowMs = (options.windowS ?? 30) * 1e3;
-    this.maxGaps = options.maxGaps ?? 200_000;
+    const windowS = options.windowS ?? 30;
+    const maxGaps = options.maxGaps ?? 200_000;
+    if (typeof windowS !== 'number' || !Number.isFinite(windowS) || windowS <= 0) fail('ERR_ARG', `windowS must be a positive number of seconds, got ${describe(windowS)}`);
+    if (typeof maxGaps !== 'number' || !Number.isSafeInteger(maxGaps) || maxGaps < 1) fail('ERR_ARG', `maxGaps must be a positive integer, got ${describe(maxGaps)}`);
+    this.windowMs = windowS * 1e3;
+    this.maxGaps = maxGaps;
   }
 
   /** A finished request (from ServingEngine.onRequestFinished). */

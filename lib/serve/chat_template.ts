@@ -28,6 +28,10 @@ export class ChatTemplate {
   readonly isDefault: boolean;
 
   constructor(source: string | undefined, private readonly specialTokens: { bos: string; eos: string } = { bos: '', eos: '' }) {
+    if (source !== undefined && typeof source !== 'string') throw new KilnError('ERR_ARG', `a chat template must be a string, got ${typeof source}`);
+    if (!specialTokens || typeof specialTokens !== 'object' || typeof specialTokens.bos !== 'string' || typeof specialTokens.eos !== 'string') {
+      throw new KilnError('ERR_ARG', 'specialTokens must be { bos: string, eos: string }');
+    }
     this.isDefault = source === undefined || source.trim() === '';
     this.source = this.isDefault ? DEFAULT_CHAT_TEMPLATE : source!;
     try {

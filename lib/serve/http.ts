@@ -11,7 +11,7 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { KilnError } from '../errors.js';
+import { KilnError, describe } from '../errors.js';
 import { type ChatMessage, ChatTemplate } from './chat_template.js';
 import { ServerMetrics } from './metrics.js';
 import type { Completion, SamplingParams, ServingEngine, StreamEnd, TokenEvent, TokenLogprob, Usage } from './types.js';
@@ -65,6 +65,10 @@ export class HttpError extends Error {
     readonly param: string | null = null,
     readonly headers: Record<string, string> = {},
   ) {
+    if (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 599) throw new KilnError('ERR_ARG', `an HTTP error status must be an integer 400..599, got ${describe(status)}`);
+    if (typeof message !== 'string' || typeof type !== 'string') throw new KilnError('ERR_ARG', 'an HTTP error needs a string message and type');
+    if ((code !== null && typeof code !== 'string') || (param !== null && typeof param !== 'string')) throw new KilnError('ERR_ARG', 'an HTTP error code and param are strings or null');
+    if (!headers || typeof headers !== 'object' || Object.values(headers).some((v) => typeof v !== 'string')) throw new KilnError('ERR_ARG', 'HTTP error headers must be an object of strings');
     super(message);
   }
   body() {
@@ -96,15 +100,22 @@ export function toHttpError(error: unknown, retryAfterSeconds = 1): HttpError {
     const missing = first.params && typeof first.params.missingProperty === 'string' ? first.params.missingProperty : '';
     return new HttpError(400, `invalid request: ${e.message}`, 'invalid_request_error', 'invalid_value', [path, missing].filter(Boolean).join('.') || null);
   }
-  if (e && typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+  if (e && typeof e.statusCode === 'number' && Number.isInteger(e.statusCode) && e.statusCode >= 400 && e.statusCode < 500) {
     const messages: Record<string, string> = {
       FST_ERR_CTP_BODY_TOO_LARGE: 'the request body is larger than the server accepts',
       FST_ERR_CTP_INVALID_MEDIA_TYPE: 'send the body as application/json',
       FST_ERR_CTP_EMPTY_JSON_BODY: 'the request body is empty: send a JSON object',
     };
-    return new HttpError(e.statusCode, messages[e.code ?? ''] ?? e.message ?? 'bad request', 'invalid_request_error', e.code ?? null);
+    const code = typeof e.code === 'string' ? e.code : null;
+    return new HttpError(e.statusCode, (code && messages[code]) ?? (typeof e.message === 'string' ? e.message : 'bad request'), 'invalid_request_error', code);
   }
-  return new HttpError(500, `internal error: ${e?.message ?? String(error)}`, 'server_error', 'ERR_INTERNAL');
+  let text: string;
+  try {
+    text = String(e?.message ?? error);
+  } catch {
+    text = typeof error; // a value that cannot be printed (a detached typed array, a null-prototype object)
+  }
+  return new HttpError(500, `internal error: ${text}`, 'server_error', 'ERR_INTERNAL');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +255,36 @@ interface Prepared {
  * Builds the server. It answers at once; /health and the API routes give 503 until `engine` (or
  * the promise of it) is ready. Call `listen({ host, port })` on the result.
  */
-export function createServer(engine: ServingEngine | Promise<ServingEngine>, options: ServerOptions = {}): FastifyInstance {
+/** Refuses what is not a ServingEngine (before it could fail later, in a callback, as a TypeError). */
+function checkEngine(e: unknown): ServingEngine {
+  const engine = e as Partial<ServingEngine> | null;
+  if (!engine || typeof engine !== 'object' || typeof engine.stream !== 'function' || typeof engine.generate !== 'function' || !engine.tokenizer || typeof engine.tokenizer !== 'object') {
+    throw new KilnError('ERR_ARG', 'createServer needs a serving engine (an Engine, or a promise of one)');
+  }
+  return engine as ServingEngine;
+}
+
+function checkOptions(options: unknown): ServerOptions {
+  if (options === undefined) return {};
+  if (!options || typeof options !== 'object' || Array.isArray(options)) throw new KilnError('ERR_ARG', 'server options must be an object');
+  const o = options as Record<string, unknown>;
+  const optional = (name: string, ok: (v: unknown) => boolean, what: string) => {
+    const v = o[name];
+    if (v !== undefined && !ok(v)) throw new KilnError('ERR_ARG', `${name} must be ${what}`);
+  };
+  optional('apiKey', (v) => typeof v === 'string', 'a string');
+  optional('modelName', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
+  optional('bodyLimit', (v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0, 'a positive integer');
+  optional('retryAfterSeconds', (v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0, 'a non-negative integer');
+  optional('logger', (v) => typeof v === 'boolean', 'a boolean');
+  optional('processMetrics', (v) => typeof v === 'boolean', 'a boolean');
+  return o as ServerOptions;
+}
+
+export function createServer(engine: ServingEngine | Promise<ServingEngine>, serverOptions: ServerOptions = {}): FastifyInstance {
+  const options = checkOptions(serverOptions);
+  const isPromise = !!engine && typeof (engine as { then?: unknown }).then === 'function';
+  if (!isPromise) checkEngine(engine);
   const bodyLimit = options.bodyLimit ?? 1 << 20;
   const retryAfter = options.retryAfterSeconds ?? 1;
   const app = Fastify({
@@ -271,11 +311,19 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, opt
   Promise.resolve(engine).then(
     (e) => {
       if (state !== 'loading') return;
+      try {
+        checkEngine(e);
+        modelName = options.modelName ?? e.modelName;
+        const eos = safeDecode(e, [e.tokenizer.eot]);
+        template = new ChatTemplate(e.chatTemplate, { bos: '', eos });
+        metrics.attach(e, modelName);
+      } catch (error) {
+        // a promise of something that is not an engine: the server reports it as a failed load
+        loadError = error;
+        state = 'failed';
+        return;
+      }
       ready = e;
-      modelName = options.modelName ?? e.modelName;
-      const eos = safeDecode(e, [e.tokenizer.eot]);
-      template = new ChatTemplate(e.chatTemplate, { bos: '', eos });
-      metrics.attach(e, modelName);
       state = 'ready';
     },
     (error) => {

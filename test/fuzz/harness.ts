@@ -11,7 +11,7 @@
  * and no canary (memory reallocated after a mid-call dispose) changed, so no op wrote freed memory.
  */
 import fc from 'fast-check';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as kiln from '../../lib/index.js';
@@ -29,7 +29,8 @@ interface Ctx {
   aliased?: boolean;
   tensors: Tensor[];
   canaries: { t: Tensor; value: number }[];
-  cleanups: (() => void)[];
+  /** run after the case, awaited (servers close asynchronously) */
+  cleanups: (() => unknown)[];
 }
 
 /** A small f32 tensor (random values), or zeros of another dtype; registered for disposal. */
@@ -49,12 +50,13 @@ export interface Target {
   kind: 'binding' | 'api';
   /** method targets: slot 0 is the receiver (never replaced by a non-tensor: calling a method on a non-Tensor is plain JS misuse) */
   method?: boolean;
-  make(ctx: Ctx): unknown[];
+  /** the valid call (async for targets that need a communicator, an engine or a server first) */
+  make(ctx: Ctx): unknown[] | Promise<unknown[]>;
   call(args: unknown[]): unknown;
 }
 
 const b = () => binding() as unknown as Record<string, (...args: unknown[]) => unknown>;
-const bind = (name: string, make: (ctx: Ctx) => unknown[]): Target => ({ name, kind: 'binding', make, call: (args) => b()[name](...args) });
+const bind = (name: string, make: Target['make']): Target => ({ name, kind: 'binding', make, call: (args) => b()[name](...args) });
 const h = (t: Tensor) => t.handle;
 
 const matmulParams = () => ({
@@ -66,6 +68,14 @@ const kvDims = () => ({ B: 1, Tnew: 2, Hkv: 1, D: 4, blockSize: 2, maxBlocks: 2,
 const decodeDims = () => ({ B: 1, Hq: 2, Hkv: 1, D: 4, blockSize: 2, maxBlocks: 2, numBlocks: 2, scale: 0.5, maxSeqLen: 4, reference: false });
 const adamwParams = () => ({ lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 1 });
 const nsParams = () => ({ batch: 1, rows: 3, cols: 4, steps: 1, coefficients: [3.4445, -4.775, 2.0315], normScale: 1, eps: 1e-7, compute: 0, reference: false });
+
+const connectOptions = () => ({ rank: 0, worldSize: 1, storeHost: '127.0.0.1', storePort: 0, token: '', prefix: 'fuzz', bindHost: '127.0.0.1', timeoutMs: 2000 });
+/** A one-rank communicator, closed after the case (a second close is a no-op or ERR_DISPOSED). */
+async function comm(ctx: Ctx): Promise<unknown> {
+  const cm = await b().distConnect(connectOptions());
+  ctx.cleanups.push(() => b().distClose(cm));
+  return cm;
+}
 
 /** One valid call per binding entry point (binding.d.ts); the fuzzer mutates from there. */
 export const bindingTargets: Target[] = [
@@ -115,14 +125,26 @@ export const bindingTargets: Target[] = [
   bind('muonMomentumMulti', (c) => [[h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], 0.9, true]),
   bind('muonApplyMulti', (c) => [[h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], [1, 0.5], 0.1, 0]),
   bind('newtonSchulzFlops', () => [1, 3, 4, 5, false]),
+  bind('cudaArchCoverage', () => [8, 6, '86-real,90a-real,90-virtual']),
+  // collectives on a one-rank communicator (no store, no peers): every argument check runs
+  bind('distAvailable', () => []),
+  { name: 'distConnect', kind: 'binding', make: () => [connectOptions()], call: async (a) => b().distClose(await b().distConnect(...a)) },
+  bind('distAllReduce', async (c) => [await comm(c), [h(T(c, [4])), h(T(c, [3]))], true, false, 'grads']),
+  bind('distAllReduceRaw', async (c) => [await comm(c), h(T(c, [4])), false, 'loss']),
+  bind('distAllGather', async (c) => [await comm(c), h(T(c, [4])), 'gather']),
+  bind('distBroadcast', async (c) => [await comm(c), h(T(c, [4])), 0, 'weights']),
+  bind('distBarrier', async (c) => [await comm(c), 'barrier']),
+  bind('distWait', async (c) => { const cm = await comm(c); return [b().distAllReduceRaw(cm, h(T(c, [4])), true, 'wait')]; }),
+  bind('distStats', async (c) => [await comm(c)]),
+  bind('distClose', async (c) => [await comm(c)]),
   // NativeTensor's own methods
   { name: 'NativeTensor.view', kind: 'binding', method: true, make: (c) => [h(T(c, [8])), 2, 4], call: ([t, ...a]) => (t as { view: (...x: unknown[]) => unknown }).view(...a) },
   { name: 'NativeTensor.dispose', kind: 'binding', method: true, make: (c) => [h(T(c, [8]))], call: ([t]) => (t as { dispose: () => void }).dispose() },
 ];
 
 const tinyConfig = (): kiln.ModelConfig => ({ vocabSize: 16, dModel: 8, layers: 1, heads: 2, kvHeads: 1, headDim: 4, ffn: 8, context: 8, ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: false });
-const api = (name: string, make: (ctx: Ctx) => unknown[], call: (args: unknown[]) => unknown, method = false): Target => ({ name, kind: 'api', make, call, method });
-const fn = (name: string, f: (...a: never[]) => unknown, make: (ctx: Ctx) => unknown[]) => api(name, make, (a) => (f as (...x: unknown[]) => unknown)(...a));
+const api = (name: string, make: Target['make'], call: (args: unknown[]) => unknown, method = false): Target => ({ name, kind: 'api', make, call, method });
+const fn = (name: string, f: (...a: never[]) => unknown, make: Target['make']) => api(name, make, (a) => (f as (...x: unknown[]) => unknown)(...a));
 const m = (name: string, make: (ctx: Ctx) => unknown[]) =>
   api(`Tensor.${name}`, make, ([t, ...a]) => (Tensor.prototype as unknown as Record<string, (...x: unknown[]) => unknown>)[name].call(t, ...a), true);
 const o = kiln.ops;
@@ -228,7 +250,92 @@ export const apiTargets: Target[] = [
   fn('saveCheckpoint', kiln.saveCheckpoint, (c) => [join(tempDir(c), 'ckpt'), tinyConfig(), new Map([['w', T(c, [2])]]), undefined, undefined]),
   fn('loadModel', kiln.loadModel, (c) => [tempDir(c)]),
   fn('generateTokens', kiln.generateTokens, (c) => [model(c), [1, 2], { maxTokens: 2, seed: 1 }]),
+  fn('cudaArchCoverage', kiln.cudaArchCoverage, () => ['8.6', ['86-real', '90a-real', '90-virtual']]),
+  // serving: one engine per process on a random-weight byte-vocabulary checkpoint
+  api('Engine', async () => [await checkpointDir(), { device: 'cpu', kvCacheBlocks: 8, blockSize: 4, maxBatchTokens: 16 }], async ([dir, options]) => {
+    await (await kiln.Engine.load(dir as string, options as kiln.EngineLoadOptions)).close();
+  }),
+  api('Engine.generate', async () => [await engine(), 'ab', { maxTokens: 2, temperature: 0.5, topK: 4, seed: 1, stopStrings: ['z'], logprobs: 2 }, {}],
+    ([e, ...a]) => (e as kiln.Engine).generate(...(a as [string])), true),
+  api('Engine.stream', async () => [await engine(), [97, 98], { maxTokens: 2, seed: 2 }, { signal: new AbortController().signal }], async ([e, ...a]) => {
+    for await (const _ of (e as kiln.Engine).stream(...(a as [string]))) { /* drain */ }
+  }, true),
+  api('ChatTemplate', () => [undefined, { bos: '<s>', eos: '</s>' }], ([source, special]) => new kiln.ChatTemplate(source as string, special as never)),
+  api('ChatTemplate.render', () => [new kiln.ChatTemplate(undefined), [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hi' }]],
+    ([t, messages]) => (t as kiln.ChatTemplate).render(messages as kiln.ChatMessage[]), true),
+  api('HttpError', () => [429, 'slow down', 'rate_limit_error', 'rate_limit_exceeded', null, { 'retry-after': '1' }],
+    (a) => new (kiln.HttpError as unknown as new (...x: unknown[]) => kiln.HttpError)(...a).body()),
+  fn('toHttpError', kiln.toHttpError, () => [new KilnError('ERR_BUSY', 'queue full'), 2]),
+  api('createServer', async () => [await engine(), { apiKey: 'k', modelName: 'fuzz', bodyLimit: 4096, retryAfterSeconds: 1, logger: false, processMetrics: false }],
+    async ([e, options]) => {
+      const app = kiln.createServer(e as kiln.Engine, options as kiln.ServerOptions);
+      try {
+        await app.listen({ host: '127.0.0.1', port: 0 });
+        await app.inject({ method: 'GET', url: '/health' });
+      } finally {
+        await app.close();
+      }
+    }),
+  // monitoring: every dashboard binds 127.0.0.1 port 0 and is closed after the case
+  api('Dashboard', () => [{ port: 0, host: '127.0.0.1', title: 'fuzz' }], async ([options]) => (await kiln.Dashboard.start(options as kiln.DashboardOptions)).close()),
+  fn('startDashboard', async (options: kiln.DashboardOptions) => (await kiln.startDashboard(options)).close(), () => [{ port: 0, host: '127.0.0.1', token: 't' }]),
+  api('Dashboard.addStep', async (c) => {
+    const d = await dashboard(c);
+    return [d, d.addRun('fuzz', { totalSteps: 10 }), { step: 1, loss: 2.5, lr: 0.01, tokens: 64, tokensPerSecond: 1000, gradNorm: 1 }, 5];
+  }, ([d, run, record, now]) => (d as kiln.Dashboard).addStep(run as never, record as never, now as number), true),
+  api('Dashboard.addRun', async (c) => [await dashboard(c), 'fuzz', { totalSteps: 10, source: 'live' }], ([d, ...a]) => (d as kiln.Dashboard).addRun(...(a as [string])), true),
+  api('attachServingDashboard', async () => [await engine(), { port: 0, host: '127.0.0.1', intervalMs: 50 }],
+    async ([e, options]) => (await kiln.attachServingDashboard(e as kiln.Engine, options as never)).close()),
+  api('attachTrainingDashboard', () => [stepSource(), { port: 0, host: '127.0.0.1', name: 'fuzz' }], async ([source, options]) => {
+    const { dashboard: d, detach } = await kiln.attachTrainingDashboard(source as never, options as never);
+    detach();
+    await d.close();
+  }),
+  fn('renderReport', kiln.renderReport, () => [[loadedResult()], [{ file: 'x.json', reason: 'foreign' }], { title: 'fuzz' }]),
+  fn('writeReport', kiln.writeReport, (c) => {
+    const dir = tempDir(c);
+    writeFileSync(join(dir, 'r.json'), JSON.stringify(loadedResult()));
+    return [[dir], join(dir, 'report.html'), { title: 'fuzz' }];
+  }),
 ];
+
+let checkpointPromise: Promise<string> | undefined;
+/** A random-weight checkpoint with a byte vocabulary, made once per process (removed at exit). */
+function checkpointDir(): Promise<string> {
+  checkpointPromise ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-fuzz-ckpt-'));
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    const config = { ...tinyConfig(), vocabSize: 256, context: 32 };
+    const mdl = new kiln.LlamaModel(config, { seed: 1 });
+    try {
+      return await kiln.saveCheckpoint(join(dir, 'ckpt'), config, mdl.namedWeights(), undefined, undefined);
+    } finally {
+      mdl.dispose();
+    }
+  })();
+  return checkpointPromise;
+}
+let enginePromise: Promise<kiln.Engine> | undefined;
+/** One engine per process: hostile cases share it (a case that could close it would be a finding). */
+async function engine(): Promise<kiln.Engine> {
+  enginePromise ??= kiln.Engine.load(await checkpointDir(), { device: 'cpu', kvCacheBlocks: 16, blockSize: 4, maxBatchTokens: 32 });
+  return enginePromise;
+}
+async function dashboard(ctx: Ctx): Promise<kiln.Dashboard> {
+  const d = await kiln.startDashboard({ port: 0, host: '127.0.0.1' });
+  ctx.cleanups.push(() => d.close());
+  return d;
+}
+function stepSource() {
+  return { onStep: () => () => undefined, options: { steps: 10 }, currentStep: 0 };
+}
+function loadedResult() {
+  return {
+    file: 'matmul.json', benchmark: 'matmul', date: '2026-12-02T00:00:00Z', commit: 'abc',
+    kiln: { platform: 'linux', cpuThreads: 2, devices: [{ device: 'cpu', name: 'cpu' }] },
+    results: [{ device: 'cpu', dtype: 'f32', M: 64, N: 64, K: 64, medianMs: 0.1, tflops: 0.005 }],
+  };
+}
 
 // ---- hostile values ---------------------------------------------------------------------------
 
@@ -442,7 +549,7 @@ export async function runCase(target: Target, mutations: Mutation[]): Promise<st
   try {
     let args: unknown[];
     try {
-      args = target.make(ctx);
+      args = await target.make(ctx);
     } catch (error) {
       return `the valid call could not be built: ${String(error)}`;
     }
@@ -480,7 +587,7 @@ export async function runCase(target: Target, mutations: Mutation[]): Promise<st
     for (const c of ctx.canaries) c.t.dispose();
     for (const cleanup of ctx.cleanups) {
       try {
-        cleanup();
+        await settle(cleanup(), 20000, 'cleanup');
       } catch {
         // a model or optimizer whose tensors the case disposed
       }

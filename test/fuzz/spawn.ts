@@ -1,6 +1,8 @@
 /** Runs fuzz batches in child processes with a watchdog (shared by the test and scripts/fuzz.mjs). */
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 export interface BatchOutcome {
@@ -19,7 +21,10 @@ export function runBatchInChild(seed: number, runs: number, kind: 'binding' | 'a
   const started = Date.now();
   return new Promise((resolve) => {
     const args = [child, String(seed), String(runs), kind, ...(filter ? [filter] : [])];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KILN_NUM_THREADS: process.env.KILN_NUM_THREADS ?? '1' } });
+    // a temp working directory: hostile relative paths ('cpu', 'f32') written by checkpoint and report targets land there, not in the repo
+    const cwd = mkdtempSync(join(tmpdir(), 'kiln-fuzz-cwd-'));
+    const proc = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KILN_NUM_THREADS: process.env.KILN_NUM_THREADS ?? '1' } });
+    proc.on('close', () => rmSync(cwd, { recursive: true, force: true }));
     let out = '';
     let err = '';
     proc.stdout.on('data', (d) => (out += d));
