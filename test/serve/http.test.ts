@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import OpenAI, { APIError } from 'openai';
 import { ChatTemplate, DEFAULT_CHAT_TEMPLATE } from '../../lib/serve/chat_template.js';
 import type { ServingEngine } from '../../lib/serve/types.js';
-import { type Running, loadEngine, metric, raw, startServer, trainedCheckpoint } from './http_fixture.js';
+import { type Running, loadEngine, metric, raw, slowEngine, startServer, trainedCheckpoint } from './http_fixture.js';
 
 const test = suite('serve: OpenAI API over HTTP');
 let engine: ServingEngine;
@@ -250,12 +250,14 @@ test('/health is 503 while the model loads, then 200', async () => {
 
 test('shutdown: stops accepting, lets in-flight finish, then closes', async () => {
   const x = await startServer(engine);
+  const slow = slowEngine(); // the request must still be in flight when shutdown starts
   const stream = await x.client.completions.create({ model: engine.modelName, prompt: PROMPT, max_tokens: 40, temperature: 0, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
   const iterator = stream[Symbol.asyncIterator]();
   const first = await iterator.next();
   assert.ok(!first.done);
   const closing = x.server.kiln.shutdown({ deadlineMs: 20_000 });
   assert.is(x.server.kiln.state, 'draining');
+  await slow.stop();
   let rest = 0;
   for (let n = await iterator.next(); !n.done; n = await iterator.next()) rest += n.value.choices.length;
   assert.ok(rest > 0, 'the in-flight stream ran to its end');

@@ -12,6 +12,9 @@ import { Trainer } from '../../lib/train/trainer.js';
 import { createServer, type ServerOptions } from '../../lib/serve/http.js';
 import type { EngineOptions, ServingEngine } from '../../lib/serve/types.js';
 import { Engine } from '../../lib/serve/engine.js';
+import { randn } from '../../lib/tensor.js';
+import { matmul } from '../../lib/ops/matmul.js';
+import { synchronize } from '../../lib/runtime.js';
 
 const small: ModelConfig = { ...preset('tiny'), dModel: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, ffn: 176, context: 256 };
 
@@ -95,4 +98,31 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * Slows the engine down to about one iteration per 1024^3 matmul (tens of ms) while it runs, by
+ * keeping the native op queue busy: ops run in program order, so each engine iteration waits for
+ * the matmul queued before it. Tests that must catch a request in flight use it; without it the
+ * small model can finish a whole request on an idle machine before the test looks.
+ */
+export function slowEngine(): { stop(): Promise<void> } {
+  let active = true;
+  const a = randn([1024, 1024], { seed: 1 });
+  const b = randn([1024, 1024], { seed: 2 });
+  const loop = (async () => {
+    while (active) {
+      const c = matmul(a, b);
+      await synchronize();
+      c.dispose();
+    }
+    a.dispose();
+    b.dispose();
+  })();
+  return {
+    async stop() {
+      active = false;
+      await loop;
+    },
+  };
 }

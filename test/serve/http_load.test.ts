@@ -4,7 +4,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import OpenAI from 'openai';
 import type { ServingEngine } from '../../lib/serve/types.js';
-import { type Running, loadEngine, metric, raw, startServer, trainedCheckpoint, waitFor } from './http_fixture.js';
+import { type Running, loadEngine, metric, raw, slowEngine, startServer, trainedCheckpoint, waitFor } from './http_fixture.js';
 
 const test = suite('serve: HTTP under load');
 let engine: ServingEngine;
@@ -47,6 +47,7 @@ test('a client that disconnects mid-stream is cancelled: running and KV usage re
   const idle = engine.stats();
   const metricsIdle = (await raw(s.port, 'GET', '/metrics')).body;
   for (const streamed of [true, false]) {
+    const slow = slowEngine();
     const generatedBefore = engine.stats().generationTokensTotal;
     const controller = new AbortController();
     const request = s.client.completions.create({ model: engine.modelName, prompt: TEXT.slice(0, 60), max_tokens: 180, ignore_eos: true, temperature: 0, stream: streamed } as OpenAI.CompletionCreateParamsStreaming, { signal: controller.signal });
@@ -63,6 +64,7 @@ test('a client that disconnects mid-stream is cancelled: running and KV usage re
     assert.ok(engine.stats().kvBlocksUsed > idle.kvBlocksUsed, 'the request holds KV blocks');
     const abortedAt = engine.stats().generationTokensTotal;
     controller.abort();
+    await slow.stop();
     await waitFor(() => engine.stats().running === 0 && s.server.kiln.inFlight === 0, 3000, 'cancellation');
     assert.ok(engine.stats().generationTokensTotal - abortedAt < 60, 'cancelled well before its 180 tokens');
     assert.is(engine.stats().kvBlocksUsed, idle.kvBlocksUsed, 'KV blocks freed');
