@@ -25,26 +25,11 @@ import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { Communicator, distEnvFromProcess } from '../lib/dist/communicator.js';
 import { freePort } from '../lib/dist/launcher.js';
 import { synchronize, tensor } from '../lib/index.js';
-import { writeResults } from './harness.js';
+import { median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const cli = join(here, '..', 'lib', 'cli.js');
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(args[0], args.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => resolve({ code: code ?? 1, out }));
-  });
-}
 
 /** One rank of the kiln all-reduce measurement (spawned by bandwidth()). */
 async function rankBandwidth(sizes: number[], repeats: number): Promise<void> {
@@ -82,7 +67,7 @@ async function bandwidth(sizes: number[], repeats: number): Promise<unknown[]> {
   // kiln
   const port = await freePort();
   const ranks = await Promise.all([0, 1].map((rank) =>
-    run([process.execPath, join(here, 'dist.js'), 'rank-bandwidth', String(repeats), ...sizes.map(String)], {
+    runProcess([process.execPath, join(here, 'dist.js'), 'rank-bandwidth', String(repeats), ...sizes.map(String)], {
       MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
     })));
   for (const r of ranks) if (r.code !== 0) throw new Error(`kiln bandwidth rank failed:\n${r.out}`);
@@ -96,7 +81,7 @@ async function bandwidth(sizes: number[], repeats: number): Promise<unknown[]> {
     peer = [];
     for (const bytes of sizes) {
       const store = mkdtempSync(join(tmpdir(), 'kiln-gloo-store-'));
-      const rs = await Promise.all([0, 1].map((rank) => run([exe, store, String(bytes), String(repeats)], { RANK: String(rank), WORLD_SIZE: '2' })));
+      const rs = await Promise.all([0, 1].map((rank) => runProcess([exe, store, String(bytes), String(repeats)], { RANK: String(rank), WORLD_SIZE: '2' })));
       for (const r of rs) if (r.code !== 0) throw new Error(r.out);
       peer.push(JSON.parse(rs[0].out.trim()));
     }
@@ -119,7 +104,7 @@ async function scaling(data: string, steps: number, batch: number): Promise<unkn
     const out = mkdtempSync(join(tmpdir(), `kiln-scaling-${nproc}-`));
     const args = [process.execPath, cli, ...common, '--out', out, ...(nproc > 1 ? ['--nproc', String(nproc)] : [])];
     const load = loadavg()[0];
-    const r = await run(args, { KILN_NUM_THREADS: '1' });
+    const r = await runProcess(args, { KILN_NUM_THREADS: '1' });
     if (r.code !== 0) throw new Error(`kiln train --nproc ${nproc} failed:\n${r.out}`);
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).slice(3);
     return {

@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
-import { writeResults } from './harness.js';
+import { median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'lib', 'cli.js');
@@ -64,21 +64,6 @@ function setup(rate: string): { netem: boolean } {
   return { netem };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(args[0], args.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => resolve({ code: code ?? 1, out }));
-  });
-}
-
 function summarize(out: string, name: string, warmup: number): Record<string, number | string> {
   const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   const steady = lines.slice(warmup);
@@ -115,7 +100,7 @@ async function main(): Promise<void> {
     if (only.includes('local')) {
       const out = mkdtempSync(join(tmpdir(), 'kiln-wan-local-'));
       const load = loadavg()[0];
-      const r = await run([process.execPath, cli, ...common, '--out', out], { KILN_NUM_THREADS: '1' });
+      const r = await runProcess([process.execPath, cli, ...common, '--out', out], { KILN_NUM_THREADS: '1' });
       if (r.code !== 0) throw new Error(r.out);
       results.push({ ...summarize(out, 'local (1 rank)', 3), loadAverage: load });
     }
@@ -125,7 +110,7 @@ async function main(): Promise<void> {
       const extra = mode === 'diloco' ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!] : [];
       const load = loadavg()[0];
       const ranks = await Promise.all([0, 1].map((rank) =>
-        run(['ip', 'netns', 'exec', NS[rank], process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
+        runProcess(['ip', 'netns', 'exec', NS[rank], process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
           MASTER_ADDR: ADDR[0], MASTER_PORT: '29650', RANK: String(rank), LOCAL_RANK: '0', WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
         })));
       ranks.forEach((r, i) => {

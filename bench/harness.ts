@@ -3,7 +3,7 @@
  * an L2 flush before every repeat on CUDA, medians over repeats, and JSON results that name
  * the device, driver, commit and date.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -96,4 +96,21 @@ export function devicesToBenchmark(): Device[] {
   const only = process.env.KILN_BENCH_DEVICES;
   const all: Device[] = ['cpu', ...info().devices.map((d) => d.device)];
   return only ? all.filter((d) => only.split(',').includes(d)) : all;
+}
+
+/** Median of a sample (the upper middle for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Runs a process to its end with extra environment variables; resolves its exit code and combined output. */
+export function runProcess(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(args[0], args.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('exit', (code) => resolve({ code: code ?? 1, out }));
+  });
 }
