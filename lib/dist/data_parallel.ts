@@ -133,15 +133,16 @@ export class SyncDataParallel implements TrainParallel {
     this.works.push(this.comm.allReduce([...bucket.params.map((p) => p.grad), ...extra], { average: true, bf16Wire: this.options.bf16Reduce, what: `gradient bucket ${index} all-reduce` }));
   }
 
-  finishGradients(lossSlots: Tensor[], step: number): void {
+  finishGradients(lossSlots: Tensor[], step: number, stopVotes: Tensor): void {
     this.comm.step = step;
     const last = this.buckets[this.buckets.length - 1];
     for (const b of this.buckets) if (!b.launched && b !== last) this.launch(b);
+    // averaged, the stop votes stay positive where any rank voted: every rank reads the same value
     if (this.options.bf16Reduce) {
       this.launch(last);
-      this.works.push(this.comm.allReduce(lossSlots, { average: true, what: 'loss all-reduce' }));
+      this.works.push(this.comm.allReduce([...lossSlots, stopVotes], { average: true, what: 'loss all-reduce' }));
     } else {
-      this.launch(last, lossSlots); // the losses ride with the last gradients: one message fewer per step
+      this.launch(last, [...lossSlots, stopVotes]); // the losses ride with the last gradients: one message fewer per step
     }
     for (const w of this.works) this.comm.wait(w as never);
     this.works = [];

@@ -101,6 +101,7 @@ export class DiLoCo implements TrainParallel {
   private momentum?: Float32Array;
   private error?: Float32Array;
   private total = 0;
+  private voteWork?: unknown;
   outerSteps = 0;
 
   constructor(comm: Communicator, options: DiLoCoOptions) {
@@ -129,14 +130,29 @@ export class DiLoCo implements TrainParallel {
   }
 
   gradientsReady(): void {}
-  finishGradients(_slots: Tensor[], step: number): void {
+  finishGradients(_slots: Tensor[], step: number, stopVotes: Tensor): void {
     this.comm.step = step;
+    // the losses stay local; the stop votes (4 bytes) are summed so every rank stops after the
+    // same step, waited for only after the optimizer update is queued (it overlaps the update)
+    this.voteWork = this.comm.allReduce([stopVotes], { average: false, what: 'stop vote all-reduce' });
   }
 
-  /** Every H steps: the outer step (reads the weights, exchanges pseudo-gradients, writes the new anchor). */
+  /** Every H steps: the outer step. */
   async afterUpdate(step: number): Promise<void> {
     this.comm.step = step;
-    if (step % this.options.innerSteps !== 0) return;
+    if (this.voteWork) this.comm.wait(this.voteWork as never);
+    this.voteWork = undefined;
+    if (step % this.options.innerSteps === 0) await this.outerStep();
+  }
+
+  /** The loop ended between two synchronizations (an agreed stop, or steps not a multiple of H): one outer step more, so the ranks end on their common anchor. */
+  async finish(step: number): Promise<void> {
+    this.comm.step = step;
+    if (this.anchor && step % this.options.innerSteps !== 0) await this.outerStep();
+  }
+
+  /** Reads the weights, exchanges the pseudo-gradients, applies the outer Nesterov step and writes the new anchor into the weights. */
+  private async outerStep(): Promise<void> {
     const o = this.options;
     const current = await this.readWeights();
     const anchor = this.anchor!;

@@ -64,6 +64,16 @@ async function runWithProgress(trainer: Trainer, every: number): Promise<StepMet
   }
 }
 
+/**
+ * `--device cuda` in a data-parallel run means this rank's own GPU: cuda:LOCAL_RANK (torchrun's
+ * convention, one rank per GPU on each machine); an explicit cuda:N is kept as given.
+ */
+export function trainDevice(flag: string | undefined, localRank?: number): Device {
+  if (!flag) return 'cpu';
+  if (flag === 'cuda' && localRank !== undefined) return parseDevice(`cuda:${localRank}`);
+  return parseDevice(flag);
+}
+
 export async function train(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args: normalizeDashboardFlag(args),
@@ -107,7 +117,7 @@ export async function train(args: string[]): Promise<number> {
   const options: TrainOptions = {
     config, data: values.data, steps: int(values.steps, 'steps'), batch: int(values.batch, 'batch'),
     seqLen: values.seq ? int(values.seq, 'seq') : Math.min(config.context, 128),
-    device: values.device ? parseDevice(values.device) : 'cpu', accumulation: int(values.accumulation, 'accumulation'),
+    device: trainDevice(values.device, env?.localRank), accumulation: int(values.accumulation, 'accumulation'),
     muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
@@ -132,10 +142,9 @@ export async function train(args: string[]): Promise<number> {
       await live?.dashboard.close();
       if (live) console.log(`dashboard closed; \`kiln dashboard ${options.out}\` opens this run again`);
     }
-    if (trainer.isWriter) {
-      const saved = await trainer.save();
-      console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
-    }
+    // every rank takes part (parallel state may be gathered); rank 0 writes
+    const saved = await trainer.save();
+    if (trainer.isWriter) console.log(`${trainer.stopping ? 'stopped early; ' : ''}checkpoint: ${saved}`);
     trainer.close();
   } finally {
     await dist?.comm.close();

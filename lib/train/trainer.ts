@@ -14,7 +14,7 @@ import { info } from '../info.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/index.js';
 import { memoryStats, resetPeakMemory } from '../runtime.js';
-import { type Tensor, empty } from '../tensor.js';
+import { type Tensor, empty, zeros } from '../tensor.js';
 import { type ModelConfig, trainingFlopsPerToken, validateConfig } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
 import { Optimizer, type OptimizerOptions, type OptimizedParameter, llamaParamGroups } from '../optim/optimizer.js';
@@ -37,8 +37,13 @@ export interface TrainParallel {
   attach(trainer: Trainer): void;
   /** the last micro-batch's backward finished these parameters' gradients (queued, in backward order) */
   gradientsReady(params: OptimizedParameter[], step: number): void;
-  /** before clipping: queue the waits for the gradient reductions, and average the loss slots */
-  finishGradients(lossSlots: Tensor[], step: number): void;
+  /**
+   * Before clipping: queue the waits for the gradient reductions and average the loss slots.
+   * `stopVotes` ([1] f32: 1 where this rank was asked to stop, else 0) must come back as a value
+   * every rank agrees on (any positive number = stop after this step), so that a Ctrl-C reaching
+   * ranks at different moments still ends them all at the same step.
+   */
+  finishGradients(lossSlots: Tensor[], step: number, stopVotes: Tensor): void;
   /** before a step's first op (DiLoCo records its anchor weights) */
   beforeStep?(step: number): Promise<void> | void;
   /** after the optimizer update was queued (DiLoCo's outer step every H steps) */
@@ -47,9 +52,19 @@ export interface TrainParallel {
   stepMetrics(stepMs: number, tokens: number): Record<string, number | string>;
   /** a failed step's error, explained (which rank left) */
   explain(error: unknown): Promise<unknown>;
-  /** state saved with checkpoints next to the optimizer's (e.g. DiLoCo's anchor and outer momentum) */
-  stateTensors?(): Map<string, Tensor>;
+  /**
+   * State saved with checkpoints next to the optimizer's (e.g. DiLoCo's anchor and outer
+   * momentum). Called on every rank at the same step (it may run collectives, e.g. to gather
+   * per-rank state); rank 0 writes what it returns. The caller disposes the tensors.
+   */
+  stateTensors?(): Promise<Map<string, Tensor>> | Map<string, Tensor>;
   loadState?(values: Map<string, Float32Array>): void;
+  /**
+   * The loop ends at `step` (all steps done, or an agreed stop), on every rank, before the
+   * final checkpoint: e.g. DiLoCo's outer step when `step` is not a multiple of H, so that the
+   * weights saved are the ranks' common anchor, not rank 0's inner weights.
+   */
+  finish?(step: number): Promise<void> | void;
 }
 
 export interface TrainOptions {
@@ -125,6 +140,10 @@ export class Trainer {
   private readonly targets: Tensor;
   private readonly lossSlots: Tensor[];
   private readonly gradNorm: Tensor;
+  /** data parallelism: this rank's stop request, summed across ranks with the step's gradients */
+  private readonly stopVotes: Tensor;
+  /** every rank saw a stop vote in the last step: all leave the loop after the same step */
+  private stopAgreed = false;
 
   constructor(options: TrainOptions) {
     // Shape checks before anything reads the options (a BigInt or a getter must not reach arithmetic below).
@@ -178,6 +197,7 @@ export class Trainer {
     this.targets = empty(shape, { device: o.device, dtype: 'i32' });
     this.lossSlots = Array.from({ length: o.accumulation }, () => empty([], { device: o.device }));
     this.gradNorm = empty([1], { device: o.device });
+    this.stopVotes = zeros([1]);
     this.optimizer = new Optimizer(
       llamaParamGroups(this.model.parameters, {
         muon: { lr: o.muonLr, weightDecay: o.weightDecay, newtonSchulz: { compute: o.device === 'cpu' ? 'f32' : 'bf16' } },
@@ -207,13 +227,17 @@ export class Trainer {
     return () => this.stepListeners.delete(listener);
   }
 
-  /** Asks the loop to stop after the current step (SIGINT handler). */
+  /**
+   * Asks the loop to stop after the current step (SIGINT handler). With data parallelism the
+   * request travels with the next step's gradients and every rank stops after that same step.
+   */
   requestStop(): void {
     this.stopRequested = true;
   }
 
+  /** Whether the loop stops (or stopped) early: single process, on request; data parallel, once the ranks agreed. */
   get stopping(): boolean {
-    return this.stopRequested;
+    return this.options.parallel ? this.stopAgreed : this.stopRequested;
   }
 
   /** The next batch written into the planned ids/targets tensors (queue order keeps earlier readers safe). */
@@ -256,7 +280,11 @@ export class Trainer {
     }
     const lr = lrMultiplier(o.schedule, this.step);
     const m3 = binding().timerMark(device);
-    o.parallel?.finishGradients(this.lossSlots, this.step + 1);
+    if (o.parallel) {
+      // written when the step is issued: the ranks' votes are summed with this step's gradients
+      this.stopVotes.write(new Float32Array([this.stopRequested ? 1 : 0]));
+      o.parallel.finishGradients(this.lossSlots, this.step + 1, this.stopVotes);
+    }
     ops.gradNormClip(this.model.parameters.map((p) => p.grad), o.gradClip, { out: this.gradNorm });
     this.optimizer.update(lr);
     const m4 = binding().timerMark(device);
@@ -266,6 +294,7 @@ export class Trainer {
       await o.parallel?.afterUpdate(this.step + 1);
       for (const l of this.lossSlots) lossSum += (await l.toArray())[0];
       gradNorm = (await this.gradNorm.toArray())[0];
+      if (o.parallel && (await this.stopVotes.toArray())[0] > 0) this.stopAgreed = true;
     } catch (e) {
       throw o.parallel ? await o.parallel.explain(e) : e;
     }
@@ -310,15 +339,24 @@ export class Trainer {
     return { step: this.step, optimizerStep: this.optimizer.step, loader: this.train.position, options: { ...this.options, config: undefined } };
   }
 
+  /**
+   * Writes a checkpoint (atomically) and returns its directory. With data parallelism every rank
+   * calls it at the same step (the parallel state may be gathered with collectives) and rank 0
+   * writes; the others return the directory rank 0 writes.
+   */
   async save(dir?: string): Promise<string> {
     const out = this.options.out;
     if (!out && !dir) fail('ERR_ARG', 'no checkpoint directory (set out)');
     const target = dir ?? join(out!, `step-${String(this.step).padStart(6, '0')}`);
-    const state = this.optimizer.stateTensors().tensors;
-    const extra = this.options.parallel?.stateTensors?.();
+    const state = (await this.optimizer.stateTensors()).tensors;
+    let extra: Map<string, Tensor> | undefined;
     try {
+      extra = await this.options.parallel?.stateTensors?.();
+      if (!this.isWriter) return target;
       for (const [k, t] of extra ?? []) state.set(k, t);
       return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state());
+    } catch (e) {
+      throw this.options.parallel ? await this.options.parallel.explain(e) : e;
     } finally {
       for (const t of extra?.values() ?? []) t.dispose();
     }
@@ -347,14 +385,20 @@ export class Trainer {
     const history: StepMetrics[] = [];
     const writer = this.isWriter;
     if (o.out && writer) mkdirSync(o.out, { recursive: true });
-    while (this.step < o.steps && !this.stopRequested) {
+    while (this.step < o.steps && !this.stopping) {
       const m = await this.trainStep();
       if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || this.step === o.steps)) m.valLoss = await this.evaluate();
       if (o.out && writer) appendFileSync(join(o.out, 'metrics.jsonl'), JSON.stringify(m) + '\n');
       history.push(m);
       onStep?.(m);
       for (const listener of this.stepListeners) listener(m, this);
-      if (o.out && writer && o.checkpointEvery > 0 && this.step % o.checkpointEvery === 0) await this.save();
+      // every rank: the parallel state may be gathered for the checkpoint; rank 0 writes
+      if (o.out && o.checkpointEvery > 0 && this.step % o.checkpointEvery === 0) await this.save();
+    }
+    try {
+      await o.parallel?.finish?.(this.step);
+    } catch (e) {
+      throw o.parallel ? await o.parallel.explain(e) : e;
     }
     return history;
   }
@@ -364,6 +408,6 @@ export class Trainer {
     this.val.close();
     this.model.dispose();
     this.optimizer.dispose();
-    for (const t of [this.ids, this.targets, this.gradNorm, ...this.lossSlots]) t.dispose();
+    for (const t of [this.ids, this.targets, this.gradNorm, this.stopVotes, ...this.lossSlots]) t.dispose();
   }
 }

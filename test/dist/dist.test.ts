@@ -33,7 +33,7 @@ interface Child {
   pid: number;
   code: Promise<number>;
   out: () => string;
-  kill: () => void;
+  kill: (signal?: NodeJS.Signals) => void;
 }
 
 function start(args: string[], env: NodeJS.ProcessEnv): Child {
@@ -42,7 +42,7 @@ function start(args: string[], env: NodeJS.ProcessEnv): Child {
   child.stdout.on('data', (c: Buffer) => (text += c.toString()));
   child.stderr.on('data', (c: Buffer) => (text += c.toString()));
   const code = new Promise<number>((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 128 : 1))));
-  return { pid: child.pid!, code, out: () => text, kill: () => child.kill('SIGKILL') };
+  return { pid: child.pid!, code, out: () => text, kill: (signal: NodeJS.Signals = 'SIGKILL') => child.kill(signal) };
 }
 
 async function ranks(args: (rank: number) => string[], env: (rank: number) => NodeJS.ProcessEnv = () => ({})): Promise<Child[]> {
@@ -188,7 +188,9 @@ test('DiLoCo with 4- and 2-bit pseudo-gradients and error feedback converges lik
     // sync steps only (every 4th) carry bytes; 4-bit sends about 1/7 of f32's all-reduce, 2-bit about 1/14
     const bytes = (r: { commBytes: number[] }) => r.commBytes.reduce((a, b) => a + b, 0);
     assert.ok(bytes(q) < bytes(f32) / (name === 'diloco-q4' ? 6 : 11), `${name} bytes ${bytes(q)} vs ${bytes(f32)}`);
-    assert.is(q.commBytes.filter((b: number) => b > 0).length, 6, 'bytes only on the 6 outer steps');
+    // every step sends its 4-byte stop vote; the pseudo-gradients go on the 6 outer steps only
+    assert.is(q.commBytes.filter((b: number) => b > 64).length, 6, 'pseudo-gradient bytes only on the 6 outer steps');
+    assert.ok(q.commBytes.every((b: number) => b > 0), 'a stop vote every step');
   }
 });
 
@@ -218,6 +220,46 @@ test('killing a rank stops the other with ERR_DIST naming it; the run resumes fr
   const last = lines[lines.length - 1];
   assert.is(last.step, step + 2);
   assert.is(last.worldSize, 2);
+});
+
+test('a stop asked of one rank stops every rank after the same step (sync, and DiLoCo with a last outer step)', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const [r0, r1] = await worker(['stop-sync', 'stop-diloco']);
+  for (const name of ['stop-sync', 'stop-diloco']) {
+    for (const r of [r0, r1]) {
+      assert.equal(r[name].steps, [1, 2, 3, 4], `${name}: rank stopped after step 4`);
+      assert.ok(r[name].stopping, `${name}: the trainer reports the stop`);
+    }
+    assert.equal(r0[name].weights, r1[name].weights, `${name}: the ranks end on the same weights`);
+  }
+  // step 4 is DiLoCo's first synchronization (H = 4): nothing extra; the sync run's stop is mid-run
+  assert.is(r0['stop-diloco'].outerSteps, 1);
+});
+
+test('DiLoCo ends on the ranks\' common anchor when the run stops between synchronizations', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  // 6 steps with H = 4: an outer step at 4, and one more when the loop ends at 6
+  const [r0, r1] = await worker(['diloco-end']);
+  assert.is(r0['diloco-end'].outerSteps, 2);
+  assert.equal(r0['diloco-end'].weights, r1['diloco-end'].weights, 'identical weights after the final outer step');
+});
+
+test('Ctrl-C on kiln train --nproc 2: every rank stops after the same step and rank 0 saves a checkpoint', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const out = join(root, 'sigint');
+  const args = ['train', '--preset', 'tiny', '--data', data, '--batch', '2', '--seq', '32', '--eval-every', '0', '--log-every', '1', '--out', out, '--steps', '400', '--nproc', '2'];
+  const run = start([cli, ...args], {});
+  const deadline = Date.now() + 60_000;
+  while (!/\[rank 1\] step 3\b/.test(run.out()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  run.kill('SIGINT');
+  assert.is(await run.code, 0, run.out());
+  const text = run.out();
+  assert.match(text, /stopped early; checkpoint: /);
+  const last = (rank: number) => Math.max(...[...text.matchAll(new RegExp(`\\[rank ${rank}\\] step (\\d+) `, 'g'))].map((m) => Number(m[1])));
+  assert.is(last(0), last(1), 'both ranks logged the same last step');
+  const latest = JSON.parse(readFileSync(join(out, 'latest'), 'utf8')).checkpoint as string;
+  assert.is(Number(latest.replace('step-', '')), last(0));
+  assert.ok(last(0) < 400, 'stopped early');
 });
 
 test('a rank with a different config is refused at rendezvous', async () => {

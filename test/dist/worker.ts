@@ -57,6 +57,20 @@ async function main(): Promise<void> {
       const history = await trainer.run();
       results[name] = { losses: history.map((m) => m.loss), weights: await weightsOf(trainer), outerSteps: parallel.outerSteps };
       trainer.close();
+    } else if (name === 'stop-sync' || name === 'stop-diloco') {
+      // only rank 1 is asked to stop (after its step 3): both ranks must leave after step 4, the step that carried the vote
+      const parallel = name === 'stop-sync' ? new SyncDataParallel(comm, { bucketBytes: 64 * 1024 }) : new DiLoCo(comm, { innerSteps: 4, outerLr: 0.7 });
+      const trainer = new Trainer({ ...base, steps: 20, parallel });
+      if (comm.rank === 1) trainer.onStep((m, t) => m.step === 3 && t.requestStop());
+      const history = await trainer.run();
+      results[name] = { steps: history.map((m) => m.step), stopping: trainer.stopping, weights: await weightsOf(trainer), outerSteps: (parallel as DiLoCo).outerSteps };
+      trainer.close();
+    } else if (name === 'diloco-end') {
+      const parallel = new DiLoCo(comm, { innerSteps: 4 });
+      const trainer = new Trainer({ ...base, steps: 6, parallel });
+      await trainer.run();
+      results[name] = { weights: await weightsOf(trainer), outerSteps: parallel.outerSteps };
+      trainer.close();
     } else if (name === 'cuda-collectives') {
       // CUDA tensors staged through host memory (KILN_CUDA_DIST=1): an f32 all-reduce of two tensors and a bf16 all-gather
       const a = tensor(new Float32Array(1000).map((_, i) => i + 1000 * comm.rank), { device: 'cuda' });
