@@ -2,7 +2,7 @@
 /**
  * Data-parallel benchmarks (lib/dist), two local ranks over 127.0.0.1:
  *
- *   node dist/bench/dist.js [--only bandwidth,scaling] [--out bench/results] [--data DIR]
+ *   node dist/bench/dist.js [--only bandwidth,scaling] [--repeats 100] [--rounds 3] [--steps 43] [--out bench/results] [--data DIR]
  *
  * - bandwidth: kiln's all-reduce (queued op, packed on the communication thread, Gloo ring) of
  *   1 MiB and 25 MiB f32 buffers against a minimal C++ driver straight on libgloo
@@ -62,77 +62,122 @@ async function rankBandwidth(sizes: number[], repeats: number): Promise<void> {
   await comm.close();
 }
 
-async function bandwidth(sizes: number[], repeats: number): Promise<unknown[]> {
-  const out: unknown[] = [];
-  // kiln
+/** Runs the kiln ranks once: each size `repeats` times after two warm-ups; rank 0's medians. */
+async function kilnRound(sizes: number[], repeats: number): Promise<{ bytes: number; medianMs: number; algBandwidthGBs: number; busBandwidthGBs: number; medianRoundTripMs: number }[]> {
   const port = await freePort();
   const ranks = await Promise.all([0, 1].map((rank) =>
     runProcess([process.execPath, join(here, 'dist.js'), 'rank-bandwidth', String(repeats), ...sizes.map(String)], {
       MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
     })));
   for (const r of ranks) if (r.code !== 0) throw new Error(`kiln bandwidth rank failed:\n${r.out}`);
-  const kiln = JSON.parse(ranks[0].out.trim().split('\n').pop()!).results as { bytes: number; medianMs: number; algBandwidthGBs: number; busBandwidthGBs: number }[];
-  // the Gloo driver
+  return JSON.parse(ranks[0].out.trim().split('\n').pop()!).results;
+}
+
+/** Runs the Gloo driver once per size, `repeats` times after two warm-ups; rank 0's medians. */
+async function glooRound(exe: string, sizes: number[], repeats: number): Promise<{ bytes: number; medianMs: number; algBandwidthGBs: number; busBandwidthGBs: number }[]> {
+  const out = [];
+  for (const bytes of sizes) {
+    const store = mkdtempSync(join(tmpdir(), 'kiln-gloo-store-'));
+    const rs = await Promise.all([0, 1].map((rank) => runProcess([exe, store, String(bytes), String(repeats)], { RANK: String(rank), WORLD_SIZE: '2' })));
+    for (const r of rs) if (r.code !== 0) throw new Error(r.out);
+    out.push(JSON.parse(rs[0].out.trim()));
+  }
+  return out;
+}
+
+/**
+ * kiln against the Gloo driver in alternating rounds (kiln, Gloo, kiln, Gloo, ...), so a change
+ * in the machine's state (other load, frequency) falls on both; each figure is the median of the
+ * round medians, every round's median kept in the JSON. A handful of repeats is not enough: the
+ * first dozen collectives of a fresh connection are several times slower (TCP windows growing).
+ */
+async function bandwidth(sizes: number[], repeats: number, rounds: number): Promise<unknown[]> {
   const exe = join(mkdtempSync(join(tmpdir(), 'kiln-gloo-')), 'gloo_allreduce');
-  let peer: typeof kiln | undefined;
   let peerNote = '';
   try {
     execFileSync('g++', ['-O2', '-std=c++17', join(root, 'bench', 'peers', 'gloo_allreduce.cc'), '-lgloo', '-pthread', '-o', exe], { stdio: 'pipe' });
-    peer = [];
-    for (const bytes of sizes) {
-      const store = mkdtempSync(join(tmpdir(), 'kiln-gloo-store-'));
-      const rs = await Promise.all([0, 1].map((rank) => runProcess([exe, store, String(bytes), String(repeats)], { RANK: String(rank), WORLD_SIZE: '2' })));
-      for (const r of rs) if (r.code !== 0) throw new Error(r.out);
-      peer.push(JSON.parse(rs[0].out.trim()));
-    }
   } catch (e) {
-    peerNote = `the Gloo driver could not run: ${(e as Error).message.split('\n')[0]}`;
+    peerNote = `the Gloo driver could not be built: ${(e as Error).message.split('\n')[0]}`;
   }
-  for (const [i, k] of kiln.entries()) {
-    const p = peer?.[i];
-    const row = { benchmark: 'allreduce-loopback', worldSize: 2, bytes: k.bytes, kiln: k, gloo: p, ratioOfGloo: p ? k.algBandwidthGBs / p.algBandwidthGBs : undefined, loadAverage: loadavg()[0], note: peerNote || undefined };
-    console.log(`all-reduce ${(k.bytes / 2 ** 20).toFixed(0)} MiB: kiln ${k.medianMs.toFixed(2)} ms ${k.algBandwidthGBs.toFixed(3)} GB/s algbw` +
-      (p ? `, Gloo driver ${p.medianMs.toFixed(2)} ms ${p.algBandwidthGBs.toFixed(3)} GB/s: ${(100 * row.ratioOfGloo!).toFixed(0)}% (target >= 80%)` : ` (${peerNote})`) + ` load ${row.loadAverage.toFixed(1)}`);
+  const kilnRounds: Awaited<ReturnType<typeof kilnRound>>[] = [];
+  const glooRounds: Awaited<ReturnType<typeof glooRound>>[] = [];
+  const loads: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    loads.push(loadavg()[0]);
+    kilnRounds.push(await kilnRound(sizes, repeats));
+    if (!peerNote) glooRounds.push(await glooRound(exe, sizes, repeats));
+  }
+  const out: unknown[] = [];
+  for (const [i, bytes] of sizes.entries()) {
+    const kMs = median(kilnRounds.map((k) => k[i].medianMs));
+    const gMs = glooRounds.length ? median(glooRounds.map((g) => g[i].medianMs)) : undefined;
+    const alg = (ms: number) => bytes / (ms / 1e3) / 1e9;
+    const kiln = { medianMs: kMs, algBandwidthGBs: alg(kMs), busBandwidthGBs: alg(kMs), roundMedianMs: kilnRounds.map((k) => k[i].medianMs), medianRoundTripMs: median(kilnRounds.map((k) => k[i].medianRoundTripMs)) };
+    const gloo = gMs === undefined ? undefined : { medianMs: gMs, algBandwidthGBs: alg(gMs), busBandwidthGBs: alg(gMs), roundMedianMs: glooRounds.map((g) => g[i].medianMs) };
+    // two ranks: busbw = algbw · 2(W−1)/W = algbw
+    const row = { benchmark: 'allreduce-loopback', worldSize: 2, bytes, repeats, rounds, kiln, gloo, ratioOfGloo: gloo ? gMs! / kMs : undefined, loadAverages: loads, note: peerNote || undefined };
+    console.log(`all-reduce ${(bytes / 2 ** 20).toFixed(0)} MiB: kiln ${kMs.toFixed(2)} ms ${kiln.algBandwidthGBs.toFixed(3)} GB/s algbw` +
+      (gloo ? `, Gloo driver ${gMs!.toFixed(2)} ms ${gloo.algBandwidthGBs.toFixed(3)} GB/s: ${(100 * row.ratioOfGloo!).toFixed(0)}% (target >= 80%)` : ` (${peerNote})`) +
+      ` [${rounds} rounds of ${repeats}; load ${loads.map((l) => l.toFixed(1)).join('/')}]`);
     out.push(row);
   }
   return out;
 }
 
-async function scaling(data: string, steps: number, batch: number): Promise<unknown[]> {
+/**
+ * Scaling efficiency = tokens/s of two ranks / (2 · tokens/s of one rank), both with one thread
+ * per rank and the same per-rank batch, in alternating rounds (1 rank, 2 ranks, 1 rank, ...);
+ * medians over the steps after warm-up, then over rounds. Two ranks also run without
+ * distributed Muon: with it each rank orthogonalizes half the matrices, so a rank's step is
+ * cheaper than the lone rank's and the efficiency can pass 100%; without it the figure is the
+ * communication's cost alone.
+ */
+async function scaling(data: string, steps: number, batch: number, rounds: number): Promise<unknown[]> {
   const common = ['train', '--preset', 'tiny', '--data', data, '--steps', String(steps), '--batch', String(batch), '--seq', '128', '--eval-every', '0', '--log-every', '1000'];
-  const measure = async (nproc: number) => {
+  const measure = async (nproc: number, extra: string[] = []) => {
     const out = mkdtempSync(join(tmpdir(), `kiln-scaling-${nproc}-`));
-    const args = [process.execPath, cli, ...common, '--out', out, ...(nproc > 1 ? ['--nproc', String(nproc)] : [])];
+    const args = [process.execPath, cli, ...common, '--out', out, ...(nproc > 1 ? ['--nproc', String(nproc)] : []), ...extra];
     const load = loadavg()[0];
     const r = await runProcess(args, { KILN_NUM_THREADS: '1' });
     if (r.code !== 0) throw new Error(`kiln train --nproc ${nproc} failed:\n${r.out}`);
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).slice(3);
     return {
       nproc, tokensPerSecond: median(lines.map((m) => m.tokensPerSecond)), stepMs: median(lines.map((m) => m.stepMs)),
+      optimizerMs: median(lines.map((m) => m.optimizerMs)),
       commMs: nproc > 1 ? median(lines.map((m) => m.commMs)) : 0, commExposedMs: nproc > 1 ? median(lines.map((m) => m.commExposedMs)) : 0,
       commBytes: nproc > 1 ? median(lines.map((m) => m.commBytes)) : 0, loadAverageBefore: load, loadAverageAfter: loadavg()[0],
     };
   };
-  const one = await measure(1);
-  const two = await measure(2);
-  const efficiency = two.tokensPerSecond / (2 * one.tokensPerSecond);
-  console.log(`scaling (tiny, 1-thread ranks, batch ${batch}/rank): 1 rank ${one.tokensPerSecond.toFixed(0)} tok/s, 2 ranks ${two.tokensPerSecond.toFixed(0)} tok/s ` +
-    `(comm ${two.commMs.toFixed(1)} ms, exposed ${two.commExposedMs.toFixed(1)} ms of ${two.stepMs.toFixed(0)} ms/step): efficiency ${(100 * efficiency).toFixed(0)}% (target >= 90%); load ${one.loadAverageBefore.toFixed(1)} / ${two.loadAverageBefore.toFixed(1)}`);
-  return [{ benchmark: 'scaling-tiny', batchPerRank: batch, seqLen: 128, steps, one, two, scalingEfficiency: efficiency }];
+  const ones = [];
+  const twos = [];
+  const plain = [];
+  for (let r = 0; r < rounds; r++) {
+    ones.push(await measure(1));
+    twos.push(await measure(2));
+    plain.push(await measure(2, ['--no-distributed-muon']));
+  }
+  const tps = (xs: { tokensPerSecond: number }[]) => median(xs.map((x) => x.tokensPerSecond));
+  const efficiency = tps(twos) / (2 * tps(ones));
+  const plainEfficiency = tps(plain) / (2 * tps(ones));
+  const two = twos[twos.length - 1];
+  console.log(`scaling (tiny, 1-thread ranks, batch ${batch}/rank, ${rounds} rounds): 1 rank ${tps(ones).toFixed(0)} tok/s, 2 ranks ${tps(twos).toFixed(0)} tok/s ` +
+    `(comm ${two.commMs.toFixed(1)} ms, exposed ${two.commExposedMs.toFixed(1)} ms of ${two.stepMs.toFixed(0)} ms/step): efficiency ${(100 * efficiency).toFixed(0)}% (target >= 90%); ` +
+    `without distributed Muon ${tps(plain).toFixed(0)} tok/s, ${(100 * plainEfficiency).toFixed(0)}%; load ${ones.map((o) => o.loadAverageBefore.toFixed(1)).join('/')}`);
+  return [{ benchmark: 'scaling-tiny', batchPerRank: batch, seqLen: 128, steps, rounds, one: ones, two: twos, twoWithoutDistributedMuon: plain, scalingEfficiency: efficiency, scalingEfficiencyWithoutDistributedMuon: plainEfficiency }];
 }
 
 async function main(): Promise<void> {
   if (process.argv[2] === 'rank-bandwidth') return rankBandwidth(process.argv.slice(4).map(Number), Number(process.argv[3]));
   const { values } = parseArgs({
-    options: { only: { type: 'string', default: 'bandwidth,scaling' }, out: { type: 'string', default: 'bench/results' }, data: { type: 'string' }, steps: { type: 'string', default: '23' }, batch: { type: 'string', default: '8' }, repeats: { type: 'string', default: '10' } },
+    options: { only: { type: 'string', default: 'bandwidth,scaling' }, out: { type: 'string', default: 'bench/results' }, data: { type: 'string' }, steps: { type: 'string', default: '43' }, batch: { type: 'string', default: '8' }, repeats: { type: 'string', default: '100' }, rounds: { type: 'string', default: '3' } },
   });
   const only = values.only!.split(',');
   const results: unknown[] = [];
-  if (only.includes('bandwidth')) results.push(...(await bandwidth([2 ** 20, 25 * 2 ** 20], Number(values.repeats))));
+  if (only.includes('bandwidth')) results.push(...(await bandwidth([2 ** 20, 25 * 2 ** 20], Number(values.repeats), Number(values.rounds))));
   if (only.includes('scaling')) {
     const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
     if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
-    results.push(...(await scaling(data, Number(values.steps), Number(values.batch))));
+    results.push(...(await scaling(data, Number(values.steps), Number(values.batch), Number(values.rounds))));
   }
   console.log(`wrote ${writeResults(values.out!, 'dist', results)}`);
 }
