@@ -1,21 +1,26 @@
 #!/usr/bin/env node
 /**
- * WAN harness for data-parallel training (needs root, iproute2 and tc):
+ * WAN harness for data-parallel training (needs root and iproute2):
  *
- *   node dist/bench/dist_wan.js [--rate 100mbit] [--steps 100] [--batch 8] [--inner-steps 50] [--bits 4] [--out bench/results]
+ *   node dist/bench/dist_wan.js [--rate 100mbit] [--delay-ms 0] [--queue-ms 100] [--steps 100] [--batch 8]
+ *                               [--inner-steps 50] [--bits 4] [--only local,sync,diloco] [--out bench/results]
  *
- * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by a veth pair (10.231.0.1 and
- * 10.231.0.2, addresses that exist only inside them), each end rate-limited with a tbf qdisc
- * to --rate; added latency needs netem, which is probed and reported (absent on our machines).
- * One rank runs in each namespace (rank 0 hosts the store on 10.231.0.1, with a token as any
- * non-loopback address requires). Runs, all on the tiny preset with one thread per rank:
+ * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by an emulated link: a relay
+ * (bench/peers/wan_link.cc, compiled here with g++) holds one TUN device in each and moves
+ * every packet across at --rate with --delay-ms of one-way latency and a --queue-ms sender
+ * buffer (tail drop). Our kernels have tc's tbf but not netem (nor fq, nor prio), so the
+ * latency cannot come from a qdisc; the relay serializes each direction at the line rate and
+ * delays it, which is what a link does. One rank runs in each namespace (rank 0 hosts the store
+ * on 10.231.0.1, with a token as any non-loopback address requires). Runs, all on the tiny
+ * preset with one thread per rank:
  *   local   one rank alone (the tokens/s reference)
  *   sync    synchronous data parallelism over the link
  *   diloco  DiLoCo (H = --inner-steps, --bits-bit pseudo-gradients with error feedback)
- * and reports tokens/s, exposed communication, bytes per step and per token, and the final
- * validation loss of sync and DiLoCo at equal tokens. The namespaces are removed at the end.
+ * and reports tokens/s, exposed communication, bytes per step and per token, the relay's
+ * packet counters, and the final validation loss of sync and DiLoCo at equal tokens. The
+ * namespaces and the relay are removed at the end.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -27,9 +32,11 @@ import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
 const cli = join(here, '..', 'lib', 'cli.js');
 const NS = ['kiln_wan_a', 'kiln_wan_b'];
 const ADDR = ['10.231.0.1', '10.231.0.2'];
+const IFNAME = 'kiln_wan0';
 
 function sh(args: string[], quiet = false): boolean {
   try {
@@ -41,27 +48,61 @@ function sh(args: string[], quiet = false): boolean {
   }
 }
 
+/** '100mbit', '1gbit', '500kbit' or a number of bits per second. */
+export function parseRate(rate: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(k|m|g)?(?:bit)?$/i.exec(rate.trim());
+  if (!m) throw new Error(`--rate: expected e.g. 100mbit or 1gbit, got '${rate}'`);
+  const unit = { k: 1e3, m: 1e6, g: 1e9 }[(m[2] ?? '').toLowerCase() as 'k' | 'm' | 'g'] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+let relay: ChildProcess | undefined;
+let relayCounters = '';
+
 function teardown(): void {
+  relay?.stdin?.end(); // the relay prints its counters and exits; its TUN devices go with it
   for (const ns of NS) sh(['ip', 'netns', 'del', ns], true);
 }
 
-function setup(rate: string): { netem: boolean } {
+async function setup(rate: string, delayMs: number, queueMs: number): Promise<void> {
   teardown();
-  for (const ns of NS) sh(['ip', 'netns', 'add', ns]);
-  sh(['ip', 'link', 'add', 'kiln_wan_va', 'type', 'veth', 'peer', 'name', 'kiln_wan_vb']);
-  const dev = ['kiln_wan_va', 'kiln_wan_vb'];
-  for (let i = 0; i < 2; i++) {
-    sh(['ip', 'link', 'set', dev[i], 'netns', NS[i]]);
-    sh(['ip', '-n', NS[i], 'addr', 'add', `${ADDR[i]}/24`, 'dev', dev[i]]);
-    sh(['ip', '-n', NS[i], 'link', 'set', dev[i], 'up']);
-    sh(['ip', '-n', NS[i], 'link', 'set', 'lo', 'up']);
-    // egress shaping on both ends: the link carries `rate` each way
-    sh(['ip', 'netns', 'exec', NS[i], 'tc', 'qdisc', 'add', 'dev', dev[i], 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms']);
+  const exe = join(mkdtempSync(join(tmpdir(), 'kiln-wan-link-')), 'wan_link');
+  execFileSync('g++', ['-O2', '-std=c++17', join(root, 'bench', 'peers', 'wan_link.cc'), '-o', exe], { stdio: 'pipe' });
+  for (const ns of NS) {
+    sh(['ip', 'netns', 'add', ns]);
+    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
   }
-  // latency: netem, when the kernel has it (a probe on a throwaway qdisc of the lo device)
-  const netem = sh(['ip', 'netns', 'exec', NS[0], 'tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '20ms'], true);
-  if (netem) sh(['ip', 'netns', 'exec', NS[0], 'tc', 'qdisc', 'del', 'dev', 'lo', 'root'], true);
-  return { netem };
+  const child = spawn(exe, [NS[0], NS[1], IFNAME, String(parseRate(rate)), String(Math.round(delayMs * 1000)), String(Math.round(queueMs * 1000))], { stdio: ['pipe', 'pipe', 'pipe'] });
+  relay = child;
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.startsWith('ready\n')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`the link relay exited (${code}): ${err.trim()}`)));
+  });
+  child.stdout!.on('data', () => (relayCounters = out.slice('ready\n'.length).trim()));
+  for (let i = 0; i < 2; i++) {
+    sh(['ip', '-n', NS[i], 'addr', 'add', `${ADDR[i]}/24`, 'dev', IFNAME]);
+    sh(['ip', '-n', NS[i], 'link', 'set', IFNAME, 'up']);
+  }
+}
+
+async function stopRelay(): Promise<unknown> {
+  const child = relay;
+  if (!child) return undefined;
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  child.stdin!.end();
+  await exited;
+  relay = undefined;
+  try {
+    return JSON.parse(relayCounters);
+  } catch {
+    return relayCounters || undefined;
+  }
 }
 
 function summarize(out: string, name: string, warmup: number): Record<string, number | string> {
@@ -82,7 +123,7 @@ function summarize(out: string, name: string, warmup: number): Record<string, nu
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      rate: { type: 'string', default: '100mbit' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
+      rate: { type: 'string', default: '100mbit' }, 'delay-ms': { type: 'string', default: '0' }, 'queue-ms': { type: 'string', default: '100' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
       'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, out: { type: 'string', default: 'bench/results' },
       data: { type: 'string' }, only: { type: 'string', default: 'local,sync,diloco' },
     },
@@ -91,9 +132,12 @@ async function main(): Promise<void> {
   if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
   const steps = values.steps!;
   const common = ['train', '--preset', 'tiny', '--data', data, '--steps', steps, '--batch', values.batch!, '--seq', '128', '--eval-every', steps, '--log-every', '1000', '--dist-timeout', '300'];
-  const { netem } = setup(values.rate!);
+  const delayMs = Number(values['delay-ms']);
+  const queueMs = Number(values['queue-ms']);
+  if (!(delayMs >= 0) || !(queueMs > 0)) throw new Error('--delay-ms must be >= 0 and --queue-ms > 0');
+  await setup(values.rate!, delayMs, queueMs);
   const results: Record<string, unknown>[] = [];
-  const note = `link: veth between two network namespaces, tbf ${values.rate} each way; added latency: ${netem ? 'netem available (not used)' : 'none (netem is not in this kernel)'}`;
+  const note = `link: emulated by bench/peers/wan_link.cc between TUN devices in two network namespaces: ${values.rate} each way, ${delayMs} ms one-way delay (RTT ${2 * delayMs} ms), ${queueMs} ms sender buffer with tail drop (tc has no netem on our kernels)`;
   console.log(note);
   try {
     const only = values.only!.split(',');
@@ -119,13 +163,15 @@ async function main(): Promise<void> {
       results.push({ ...summarize(out, `${mode} over ${values.rate}`, 3), loadAverage: load, ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits) } : {}) });
     }
   } finally {
+    const counters = await stopRelay();
+    if (counters) results.push({ name: 'link relay counters', counters });
     teardown();
   }
   for (const r of results) console.log(JSON.stringify(r));
   const local = results.find((r) => String(r.name).startsWith('local'));
   const sync = results.find((r) => String(r.name).startsWith('sync'));
   const diloco = results.find((r) => String(r.name).startsWith('diloco'));
-  const verdict: Record<string, unknown> = { note, rate: values.rate };
+  const verdict: Record<string, unknown> = { note, rate: values.rate, delayMs, queueMs };
   if (local && diloco) verdict.dilocoPerRankTokensPerSecondOfLocal = (diloco.tokensPerSecond as number) / 2 / (local.tokensPerSecond as number);
   if (sync && diloco) verdict.dilocoValLossVsSync = (diloco.valLoss as number) / (sync.valLoss as number) - 1;
   console.log(JSON.stringify(verdict));
