@@ -3,7 +3,8 @@
  * WAN harness for data-parallel training (needs root and iproute2):
  *
  *   node dist/bench/dist_wan.js [--rate 100mbit] [--delay-ms 0] [--queue-ms 100] [--steps 100] [--batch 8]
- *                               [--inner-steps 50] [--bits 4] [--only local,sync,diloco] [--out bench/results]
+ *                               [--inner-steps 50] [--bits 4] [--outer-lr 0.7] [--outer-momentum 0.9]
+ *                               [--only local,sync,diloco] [--loopback] [--out bench/results]
  *
  * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by an emulated link: a relay
  * (bench/peers/wan_link.cc, compiled here with g++) holds one TUN device in each and moves
@@ -29,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
+import { freePort } from '../lib/dist/launcher.js';
 import { median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -126,6 +128,7 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '100mbit' }, 'delay-ms': { type: 'string', default: '0' }, 'queue-ms': { type: 'string', default: '100' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
       'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, out: { type: 'string', default: 'bench/results' },
       data: { type: 'string' }, only: { type: 'string', default: 'local,sync,diloco' },
+      'outer-lr': { type: 'string' }, 'outer-momentum': { type: 'string' }, loopback: { type: 'boolean', default: false },
     },
   });
   const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
@@ -135,9 +138,12 @@ async function main(): Promise<void> {
   const delayMs = Number(values['delay-ms']);
   const queueMs = Number(values['queue-ms']);
   if (!(delayMs >= 0) || !(queueMs > 0)) throw new Error('--delay-ms must be >= 0 and --queue-ms > 0');
-  await setup(values.rate!, delayMs, queueMs);
+  // --loopback: the same runs over 127.0.0.1 with no link (what is trained does not depend on the link: for loss comparisons of long runs)
+  const loopback = values.loopback!;
+  if (!loopback) await setup(values.rate!, delayMs, queueMs);
   const results: Record<string, unknown>[] = [];
-  const note = `link: emulated by bench/peers/wan_link.cc between TUN devices in two network namespaces: ${values.rate} each way, ${delayMs} ms one-way delay (RTT ${2 * delayMs} ms), ${queueMs} ms sender buffer with tail drop (tc has no netem on our kernels)`;
+  const linkName = loopback ? 'loopback' : values.rate!;
+  const note = loopback ? 'link: loopback (127.0.0.1), no emulated link: the runs measure what is trained, not the network' : `link: emulated by bench/peers/wan_link.cc between TUN devices in two network namespaces: ${values.rate} each way, ${delayMs} ms one-way delay (RTT ${2 * delayMs} ms), ${queueMs} ms sender buffer with tail drop (tc has no netem on our kernels)`;
   console.log(note);
   try {
     const only = values.only!.split(',');
@@ -151,16 +157,23 @@ async function main(): Promise<void> {
     const token = randomBytes(16).toString('hex');
     for (const mode of ['sync', 'diloco'].filter((m) => only.includes(m))) {
       const out = mkdtempSync(join(tmpdir(), `kiln-wan-${mode}-`));
-      const extra = mode === 'diloco' ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!] : [];
+      const outer = [...(values['outer-lr'] ? ['--outer-lr', values['outer-lr']] : []), ...(values['outer-momentum'] ? ['--outer-momentum', values['outer-momentum']] : [])];
+      const extra = mode === 'diloco' ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!, ...outer] : [];
       const load = loadavg()[0];
+      const port = loopback ? await freePort() : 29650;
       const ranks = await Promise.all([0, 1].map((rank) =>
-        runProcess(['ip', 'netns', 'exec', NS[rank], process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
-          MASTER_ADDR: ADDR[0], MASTER_PORT: '29650', RANK: String(rank), LOCAL_RANK: '0', WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
+        runProcess(loopback
+          ? [process.execPath, cli, ...common, '--out', out, ...extra]
+          : ['ip', 'netns', 'exec', NS[rank], process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
+          MASTER_ADDR: loopback ? '127.0.0.1' : ADDR[0], MASTER_PORT: String(port), RANK: String(rank), LOCAL_RANK: '0', WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
         })));
       ranks.forEach((r, i) => {
         if (r.code !== 0) throw new Error(`${mode} rank ${i} failed:\n${r.out}`);
       });
-      results.push({ ...summarize(out, `${mode} over ${values.rate}`, 3), loadAverage: load, ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits) } : {}) });
+      results.push({
+        ...summarize(out, `${mode} over ${linkName}`, 3), loadAverage: load,
+        ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits), outerLr: Number(values['outer-lr'] ?? 0.7), outerMomentum: Number(values['outer-momentum'] ?? 0.9) } : {}),
+      });
     }
   } finally {
     const counters = await stopRelay();
@@ -171,7 +184,7 @@ async function main(): Promise<void> {
   const local = results.find((r) => String(r.name).startsWith('local'));
   const sync = results.find((r) => String(r.name).startsWith('sync'));
   const diloco = results.find((r) => String(r.name).startsWith('diloco'));
-  const verdict: Record<string, unknown> = { note, rate: values.rate, delayMs, queueMs };
+  const verdict: Record<string, unknown> = loopback ? { note, link: 'loopback', steps: Number(steps) } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps) };
   if (local && diloco) verdict.dilocoPerRankTokensPerSecondOfLocal = (diloco.tokensPerSecond as number) / 2 / (local.tokensPerSecond as number);
   if (sync && diloco) verdict.dilocoValLossVsSync = (diloco.valLoss as number) / (sync.valLoss as number) - 1;
   console.log(JSON.stringify(verdict));
