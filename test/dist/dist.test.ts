@@ -19,6 +19,7 @@ import { glooAvailable } from '../../lib/ops/collectives.js';
 import { preset } from '../../lib/model/config.js';
 import type { Tensor } from '../../lib/tensor.js';
 import { type TrainOptions, type TrainParallel, Trainer } from '../../lib/train/trainer.js';
+import { trainDevice } from '../../lib/train/commands.js';
 import { smallConfig, weightsOf } from './common.js';
 
 const test = suite('data parallel (2 ranks, Gloo over 127.0.0.1)');
@@ -107,6 +108,12 @@ test('blockwise quantization: codes round trip within half a step, every width p
 test('torchrun variables are read and checked; a non-loopback address needs a token', async () => {
   assert.equal(distEnvFromProcess({ WORLD_SIZE: '2', RANK: '1', MASTER_PORT: '29500' }), { rank: 1, worldSize: 2, localRank: 1, masterAddr: '127.0.0.1', masterPort: 29500 });
   assert.is(distEnvFromProcess({}), undefined);
+  // --device cuda means this rank's own GPU (cuda:LOCAL_RANK); an explicit index is kept; no flag is the CPU
+  assert.is(trainDevice('cuda', 3), 'cuda:3');
+  assert.is(trainDevice('cuda', undefined), 'cuda:0');
+  assert.is(trainDevice('cuda:1', 3), 'cuda:1');
+  assert.is(trainDevice(undefined, 3), 'cpu');
+  await assertKilnError(() => trainDevice('gpu', 0), 'ERR_DEVICE');
   await assertKilnError(() => distEnvFromProcess({ WORLD_SIZE: '2', RANK: '2', MASTER_PORT: '1' }), 'ERR_ARG');
   await assertKilnError(() => distEnvFromProcess({ WORLD_SIZE: '2', RANK: '0' }), 'ERR_ARG');
   const env = { rank: 0, worldSize: 2, localRank: 0, masterPort: 29999, config: {} };
