@@ -4,7 +4,7 @@
  *
  *   node dist/bench/dist_wan.js [--rate 100mbit] [--delay-ms 0] [--queue-ms 100] [--steps 100] [--batch 8]
  *                               [--inner-steps 50] [--bits 4] [--outer-lr 0.7] [--outer-momentum 0.9]
- *                               [--only local,sync,diloco] [--loopback] [--out bench/results]
+ *                               [--only local,sync,diloco] [--loopback] [--warm-start K] [--out bench/results]
  *
  * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by an emulated link: a relay
  * (bench/peers/wan_link.cc, compiled here with g++) holds one TUN device in each and moves
@@ -128,7 +128,7 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '100mbit' }, 'delay-ms': { type: 'string', default: '0' }, 'queue-ms': { type: 'string', default: '100' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
       'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, out: { type: 'string', default: 'bench/results' },
       data: { type: 'string' }, only: { type: 'string', default: 'local,sync,diloco' },
-      'outer-lr': { type: 'string' }, 'outer-momentum': { type: 'string' }, loopback: { type: 'boolean', default: false },
+      'warm-start': { type: 'string', default: '0' }, 'outer-lr': { type: 'string' }, 'outer-momentum': { type: 'string' }, loopback: { type: 'boolean', default: false },
     },
   });
   const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
@@ -155,10 +155,20 @@ async function main(): Promise<void> {
       results.push({ ...summarize(out, 'local (1 rank)', 3), loadAverage: load });
     }
     const token = randomBytes(16).toString('hex');
+    // --warm-start K (the DiLoCo paper's protocol: DiLoCo from a model trained synchronously):
+    // the sync run checkpoints at step K and DiLoCo resumes from that checkpoint, so both end at
+    // step --steps with the same tokens and the same schedule, sharing the first K steps
+    const warm = Number(values['warm-start']);
+    if (!Number.isSafeInteger(warm) || warm < 0 || warm >= Number(steps)) throw new Error('--warm-start must be an integer in [0, --steps)');
+    if (warm > 0 && !(only.includes('sync') && only.includes('diloco'))) throw new Error('--warm-start needs both sync and diloco in --only');
+    let warmCheckpoint: string | undefined;
     for (const mode of ['sync', 'diloco'].filter((m) => only.includes(m))) {
       const out = mkdtempSync(join(tmpdir(), `kiln-wan-${mode}-`));
+      if (mode === 'sync' && warm > 0) warmCheckpoint = join(out, `step-${String(warm).padStart(6, '0')}`);
       const outer = [...(values['outer-lr'] ? ['--outer-lr', values['outer-lr']] : []), ...(values['outer-momentum'] ? ['--outer-momentum', values['outer-momentum']] : [])];
-      const extra = mode === 'diloco' ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!, ...outer] : [];
+      const extra = mode === 'diloco'
+        ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!, ...outer, ...(warmCheckpoint ? ['--resume', warmCheckpoint] : [])]
+        : warm > 0 ? ['--checkpoint-every', String(warm)] : [];
       const load = loadavg()[0];
       const port = loopback ? await freePort() : 29650;
       const ranks = await Promise.all([0, 1].map((rank) =>
@@ -173,6 +183,7 @@ async function main(): Promise<void> {
       results.push({
         ...summarize(out, `${mode} over ${linkName}`, 3), loadAverage: load,
         ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits), outerLr: Number(values['outer-lr'] ?? 0.7), outerMomentum: Number(values['outer-momentum'] ?? 0.9) } : {}),
+        ...(warm > 0 ? { warmStartSteps: warm, measuredSteps: mode === 'diloco' ? Number(steps) - warm : Number(steps) } : {}),
       });
     }
   } finally {
@@ -185,6 +196,7 @@ async function main(): Promise<void> {
   const sync = results.find((r) => String(r.name).startsWith('sync'));
   const diloco = results.find((r) => String(r.name).startsWith('diloco'));
   const verdict: Record<string, unknown> = loopback ? { note, link: 'loopback', steps: Number(steps) } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps) };
+  if (Number(values['warm-start']) > 0) verdict.warmStartSteps = Number(values['warm-start']);
   if (local && diloco) verdict.dilocoPerRankTokensPerSecondOfLocal = (diloco.tokensPerSecond as number) / 2 / (local.tokensPerSecond as number);
   if (sync && diloco) verdict.dilocoValLossVsSync = (diloco.valLoss as number) / (sync.valLoss as number) - 1;
   console.log(JSON.stringify(verdict));
