@@ -215,11 +215,12 @@ function fmt(v: number): string {
 }
 
 /** A numeric cell: the exact value in data-value, shown with its unit; a gap when absent. */
-function cell(value: number | undefined, unit: string, options: { scale?: number; field?: string; cls?: string } = {}): string {
+function cell(value: number | undefined, unit: string, options: { scale?: number; field?: string; cls?: string; signed?: boolean } = {}): string {
   const field = options.field ? ` data-field="${escapeXml(options.field)}"` : '';
   if (value === undefined || !Number.isFinite(value)) return `<td class="gap"${field} data-value="">—</td>`;
   const shown = value * (options.scale ?? 1);
-  return `<td class="num${options.cls ? ` ${options.cls}` : ''}"${field} data-value="${value}" data-scale="${options.scale ?? 1}">${fmt(shown)}${unit ? ` ${escapeXml(unit)}` : ''}</td>`;
+  const sign = options.signed && shown > 0 ? '+' : '';
+  return `<td class="num${options.cls ? ` ${options.cls}` : ''}"${field} data-value="${value}" data-scale="${options.scale ?? 1}">${sign}${fmt(shown)}${unit ? ` ${escapeXml(unit)}` : ''}</td>`;
 }
 
 function textCell(value: string | undefined, field?: string): string {
@@ -448,7 +449,7 @@ function distSection(results: LoadedResult[]): string {
         `${cell(pick(row, 'commBytesPerStep'), 'B', { field: 'commBytesPerStep' })}${cell(pick(row, 'commBytesPerToken'), 'B', { field: 'commBytesPerToken' })}` +
         `${cell(pick(row, 'valLoss'), '', { field: 'valLoss' })}` +
         `${cell(ofLocal, '%', { scale: 100, field: 'dilocoPerRankTokensPerSecondOfLocal', cls: 'ratio' })}${diloco ? verdictCell(ofLocal, T.dilocoTokensOfLocal, 'min', 'target.dilocoTokensOfLocal') : '<td class="na" data-field="target.dilocoTokensOfLocal" data-value="">n/a</td>'}` +
-        `${cell(vsSync, '%', { scale: 100, field: 'dilocoValLossVsSync', cls: 'ratio' })}${diloco ? verdictCell(vsSync, T.dilocoValLossVsSync, 'max', 'target.dilocoValLossVsSync') : '<td class="na" data-field="target.dilocoValLossVsSync" data-value="">n/a</td>'}</tr>`);
+        `${cell(vsSync, '%', { scale: 100, field: 'dilocoValLossVsSync', cls: 'ratio', signed: true })}${diloco ? verdictCell(vsSync, T.dilocoValLossVsSync, 'max', 'target.dilocoValLossVsSync') : '<td class="na" data-field="target.dilocoValLossVsSync" data-value="">n/a</td>'}</tr>`);
     }
     const counters = f.results.find((r) => r.counters !== undefined)?.counters;
     const runLoads = runs.map((r) => pick(r, 'loadAverage')).filter((x): x is number => x !== undefined).map((x) => x.toFixed(2)).join(' / ') || undefined;

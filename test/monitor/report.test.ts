@@ -217,6 +217,7 @@ test('data parallel: all-reduce, scaling and WAN tables hold the JSON figures; m
   assert.is(oldDiloco['target.dilocoTokensOfLocal'].text, '—');
   assert.is(Number(oldDiloco.dilocoValLossVsSync.value), wanOld[1].valLoss / wanOld[0].valLoss - 1);
   assert.is(oldDiloco['target.dilocoValLossVsSync'].text, 'missed', '+12% is not within 2%');
+  assert.is(oldDiloco.dilocoValLossVsSync.text, `+${+(100 * (wanOld[1].valLoss / wanOld[0].valLoss - 1)).toPrecision(4)} %`);
 
   const link = tableRows(html, 'dist-link-table');
   assert.equal(link.map((r) => r.direction.text), ['rank 0 → rank 1', 'rank 1 → rank 0']);
