@@ -694,8 +694,9 @@ export interface ReportOptions {
 export function renderReport(results: LoadedResult[], skipped: { file: string; reason: string }[] = [], options: ReportOptions = {}): string {
   // the shape loadResults produces; anything else is a typed error rather than a TypeError deep inside
   const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
-  if (!Array.isArray(results) || !results.every((r) => isObject(r) && typeof r.file === 'string' && typeof r.benchmark === 'string' && Array.isArray(r.results) && r.results.every(isObject))) {
-    fail('ERR_ARG', `renderReport needs loaded results ({ file, benchmark, results: rows[] }[], as loadResults returns), got ${describe(results)}`);
+  if (!Array.isArray(results) || !results.every((r) => isObject(r) && typeof r.file === 'string' && typeof r.benchmark === 'string' && Array.isArray(r.results) && r.results.every(isObject)
+    && (r.date === undefined || typeof r.date === 'string') && (r.commit === undefined || typeof r.commit === 'string'))) {
+    fail('ERR_ARG', `renderReport needs loaded results ({ file, benchmark, date?, commit?: strings, results: rows[] }[], as loadResults returns), got ${describe(results)}`);
   }
   if (!Array.isArray(skipped) || !skipped.every((x) => isObject(x) && typeof x.file === 'string' && typeof x.reason === 'string')) {
     fail('ERR_ARG', `skipped must be { file, reason }[] (strings), got ${describe(skipped)}`);

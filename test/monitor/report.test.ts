@@ -135,6 +135,9 @@ test('foreign and broken files are skipped with a reason; no result at all is an
   assert.is(out.files, 1);
   assert.is(out.skipped.length, 2);
   assert.match(readFileSync(join(bad, 'r.html'), 'utf8'), 'Files skipped');
+  // a date or commit that is not a string is refused, not a TypeError deep inside
+  await assertKilnError(() => renderReport([{ file: 'x.json', benchmark: 'dist', date: [] as never, results: [] }]), 'ERR_ARG');
+  await assertKilnError(() => renderReport([{ file: 'x.json', benchmark: 'dist', commit: 5 as never, results: [] }]), 'ERR_ARG');
 });
 
 test('data parallel: all-reduce, scaling and WAN tables hold the JSON figures; met / missed follow the numbers; older shapes render', () => {
