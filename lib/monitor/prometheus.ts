@@ -14,6 +14,7 @@ export class DashboardMetrics {
   private readonly train: {
     step: Gauge; loss: Gauge; valLoss: Gauge; tokensPerSecond: Gauge; mfu: Gauge; stepSeconds: Gauge; gradNorm: Gauge; lr: Gauge;
     peakMemory: Gauge; progress: Gauge; eta: Gauge; tokens: Counter;
+    worldSize: Gauge; commBytes: Gauge; commBytesPerToken: Gauge; commBandwidth: Gauge; scalingEfficiency: Gauge;
   };
   private serve?: { ttft: Histogram; itl: Histogram };
 
@@ -33,6 +34,12 @@ export class DashboardMetrics {
       progress: gauge('kiln_train_progress_ratio', 'steps done / steps planned'),
       eta: gauge('kiln_train_eta_seconds', 'estimated seconds to the last step'),
       tokens: new Counter({ name: 'kiln_train_tokens_total', help: 'tokens trained on', labelNames: ['run'], registers: r }),
+      // data-parallel runs only (a single-process run never sets them)
+      worldSize: gauge('kiln_train_world_size', 'ranks of a data-parallel run'),
+      commBytes: gauge('kiln_train_comm_bytes', 'bytes of the last step\'s collectives: sent on the wire, or the payload reduced', ['run', 'kind']),
+      commBytesPerToken: gauge('kiln_train_comm_bytes_per_token', 'wire bytes of the last step per token trained'),
+      commBandwidth: gauge('kiln_train_comm_bandwidth_bytes_per_second', 'effective bandwidth of the last step\'s collectives (nccl-tests: algorithm, bus)', ['run', 'kind']),
+      scalingEfficiency: gauge('kiln_train_scaling_efficiency_ratio', 'tokens/s over world size times one rank\'s tokens/s (when a baseline was given)'),
     };
   }
 
@@ -47,6 +54,7 @@ export class DashboardMetrics {
     if (p.mfu !== undefined) t.mfu.set(labels, p.mfu);
     const phases: [string, number | undefined][] = [
       ['total', p.stepMs], ['forward', p.forwardMs], ['backward', p.backwardMs], ['optimizer', p.optimizerMs], ['communication', p.communicationMs],
+      ['communication_exposed', p.commExposedMs],
     ];
     for (const [phase, ms] of phases) if (ms !== undefined) t.stepSeconds.set({ run, phase }, ms / 1e3);
     if (p.gradNorm !== undefined) t.gradNorm.set(labels, p.gradNorm);
@@ -55,6 +63,13 @@ export class DashboardMetrics {
     if (status.progress !== undefined) t.progress.set(labels, status.progress);
     if (status.etaS !== undefined) t.eta.set(labels, status.etaS);
     if (p.tokens !== undefined) t.tokens.inc(labels, p.tokens);
+    if (p.worldSize !== undefined) t.worldSize.set(labels, p.worldSize);
+    if (p.commBytes !== undefined) t.commBytes.set({ run, kind: 'wire' }, p.commBytes);
+    if (p.commPayloadBytes !== undefined) t.commBytes.set({ run, kind: 'payload' }, p.commPayloadBytes);
+    if (p.commBytesPerToken !== undefined) t.commBytesPerToken.set(labels, p.commBytesPerToken);
+    if (p.algBandwidthGBs !== undefined) t.commBandwidth.set({ run, kind: 'algorithm' }, p.algBandwidthGBs * 1e9);
+    if (p.busBandwidthGBs !== undefined) t.commBandwidth.set({ run, kind: 'bus' }, p.busBandwidthGBs * 1e9);
+    if (p.scalingEfficiency !== undefined) t.scalingEfficiency.set(labels, p.scalingEfficiency);
   }
 
   /** Serving gauges read from the engine at scrape time, histograms fed by finished requests. */

@@ -19,12 +19,35 @@ export interface TrainingPoint {
   forwardMs?: number;
   backwardMs?: number;
   optimizerMs?: number;
-  /** time in collectives when the step has any (data-parallel runs) */
+  /** time in collectives when the step has any (data-parallel runs: lib/dist's commMs) */
   communicationMs?: number;
   issueMs?: number;
   achievedTflops?: number;
   mfu?: number;
   peakMemoryBytes?: number;
+  // data parallelism (lib/dist commMetrics), on data-parallel runs only
+  /** ranks in the run */
+  worldSize?: number;
+  /** 'sync' (gradients all-reduced every step) or 'diloco' */
+  syncMode?: string;
+  /** sync mode: gradient buckets */
+  buckets?: number;
+  /** the part of communicationMs the step waited for (not hidden under compute) */
+  commExposedMs?: number;
+  /** bytes this rank sent in the step's collectives (on the wire) */
+  commBytes?: number;
+  /** bytes of the buffers reduced or gathered (what algorithm bandwidth counts) */
+  commPayloadBytes?: number;
+  commBytesPerToken?: number;
+  /** GB/s as nccl-tests define them: payload bytes / time, and wire bytes / time */
+  algBandwidthGBs?: number;
+  busBandwidthGBs?: number;
+  /** tokens/s ÷ (world size × one rank's tokens/s), when a one-rank baseline was given */
+  scalingEfficiency?: number;
+  /** DiLoCo: inner steps between synchronizations (H), pseudo-gradient bits (0: f32), outer steps taken */
+  innerSteps?: number;
+  quantBits?: number;
+  outerSteps?: number;
 }
 
 export interface RunStatus {
@@ -51,9 +74,17 @@ export interface RunStatus {
 const FIELDS: (keyof TrainingPoint)[] = [
   'step', 'loss', 'valLoss', 'gradNorm', 'lr', 'tokens', 'tokensPerSecond', 'stepMs', 'forwardMs', 'backwardMs', 'optimizerMs',
   'communicationMs', 'issueMs', 'achievedTflops', 'mfu', 'peakMemoryBytes',
+  'worldSize', 'buckets', 'commExposedMs', 'commBytes', 'commPayloadBytes', 'commBytesPerToken', 'algBandwidthGBs', 'busBandwidthGBs',
+  'scalingEfficiency', 'innerSteps', 'quantBits', 'outerSteps',
 ];
 
-/** The finite numeric fields of a StepMetrics-like record; undefined when it has no step and loss. */
+/** The data-parallel fields a point may carry (their presence makes the page show its Communication panel). */
+export const COMMUNICATION_FIELDS: (keyof TrainingPoint)[] = [
+  'worldSize', 'syncMode', 'buckets', 'commExposedMs', 'commBytes', 'commPayloadBytes', 'commBytesPerToken', 'algBandwidthGBs', 'busBandwidthGBs',
+  'scalingEfficiency', 'innerSteps', 'quantBits', 'outerSteps',
+];
+
+/** The finite numeric fields of a StepMetrics-like record (and its sync mode, a short name); undefined when it has no step and loss. */
 export function toTrainingPoint(record: unknown): TrainingPoint | undefined {
   if (typeof record !== 'object' || record === null) return undefined;
   const r = record as Record<string, unknown>;
@@ -67,7 +98,10 @@ export function toTrainingPoint(record: unknown): TrainingPoint | undefined {
     for (const alias of ['commMs', 'allReduceMs']) if (typeof r[alias] === 'number' && Number.isFinite(r[alias])) point.communicationMs = r[alias] as number;
   }
   if (point.step === undefined || point.loss === undefined) return undefined;
-  return point as unknown as TrainingPoint;
+  const out = point as unknown as TrainingPoint;
+  // the one text field: a mode's name (anything else, or anything long, is not a sync mode)
+  if (typeof r.syncMode === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(r.syncMode)) out.syncMode = r.syncMode;
+  return out;
 }
 
 /** Steps whose wall-clock intervals the ETA averages. */

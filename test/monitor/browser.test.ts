@@ -12,7 +12,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Dashboard, attachServingDashboard, attachTrainingDashboard } from '../../lib/monitor/dashboard.js';
 import { writeReport } from '../../lib/monitor/report.js';
-import { FakeEngine, FakeTrainer, resultFiles, stepMetrics } from './fixtures.js';
+import { FakeEngine, FakeTrainer, distResultFiles, distStepMetrics, resultFiles, stepMetrics } from './fixtures.js';
+import { openRuns } from '../../lib/monitor/runs.js';
 import { Engine } from '../../lib/serve/engine.js';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
@@ -86,6 +87,63 @@ if (!CHROMIUM) {
       trainer.emit();
       await p.waitForFunction(`window.kilnDashboard.runs()[0].lastStep === 302`, undefined, { timeout: 2000 });
       await p.screenshot({ path: join(ARTIFACTS, 'dashboard-overlay.png'), fullPage: true });
+      assert.equal(errors, [], 'no console errors');
+    } finally {
+      await p.close();
+      detach();
+      await dashboard.close();
+    }
+  });
+
+  test('communication panel: absent for a one-process run, drawn from the exact figures of data-parallel runs (live and from metrics.jsonl)', async () => {
+    const trainer = new FakeTrainer({ steps: 100 });
+    const { dashboard, detach } = await attachTrainingDashboard(trainer, { port: 0, name: 'single' });
+    const { page: p, errors } = await page();
+    try {
+      for (let i = 0; i < 20; i++) trainer.emit();
+      await p.goto(dashboard.url);
+      await p.waitForFunction('window.kilnDashboard?.charts().loss?.displayed === 20', undefined, { timeout: 5000 });
+      assert.is(await p.evaluate('window.kilnDashboard.communication()'), false, 'no panel for a one-process run');
+      assert.is(await p.isVisible('#communication'), false);
+      assert.is((await p.$$('[data-dist]')).length, 0, 'its row looks as it always did');
+      assert.equal(Object.keys((await p.evaluate('window.kilnDashboard.charts()')) as Charts).sort(), ['gradNorm', 'latency', 'loss', 'lr', 'memory', 'tokens']);
+
+      // a live synchronous run joins: the panel appears with its figures, the one-process run stays out of it
+      const dp = dashboard.addRun('dp-sync', { totalSteps: 100 });
+      const sent = Array.from({ length: 30 }, (_, i) => distStepMetrics(i + 1, 'sync', 7000));
+      for (const m of sent) dashboard.addStep(dp, m, Date.now());
+      await p.waitForFunction('window.kilnDashboard.communication() && window.kilnDashboard.charts().commTime?.displayed === 30', undefined, { timeout: 5000 });
+      const charts = (await p.evaluate('window.kilnDashboard.charts()')) as Charts;
+      assert.equal(Object.keys(charts).filter((k) => !['gradNorm', 'latency', 'loss', 'lr', 'memory', 'tokens'].includes(k)).sort(), ['bandwidth', 'commBytes', 'commPerToken', 'commTime', 'scaling']);
+      const max = (key: string) => Math.max(...sent.map((m) => m[key] as number));
+      const series = (chart: string) => Object.fromEntries(charts[chart].series.map((s) => [s.label, s]));
+      assert.equal(Object.keys(series('commTime')), ['dp-sync/communicationMs', 'dp-sync/commExposedMs'], 'only the data-parallel run');
+      assert.is(series('commTime')['dp-sync/communicationMs'].max, max('commMs'));
+      assert.is(series('commTime')['dp-sync/commExposedMs'].max, max('commExposedMs'));
+      assert.is(series('commBytes')['dp-sync/commBytes'].max, max('commBytes'));
+      assert.is(series('commPerToken')['dp-sync/commBytesPerToken'].max, max('commBytesPerToken'));
+      assert.is(series('bandwidth')['dp-sync/algBandwidthGBs'].max, max('algBandwidthGBs'));
+      assert.is(series('bandwidth')['dp-sync/busBandwidthGBs'].max, max('busBandwidthGBs'));
+      assert.is(series('scaling')['dp-sync/scalingEfficiency'].max, max('scalingEfficiency'));
+      assert.is(series('scaling')['dp-sync/scalingEfficiency'].points, 30);
+      assert.is(await p.textContent('tr[data-run="1"] [data-dist]'), '2 ranks · sync · 1 bucket');
+      assert.is(await p.$('tr[data-run="0"] [data-dist]'), null);
+
+      // a DiLoCo run from its metrics.jsonl (as `kiln dashboard DIR` opens it): H, bits and outer steps in its row; no baseline, no efficiency
+      const dir = join(mkdtempSync(join(tmpdir(), 'kiln-browser-dist-')), 'diloco-run');
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'metrics.jsonl'), Array.from({ length: 12 }, (_, i) => JSON.stringify(distStepMetrics(i + 1, 'diloco'))).join('\n') + '\n');
+      const [follower] = openRuns(dashboard, [dir]);
+      follower.stop();
+      await p.reload();
+      await p.waitForFunction('window.kilnDashboard.runs().length === 3 && window.kilnDashboard.charts().commTime?.series.length === 4', undefined, { timeout: 5000 });
+      assert.is(await p.textContent('tr[data-run="2"] [data-dist]'), '2 ranks · DiLoCo H=4 · 4-bit · 3 outer steps');
+      const after = (await p.evaluate('window.kilnDashboard.charts()')) as Charts;
+      assert.equal(after.scaling.series.map((s) => s.label), ['dp-sync/scalingEfficiency']);
+      const dilocoBytes = after.commBytes.series.find((s) => s.label === 'diloco-run/commBytes')!;
+      assert.is(dilocoBytes.points, 12, 'every step drawn, the quiet ones at the 0 lib/dist reported');
+      assert.is(dilocoBytes.max, distStepMetrics(4, 'diloco').commBytes);
+      await p.screenshot({ path: join(ARTIFACTS, 'dashboard-communication.png'), fullPage: true });
       assert.equal(errors, [], 'no console errors');
     } finally {
       await p.close();
@@ -168,6 +226,7 @@ if (!CHROMIUM) {
     const dir = mkdtempSync(join(tmpdir(), 'kiln-report-browser-'));
     const files = resultFiles();
     for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), JSON.stringify(content));
+    for (const [name, content] of Object.entries(distResultFiles())) writeFileSync(join(dir, name), JSON.stringify(content));
     for (const f of readdirSync('bench/results')) writeFileSync(join(dir, f), readFileSync(join('bench/results', f)));
     const out = join(dir, 'report.html');
     writeReport([dir], out);
@@ -206,6 +265,8 @@ if (!CHROMIUM) {
       const sorted = await p.evaluate(`document.querySelector('#training-table th:nth-child(6)').click(), document.querySelector('#training-table tbody tr').getAttribute('data-file')`);
       assert.ok(sorted, 'tables sort on a header click');
       assert.ok((await p.$$('svg.chart')).length >= 6, 'charts drawn');
+      assert.ok(await p.isVisible('#dist-allreduce-table td.met'), 'the data-parallel tables show their verdicts');
+      assert.ok(await p.isVisible('#dist-wan-table td.missed'));
       await p.screenshot({ path: join(ARTIFACTS, 'report.png'), fullPage: true });
       assert.equal(outside, [], 'the report fetched nothing');
       assert.equal(errors, []);

@@ -13,13 +13,13 @@ import { Dashboard, attachServingDashboard, attachTrainingDashboard } from '../.
 import { normalizeDashboardFlag, dashboardOptionsFrom } from '../../lib/monitor/commands.js';
 import { MetricsFollower, openRuns } from '../../lib/monitor/runs.js';
 import { ServingFeed, percentile } from '../../lib/monitor/serving.js';
-import { TrainingRun, toTrainingPoint } from '../../lib/monitor/training.js';
+import { COMMUNICATION_FIELDS, TrainingRun, toTrainingPoint } from '../../lib/monitor/training.js';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { preset } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { assertKilnError } from '../helpers.js';
-import { FakeEngine, FakeTrainer, stepMetrics } from './fixtures.js';
+import { FakeEngine, FakeTrainer, distStepMetrics, stepMetrics } from './fixtures.js';
 
 const test = suite('monitor: dashboard server');
 const root = mkdtempSync(join(tmpdir(), 'kiln-monitor-'));
@@ -266,6 +266,73 @@ test('toTrainingPoint keeps finite figures only; TrainingRun progress and ETA', 
   assert.is(s.progress, 0.3);
   assert.ok(Math.abs(s.etaS! - 0.7) < 1e-9, `7 steps at 0.1 s: ${s.etaS}`);
   assert.ok(Math.abs(s.elapsedS - 0.3) < 1e-9);
+});
+
+test('data-parallel steps: every communication figure reaches the point exactly, over SSE, from metrics.jsonl and in /metrics; other runs carry none', async () => {
+  const sync = distStepMetrics(5, 'sync', 7000);
+  const p = toTrainingPoint(sync)!;
+  for (const field of ['worldSize', 'buckets', 'commExposedMs', 'commBytes', 'commPayloadBytes', 'commBytesPerToken', 'algBandwidthGBs', 'busBandwidthGBs', 'scalingEfficiency'] as const) {
+    assert.is(p[field], sync[field], field);
+  }
+  assert.is(p.communicationMs, sync.commMs, 'lib/dist\'s commMs is the point\'s communication time');
+  assert.is(p.syncMode, 'sync');
+  assert.ok(p.scalingEfficiency! > 0 && p.algBandwidthGBs! > 0);
+  const diloco = toTrainingPoint(distStepMetrics(8, 'diloco'))!;
+  assert.equal([diloco.syncMode, diloco.innerSteps, diloco.quantBits, diloco.outerSteps, diloco.worldSize], ['diloco', 4, 4, 2, 2]);
+  assert.is(diloco.scalingEfficiency, undefined, 'no baseline given: no efficiency');
+  assert.is(toTrainingPoint(distStepMetrics(9, 'diloco'))!.algBandwidthGBs, 0, 'a step without collectives: lib/dist\'s own 0, kept as it is');
+  const plain = toTrainingPoint(stepMetrics(5))!;
+  for (const field of COMMUNICATION_FIELDS) assert.is(plain[field], undefined, `a one-process step has no ${field}`);
+  assert.is(toTrainingPoint({ ...stepMetrics(1), syncMode: '<script>' })!.syncMode, undefined, 'a sync mode is a short name or nothing');
+  assert.is(toTrainingPoint({ ...stepMetrics(1), syncMode: 3 })!.syncMode, undefined);
+  assert.is(toTrainingPoint({ ...stepMetrics(1), commBytes: Infinity })!.commBytes, undefined);
+
+  // live (Trainer.onStep) and over SSE
+  const trainer = new FakeTrainer({ steps: 10 });
+  const { dashboard, detach } = await attachTrainingDashboard(trainer, { port: 0, name: 'dp' });
+  const dir = join(root, 'run-dist');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'metrics.jsonl'), [1, 2, 3, 4, 5].map((s) => JSON.stringify(distStepMetrics(s, 'diloco'))).join('\n') + '\n');
+  try {
+    const sse = events(`${dashboard.url}events`);
+    await sse.first('snapshot');
+    const pending = sse.next('step');
+    const emitted = trainer.emit(distStepMetrics(1, 'sync', 7000));
+    const step = await pending;
+    for (const field of ['commExposedMs', 'commBytes', 'algBandwidthGBs', 'busBandwidthGBs', 'scalingEfficiency', 'worldSize'] as const) assert.is(step.point[field], emitted[field], field);
+    assert.is(step.point.syncMode, 'sync');
+    sse.close();
+
+    // from a file (`kiln dashboard DIR`)
+    const [f] = openRuns(dashboard, [dir]);
+    f.stop();
+    assert.is(f.run.points.length, 5);
+    assert.is(f.run.points[3].outerSteps, 1);
+    assert.is(f.run.points[3].commBytes, distStepMetrics(4, 'diloco').commBytes);
+    assert.is(f.run.points[2].commBytes, 0);
+
+    const metrics = (await request(`${dashboard.url}metrics`)).body;
+    assert.match(metrics, `kiln_train_world_size{run="dp"} 2`);
+    assert.match(metrics, `kiln_train_comm_bytes{run="dp",kind="wire"} ${emitted.commBytes}`);
+    assert.match(metrics, `kiln_train_comm_bandwidth_bytes_per_second{run="dp",kind="bus"} ${(emitted.busBandwidthGBs as number) * 1e9}`);
+    assert.match(metrics, `kiln_train_scaling_efficiency_ratio{run="dp"} ${emitted.scalingEfficiency}`);
+    assert.match(metrics, `kiln_train_step_seconds{run="dp",phase="communication_exposed"} ${(emitted.commExposedMs as number) / 1e3}`);
+    assert.not.match(metrics, 'kiln_train_scaling_efficiency_ratio{run="run-dist"}', 'DiLoCo without a baseline: no efficiency');
+  } finally {
+    detach();
+    await dashboard.close();
+  }
+  // a one-process run sets none of the data-parallel series
+  const single = await Dashboard.start({ port: 0 });
+  try {
+    single.addStep(single.addRun('one'), stepMetrics(1));
+    const metrics = (await request(`${single.url}metrics`)).body;
+    assert.not.match(metrics, /kiln_train_(world_size|comm_bytes|comm_bandwidth_bytes_per_second|scaling_efficiency_ratio)\{/);
+    assert.not.match(metrics, 'communication_exposed');
+  } finally {
+    await single.close();
+  }
 });
 
 test('a real Trainer publishes each step (validation included) through onStep', async () => {

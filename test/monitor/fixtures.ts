@@ -1,4 +1,6 @@
 /** Test doubles and fixtures for the monitor tests: a step source, a serving engine, result files. */
+import { commMetrics } from '../../lib/dist/data_parallel.js';
+import type { Communicator } from '../../lib/dist/communicator.js';
 import type { EngineStats, RequestRecord, ServingEngine } from '../../lib/serve/types.js';
 import type { StepMetrics } from '../../lib/train/trainer.js';
 
@@ -25,6 +27,22 @@ export function stepMetrics(step: number, extra: Partial<StepMetrics> = {}): Ste
     tokensPerSecond: 2048 / ((150 + (step % 7)) / 1e3), forwardMs: 40, backwardMs: 80 + (step % 5), optimizerMs: 20, issueMs: 3, achievedTflops: 0.07,
     peakMemoryBytes: 99_150_016, ...extra,
   };
+}
+
+/**
+ * A data-parallel step as lib/dist reports it (its own commMetrics over a communicator stand-in):
+ * sync mode all-reduces every step; DiLoCo (H = 4 here, 4-bit) communicates every fourth step only.
+ */
+export function distStepMetrics(step: number, mode: 'sync' | 'diloco', baselineTokensPerSecond?: number): StepMetrics {
+  const base = stepMetrics(step);
+  const communicates = mode === 'sync' || step % 4 === 0;
+  const stats = communicates
+    ? { commMs: 20 + (step % 3), commExposedMs: 12 + (step % 2), commBytes: mode === 'sync' ? 4_690_436 : 8_546, commPayloadBytes: mode === 'sync' ? 4_690_436 : 8_546, collectives: 1, lastCollectiveMs: 20 }
+    : { commMs: 0, commExposedMs: 0, commBytes: 0, commPayloadBytes: 0, collectives: 0, lastCollectiveMs: 0 };
+  const comm = { worldSize: 2, stats: () => stats } as unknown as Communicator;
+  const figures = commMetrics(comm, base.stepMs, base.tokens!, baselineTokensPerSecond);
+  const settings = mode === 'sync' ? { syncMode: 'sync', buckets: 1 } : { syncMode: 'diloco', innerSteps: 4, quantBits: 4, outerSteps: Math.floor(step / 4) };
+  return { ...base, ...settings, ...figures };
 }
 
 /** A ServingEngine double: settable stats and a way to finish requests. */
@@ -124,6 +142,71 @@ export function resultFiles(): Record<string, unknown> {
           ] },
         ],
       }],
+    },
+  };
+}
+
+/**
+ * Data-parallel result files (bench/dist.ts, bench/dist_wan.ts) in the shapes they have had:
+ * the first ones (one load average, one run per figure, no link latency), and the current ones
+ * (alternating rounds with every round's median, relay counters, delay and buffer of the link).
+ */
+export function distResultFiles(): Record<string, unknown> {
+  const old = { date: '2026-12-02T13:57:52.360Z', commit: 'e'.repeat(40), kiln: KILN_CPU };
+  const now = { date: '2026-12-02T16:16:51.064Z', commit: 'f'.repeat(40), kiln: KILN_CPU };
+  const scalingRun = (nproc: number, tokensPerSecond: number, load: number) => ({
+    nproc, tokensPerSecond, stepMs: 2048 / tokensPerSecond * 1e3, optimizerMs: 30, commMs: nproc > 1 ? 23.5 : 0, commExposedMs: nproc > 1 ? 15 : 0,
+    commBytes: nproc > 1 ? 4690436 : 0, loadAverageBefore: load, loadAverageAfter: load + 0.1,
+  });
+  return {
+    'dist-old.json': {
+      benchmark: 'dist', ...old,
+      results: [
+        { benchmark: 'allreduce-loopback', worldSize: 2, bytes: 1048576, kiln: { bytes: 1048576, medianMs: 16.061956, algBandwidthGBs: 0.06528320710130199, busBandwidthGBs: 0.06528320710130199 },
+          gloo: { rank: 0, bytes: 1048576, medianMs: 4.3418, algBandwidthGBs: 0.2415, busBandwidthGBs: 0.2415 }, ratioOfGloo: 0.2703238389287867, loadAverage: 23.98 },
+        // the Gloo driver could not be built: no peer, no ratio, no verdict
+        { benchmark: 'allreduce-loopback', worldSize: 2, bytes: 26214400, kiln: { bytes: 26214400, medianMs: 142.661405, algBandwidthGBs: 0.18375257134191272, busBandwidthGBs: 0.18375257134191272 },
+          loadAverage: 23.98, note: 'the Gloo driver could not be built: g++ missing' },
+        { benchmark: 'scaling-tiny', batchPerRank: 8, seqLen: 128, steps: 23, one: scalingRun(1, 1919.8596186647692, 23.7), two: scalingRun(2, 2976.2723300808234, 23.53), scalingEfficiency: 0.7751275929619198 },
+      ],
+    },
+    'dist-now.json': {
+      benchmark: 'dist', ...now,
+      results: [
+        { benchmark: 'allreduce-loopback', worldSize: 2, bytes: 26214400, repeats: 100, rounds: 3,
+          kiln: { medianMs: 29.691377, algBandwidthGBs: 0.8828960677707874, busBandwidthGBs: 0.8828960677707874, roundMedianMs: [29.691377, 31.2, 28.9], medianRoundTripMs: 30.4 },
+          gloo: { medianMs: 26.6346, algBandwidthGBs: 0.9842, busBandwidthGBs: 0.9842, roundMedianMs: [26.6346, 27.1, 25.9] }, ratioOfGloo: 0.8970697701389834, loadAverages: [1.34, 1.41, 1.29] },
+        { benchmark: 'scaling-tiny', batchPerRank: 8, seqLen: 128, steps: 43, rounds: 3,
+          one: [scalingRun(1, 6715.01, 1.34), scalingRun(1, 6600.5, 1.2), scalingRun(1, 6801.25, 1.3)],
+          two: [scalingRun(2, 12000.5, 1.31), scalingRun(2, 12500.75, 1.4), scalingRun(2, 11800.25, 1.25)],
+          twoWithoutDistributedMuon: [scalingRun(2, 11000.5, 1.3), scalingRun(2, 11200.5, 1.3), scalingRun(2, 10900.5, 1.3)],
+          scalingEfficiency: 12000.5 / (2 * 6715.01), scalingEfficiencyWithoutDistributedMuon: 11000.5 / (2 * 6715.01) },
+      ],
+    },
+    'dist-wan-old.json': {
+      benchmark: 'dist-wan', ...old,
+      results: [
+        { name: 'sync over 100mbit', steps: 250, tokens: 512000, tokensPerSecond: 1383.917229801758, medianStepMs: 1404.4331429999984, commMsTotal: 141851.45141999994, commExposedMsTotal: 132342.126107,
+          commExposedPerStepMs: 529.3685044279999, commBytesTotal: 1172609000, commBytesPerStep: 4690436, commBytesPerToken: 2290.251953125, valLoss: 1.8540898263454437, loss: 1.8143630027770996, loadAverage: 27.76 },
+        { name: 'diloco over 100mbit', steps: 250, tokens: 512000, tokensPerSecond: 1735.733443559845, medianStepMs: 1115.4221639999887, commMsTotal: 2299.694023, commExposedMsTotal: 2239.0106769999998,
+          commExposedPerStepMs: 8.956042707999998, commBytesTotal: 2135540, commBytesPerStep: 8542.16, commBytesPerToken: 4.1709765625, valLoss: 2.0763673186302185, loss: 2.007906675338745, loadAverage: 29.43, innerSteps: 50, quantBits: 4 },
+        // the first harness wrote no verdict on the validation loss: the report works it out from the two runs
+        { note: 'link: veth between two network namespaces, tbf 100mbit each way; added latency: none (netem is not in this kernel)', rate: '100mbit' },
+      ],
+    },
+    'dist-wan-now.json': {
+      benchmark: 'dist-wan', ...now,
+      results: [
+        { name: 'local (1 rank)', steps: 250, tokens: 256000, tokensPerSecond: 7690.853795789101, medianStepMs: 129.14, commMsTotal: 0, commExposedMsTotal: 0, commExposedPerStepMs: 0, commBytesTotal: 0,
+          commBytesPerStep: 0, commBytesPerToken: 0, valLoss: 2.042431116104126, loss: 1.98, loadAverage: 0.56 },
+        { name: 'sync over 100mbit', steps: 250, tokens: 512000, tokensPerSecond: 4124.886847376915, medianStepMs: 481.08, commMsTotal: 97747.56, commExposedMsTotal: 95386.11, commExposedPerStepMs: 381.54446589200023,
+          commBytesTotal: 1172609000, commBytesPerStep: 4690436, commBytesPerToken: 2290.251953125, valLoss: 1.8540898263454437, loss: 1.81, loadAverage: 0.91 },
+        { name: 'diloco over 100mbit', steps: 250, tokens: 512000, tokensPerSecond: 15600.5, medianStepMs: 95.31, commMsTotal: 2387.77, commExposedMsTotal: 2362.25, commExposedPerStepMs: 9.449010608000004,
+          commBytesTotal: 2136540, commBytesPerStep: 8546.16, commBytesPerToken: 4.1729296875, valLoss: 1.88, loss: 1.85, loadAverage: 1.23, innerSteps: 50, quantBits: 4 },
+        { name: 'link relay counters', counters: { aToB: { packets: 812345, bytes: 1190000000, dropped: 12, droppedBytes: 17000, writeErrors: 0 }, bToA: { packets: 800001, bytes: 1180000000, dropped: 0, droppedBytes: 0, writeErrors: 0 } } },
+        { note: 'link: emulated by bench/peers/wan_link.cc between TUN devices in two network namespaces: 100mbit each way, 50 ms one-way delay (RTT 100 ms), 100 ms sender buffer with tail drop', rate: '100mbit',
+          delayMs: 50, queueMs: 100, dilocoPerRankTokensPerSecondOfLocal: 15600.5 / 2 / 7690.853795789101, dilocoValLossVsSync: 1.88 / 1.8540898263454437 - 1 },
+      ],
     },
   };
 }

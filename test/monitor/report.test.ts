@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { loadResults, pick, renderReport, writeReport } from '../../lib/monitor/report.js';
+import { DIST_TARGETS, loadResults, pick, renderReport, writeReport } from '../../lib/monitor/report.js';
 import { assertKilnError } from '../helpers.js';
-import { resultFiles } from './fixtures.js';
+import { distResultFiles, resultFiles } from './fixtures.js';
 
 const test = suite('monitor: report');
 const dir = mkdtempSync(join(tmpdir(), 'kiln-report-'));
@@ -135,6 +135,104 @@ test('foreign and broken files are skipped with a reason; no result at all is an
   assert.is(out.files, 1);
   assert.is(out.skipped.length, 2);
   assert.match(readFileSync(join(bad, 'r.html'), 'utf8'), 'Files skipped');
+  // a date or commit that is not a string is refused, not a TypeError deep inside
+  await assertKilnError(() => renderReport([{ file: 'x.json', benchmark: 'dist', date: [] as never, results: [] }]), 'ERR_ARG');
+  await assertKilnError(() => renderReport([{ file: 'x.json', benchmark: 'dist', commit: 5 as never, results: [] }]), 'ERR_ARG');
+});
+
+test('data parallel: all-reduce, scaling and WAN tables hold the JSON figures; met / missed follow the numbers; older shapes render', () => {
+  const distDir = mkdtempSync(join(tmpdir(), 'kiln-report-dist-'));
+  const dist = distResultFiles() as Record<string, any>;
+  for (const [name, content] of Object.entries(dist)) writeFileSync(join(distDir, name), JSON.stringify(content));
+  const html = renderReport(loadResults([distDir]).results);
+  assert.match(html, '<a href="#data-parallel">Data parallel</a>');
+
+  const ar = tableRows(html, 'dist-allreduce-table');
+  assert.is(ar.length, 3);
+  const [oldSmall, oldLarge, now] = ar;
+  const oldJson = dist['dist-old.json'].results;
+  const nowJson = dist['dist-now.json'].results;
+  for (const [row, json] of [[oldSmall, oldJson[0]], [now, nowJson[0]]] as const) {
+    assert.is(Number(row['kiln.algBandwidthGBs'].value), json.kiln.algBandwidthGBs);
+    assert.is(Number(row['kiln.busBandwidthGBs'].value), json.kiln.busBandwidthGBs);
+    assert.is(Number(row['gloo.algBandwidthGBs'].value), json.gloo.algBandwidthGBs);
+    assert.is(Number(row['kiln.medianMs'].value), json.kiln.medianMs);
+    assert.is(Number(row.ratioOfGloo.value), json.ratioOfGloo);
+    assert.is(Number(row.bytes.value), json.bytes);
+  }
+  assert.is(oldSmall.file.text, 'dist-old.json');
+  assert.is(oldSmall.date.text, '2026-12-02 13:57:52');
+  assert.is(oldSmall.commit.text, 'e'.repeat(12));
+  assert.is(oldSmall.loadAverage.text, '23.98');
+  assert.is(now.loadAverage.text, '1.34 / 1.41 / 1.29', 'one load average per round');
+  assert.is(now.rounds.text, '3 × 100');
+  // 27% of Gloo misses the 80% target, 89.7% meets it
+  assert.is(oldSmall['target.ratioOfGloo'].text, 'missed');
+  assert.is(now['target.ratioOfGloo'].text, 'met');
+  assert.ok(oldJson[0].ratioOfGloo < DIST_TARGETS.allReduceOfGloo && nowJson[0].ratioOfGloo >= DIST_TARGETS.allReduceOfGloo);
+  // no Gloo figures: gaps, no verdict, the reason in the notes
+  for (const field of ['gloo.medianMs', 'gloo.algBandwidthGBs', 'ratioOfGloo', 'target.ratioOfGloo']) assert.is(oldLarge[field].text, '—', field);
+  assert.match(oldLarge.notes.text, 'could not be built');
+  assert.match(html, /title="median of 3 rounds: 29\.69, 31\.2, 28\.9"/, 'round medians in the tooltip');
+
+  const sc = tableRows(html, 'dist-scaling-table');
+  assert.is(sc.length, 2);
+  const [scOld, scNow] = sc;
+  assert.is(Number(scOld['one.tokensPerSecond'].value), oldJson[2].one.tokensPerSecond);
+  assert.is(Number(scOld['two.commExposedMs'].value), oldJson[2].two.commExposedMs);
+  assert.is(Number(scOld.scalingEfficiency.value), oldJson[2].scalingEfficiency);
+  assert.is(scOld['target.scalingEfficiency'].text, 'missed', '77.5% < 90%');
+  assert.is(scOld['scalingEfficiencyWithoutDistributedMuon'].text, '—', 'older files measured no run without distributed Muon');
+  assert.is(scOld.preset.text, 'tiny');
+  // rounds: the benchmark's median of the round figures (the upper middle one), exactly
+  assert.is(Number(scNow['one.tokensPerSecond'].value), 6715.01);
+  assert.is(Number(scNow['two.tokensPerSecond'].value), 12000.5);
+  assert.is(Number(scNow['twoWithoutDistributedMuon.tokensPerSecond'].value), 11000.5);
+  assert.is(Number(scNow.scalingEfficiency.value), nowJson[1].scalingEfficiency);
+  assert.is(Number(scNow.scalingEfficiencyWithoutDistributedMuon.value), nowJson[1].scalingEfficiencyWithoutDistributedMuon);
+  assert.is(scNow['target.scalingEfficiency'].text, nowJson[1].scalingEfficiency >= 0.9 ? 'met' : 'missed');
+  assert.is(scNow.loadAverage.text, '1.20–1.40', 'the range of the load averages over every round');
+
+  const wan = tableRows(html, 'dist-wan-table');
+  assert.equal(wan.map((r) => `${r.file.text} ${r.name.text}`), [
+    'dist-wan-old.json sync over 100mbit', 'dist-wan-old.json diloco over 100mbit',
+    'dist-wan-now.json local (1 rank)', 'dist-wan-now.json sync over 100mbit', 'dist-wan-now.json diloco over 100mbit',
+  ]);
+  const wanNow = dist['dist-wan-now.json'].results;
+  const [, oldDiloco, local, sync, diloco] = wan;
+  for (const [row, json] of [[sync, wanNow[1]], [diloco, wanNow[2]], [local, wanNow[0]]] as const) {
+    for (const field of ['tokensPerSecond', 'commExposedPerStepMs', 'commBytesPerStep', 'commBytesPerToken', 'valLoss', 'medianStepMs', 'tokens', 'steps']) {
+      assert.is(Number(row[field].value), json[field], `${json.name} ${field}`);
+    }
+    assert.is(row.loadAverage.text, json.loadAverage.toFixed(2));
+  }
+  assert.is(diloco.link.text, '100mbit, 50 ms one-way, 100 ms buffer');
+  assert.is(diloco.settings.text, 'H = 50, 4-bit');
+  assert.is(Number(diloco.dilocoPerRankTokensPerSecondOfLocal.value), wanNow[4].dilocoPerRankTokensPerSecondOfLocal);
+  assert.is(diloco['target.dilocoTokensOfLocal'].text, 'met');
+  assert.is(Number(diloco.dilocoValLossVsSync.value), wanNow[4].dilocoValLossVsSync);
+  assert.is(diloco['target.dilocoValLossVsSync'].text, 'met', '+1.4% is within 2%');
+  assert.is(sync['target.dilocoTokensOfLocal'].text, 'n/a', 'the DiLoCo targets concern the DiLoCo run');
+  // the older file: no link latency, no local run (no tokens verdict), no stored loss verdict (the ratio of its two runs)
+  const wanOld = dist['dist-wan-old.json'].results;
+  assert.is(oldDiloco.link.text, '100mbit');
+  assert.is(oldDiloco.dilocoPerRankTokensPerSecondOfLocal.text, '—');
+  assert.is(oldDiloco['target.dilocoTokensOfLocal'].text, '—');
+  assert.is(Number(oldDiloco.dilocoValLossVsSync.value), wanOld[1].valLoss / wanOld[0].valLoss - 1);
+  assert.is(oldDiloco['target.dilocoValLossVsSync'].text, 'missed', '+12% is not within 2%');
+  assert.is(oldDiloco.dilocoValLossVsSync.text, `+${+(100 * (wanOld[1].valLoss / wanOld[0].valLoss - 1)).toPrecision(4)} %`);
+
+  const link = tableRows(html, 'dist-link-table');
+  assert.equal(link.map((r) => r.direction.text), ['rank 0 → rank 1', 'rank 1 → rank 0']);
+  assert.is(Number(link[0].packets.value), wanNow[3].counters.aToB.packets);
+  assert.is(Number(link[0].dropped.value), 12);
+  assert.is(Number(link[1].bytes.value), wanNow[3].counters.bToA.bytes);
+  assert.is(link[0].loadAverage.text, '0.56 / 0.91 / 1.23');
+  assert.match(html, 'one-way delay (RTT 100 ms)', 'the link note is shown');
+  assert.not.match(html, /<td class="num[^"]*"[^>]*data-value=""/, 'no numeric cell without a value');
+
+  // a report with no data-parallel files has no such section
+  assert.not.match(renderReport(loadResults([dir]).results), 'id="data-parallel"');
 });
 
 test('the repository\'s own results render, with their figures', () => {
@@ -143,6 +241,18 @@ test('the repository\'s own results render, with their figures', () => {
   const rows = tableRows(html, 'training-table');
   const first = results.find((r) => r.benchmark === 'train')!.results[0];
   assert.is(Number(rows[0].tokensPerSecond.value), pick(first, 'tokensPerSecond'));
+  // every loopback all-reduce the repository recorded: kiln's and Gloo's algbw and the ratio, as the JSON says
+  const allReduce = results.filter((r) => r.benchmark === 'dist').flatMap((f) => f.results.filter((r) => r.benchmark === 'allreduce-loopback'));
+  const arRows = tableRows(html, 'dist-allreduce-table');
+  assert.is(arRows.length, allReduce.length);
+  arRows.forEach((r, i) => {
+    assert.is(Number(r['kiln.algBandwidthGBs'].value), pick(allReduce[i], 'kiln.algBandwidthGBs'));
+    assert.is(r.ratioOfGloo.value === '' ? undefined : Number(r.ratioOfGloo.value), pick(allReduce[i], 'ratioOfGloo'));
+    const ratioOfGloo = pick(allReduce[i], 'ratioOfGloo');
+    if (ratioOfGloo !== undefined) assert.is(r['target.ratioOfGloo'].text, ratioOfGloo >= 0.8 ? 'met' : 'missed');
+  });
+  const wanRuns = results.filter((r) => r.benchmark === 'dist-wan').flatMap((f) => f.results.filter((r) => pick(r, 'tokensPerSecond') !== undefined));
+  assert.equal(tableRows(html, 'dist-wan-table').map((r) => Number(r.tokensPerSecond.value)), wanRuns.map((r) => pick(r, 'tokensPerSecond')));
 });
 
 test.run();

@@ -9,7 +9,11 @@
   const BUCKETS = 1000;
   const COLORS = ['#d9480f', '#1c7ed6', '#2b8a3e', '#7048e8', '#e8590c', '#0c8599', '#c2255c', '#5c940d', '#495057'];
   const RUN_FIELDS = ['step', 'loss', 'valLoss', 'gradNorm', 'lr', 'tokensPerSecond', 'stepMs', 'forwardMs', 'backwardMs', 'optimizerMs',
-    'communicationMs', 'mfu', 'peakMemoryBytes'];
+    'communicationMs', 'mfu', 'peakMemoryBytes',
+    // data-parallel runs (lib/dist): drawn in the Communication panel
+    'commExposedMs', 'commBytes', 'commPayloadBytes', 'commBytesPerToken', 'algBandwidthGBs', 'busBandwidthGBs', 'scalingEfficiency'];
+  // what a data-parallel run says of itself (the latest value of each is shown in its row)
+  const DIST_FIELDS = ['worldSize', 'syncMode', 'buckets', 'innerSteps', 'quantBits', 'outerSteps'];
   const SERVE_FIELDS = ['time', 'running', 'waiting', 'tokensPerSecond', 'kvUsage', 'prefixCacheHitRate', 'ttftP50Ms', 'ttftP90Ms', 'ttftP99Ms',
     'itlP50Ms', 'itlP90Ms', 'itlP99Ms', 'tpotP50Ms', 'requestsFinished'];
 
@@ -17,6 +21,14 @@
   const pct = (v) => (v == null ? '' : (v !== 0 && Math.abs(v) < 0.001 ? +(100 * v).toPrecision(2) + '' : (100 * v).toFixed(v < 0.1 ? 2 : 1)) + '%');
   const num = (v) => (v == null ? '' : Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en-US') : +v.toPrecision(4) + '');
   const ms = (v) => (v == null ? '' : (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + ' ms');
+  const bytes = (v) => {
+    if (v == null) return '';
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    while (Math.abs(v) >= 1024 * 2 ** (10 * i) && i < units.length - 1) i++;
+    return +(v / 2 ** (10 * i)).toPrecision(3) + ' ' + units[i];
+  };
+  const gbs = (v) => (v == null ? '' : +v.toPrecision(3) + ' GB/s');
   const duration = (s) => {
     if (s == null) return '';
     s = Math.round(s);
@@ -37,6 +49,17 @@
     { id: 'gradNorm', title: 'Gradient norm (before clipping)', fields: [{ key: 'gradNorm', label: '|g|' }], fmt: num },
     { id: 'lr', title: 'Learning-rate multiplier', fields: [{ key: 'lr', label: 'lr×' }], fmt: num },
     { id: 'memory', title: 'Peak memory', fields: [{ key: 'peakMemoryBytes', label: 'peak' }], fmt: mib },
+  ];
+  // the Communication panel: data-parallel runs only (a run whose steps carry lib/dist's figures)
+  const COMMUNICATION_CHARTS = [
+    { id: 'commTime', title: 'Communication per step: time in collectives / exposed (not hidden under compute)', fmt: ms,
+      fields: [{ key: 'communicationMs', label: 'comm' }, { key: 'commExposedMs', label: 'exposed', dash: [6, 4] }] },
+    { id: 'commBytes', title: 'Bytes per step: sent on the wire / payload reduced', fmt: bytes,
+      fields: [{ key: 'commBytes', label: 'sent' }, { key: 'commPayloadBytes', label: 'payload', dash: [6, 4] }] },
+    { id: 'commPerToken', title: 'Bytes sent per token', fields: [{ key: 'commBytesPerToken', label: 'B/token' }], fmt: bytes },
+    { id: 'bandwidth', title: 'Effective bandwidth: algbw / busbw (nccl-tests; 0 on steps without collectives)', fmt: gbs,
+      fields: [{ key: 'algBandwidthGBs', label: 'algbw' }, { key: 'busBandwidthGBs', label: 'busbw', dash: [6, 4] }] },
+    { id: 'scaling', title: 'Scaling efficiency against one rank', fields: [{ key: 'scalingEfficiency', label: 'efficiency' }], fmt: pct },
   ];
   const SERVING_CHARTS = [
     { id: 'requests', title: 'Requests running / waiting', fields: [{ key: 'running', label: 'running' }, { key: 'waiting', label: 'waiting', dash: [6, 4] }], fmt: num },
@@ -63,8 +86,8 @@
     state.title = s.title || state.title;
     state.runs.clear();
     for (const r of s.runs) {
-      const run = { status: r, cols: columns(RUN_FIELDS) };
-      for (const p of r.data) append(run.cols, RUN_FIELDS, p);
+      const run = { status: r, cols: columns(RUN_FIELDS), dist: null };
+      for (const p of r.data) addPoint(run, p);
       delete run.status.data;
       state.runs.set(r.id, run);
     }
@@ -75,7 +98,32 @@
     }
     for (const c of charts.values()) c.plot.destroy();
     charts.clear();
-    for (const id of ['training-charts', 'serving-charts']) document.getElementById(id).textContent = '';
+    for (const id of ['training-charts', 'communication-charts', 'serving-charts']) document.getElementById(id).textContent = '';
+  }
+
+  /** One step of a run: its figures into the columns, its data-parallel settings (latest wins) into run.dist. */
+  function addPoint(run, point) {
+    append(run.cols, RUN_FIELDS, point);
+    for (const f of DIST_FIELDS) {
+      if (point[f] == null) continue;
+      run.dist = run.dist || {};
+      run.dist[f] = point[f];
+    }
+  }
+
+  /** "2 ranks · sync · 3 buckets", "2 ranks · DiLoCo H=50 · 4-bit · 3 outer steps": what a data-parallel run says of itself. */
+  function distLabel(d) {
+    const parts = [];
+    if (d.worldSize != null) parts.push(`${d.worldSize} rank${d.worldSize === 1 ? '' : 's'}`);
+    if (d.syncMode === 'diloco') {
+      parts.push(d.innerSteps != null ? `DiLoCo H=${d.innerSteps}` : 'DiLoCo');
+      if (d.quantBits != null) parts.push(d.quantBits === 0 ? 'f32 pseudo-gradients' : `${d.quantBits}-bit`);
+      if (d.outerSteps != null) parts.push(`${d.outerSteps} outer step${d.outerSteps === 1 ? '' : 's'}`);
+    } else {
+      if (d.syncMode != null) parts.push(d.syncMode);
+      if (d.buckets != null) parts.push(`${d.buckets} bucket${d.buckets === 1 ? '' : 's'}`);
+    }
+    return parts.join(' · ');
   }
 
   function addSample(sample) {
@@ -86,9 +134,12 @@
 
   function upsertRun(status) {
     const run = state.runs.get(status.id);
-    if (!run) state.runs.set(status.id, { status, cols: columns(RUN_FIELDS) });
+    if (!run) state.runs.set(status.id, { status, cols: columns(RUN_FIELDS), dist: null });
     else {
-      if (run.status.generation !== status.generation) run.cols = columns(RUN_FIELDS);
+      if (run.status.generation !== status.generation) {
+        run.cols = columns(RUN_FIELDS);
+        run.dist = null;
+      }
       run.status = status;
     }
   }
@@ -203,7 +254,8 @@
       const total = s.totalSteps != null ? ` / ${s.totalSteps}` : '';
       const progress = s.progress != null ? `<span class="bar"><i style="width:${(100 * s.progress).toFixed(1)}%"></i></span>${(100 * s.progress).toFixed(1)}%` : '<span class="gap">—</span>';
       const cell = (v) => (v === '' || v == null ? '<span class="gap">—</span>' : v);
-      rows.push(`<tr data-run="${s.id}"><td><span class="swatch" style="background:${color}"></span>${escapeHtml(s.name)}</td><td>${s.state}${s.source === 'file' ? ' (file)' : ''}</td>` +
+      const dist = run.dist ? `<span class="dist" data-dist>${escapeHtml(distLabel(run.dist))}</span>` : '';
+      rows.push(`<tr data-run="${s.id}"><td><span class="swatch" style="background:${color}"></span>${escapeHtml(s.name)}${dist}</td><td>${s.state}${s.source === 'file' ? ' (file)' : ''}</td>` +
         `<td class="step">${s.step}${total}</td><td>${progress}</td><td>${cell(duration(s.etaS))}</td><td>${cell(duration(s.elapsedS))}</td>` +
         `<td>${cell(num(last('loss')))}</td><td>${cell(num(last('valLoss')))}</td><td>${cell(num(last('tokensPerSecond')))}</td>` +
         `<td>${cell(pct(last('mfu')))}</td><td>${cell(ms(last('stepMs')))}</td><td>${cell(mib(last('peakMemoryBytes')))}</td></tr>`);
@@ -249,6 +301,14 @@
       const groups = [...state.runs.values()].map((r) => ({ name: r.status.name, color: COLORS[r.status.id % COLORS.length], cols: r.cols, xKey: 'step' }));
       for (const spec of TRAINING_CHARTS) draw('training-charts', spec, groups, false);
     }
+    const distRuns = [...state.runs.values()].filter((r) => r.dist);
+    document.getElementById('communication').hidden = distRuns.length === 0;
+    if (distRuns.length) {
+      const groups = distRuns.map((r) => ({ name: r.status.name, color: COLORS[r.status.id % COLORS.length], cols: r.cols, xKey: 'step' }));
+      for (const spec of COMMUNICATION_CHARTS) draw('communication-charts', spec, groups, false);
+    } else {
+      for (const spec of COMMUNICATION_CHARTS) if (charts.has(spec.id)) charts.get(spec.id).el.hidden = true;
+    }
     if (serving) {
       document.getElementById('model').textContent = state.serving.model ? `(${state.serving.model})` : '';
       renderTiles(state.serving.last);
@@ -275,7 +335,7 @@
   on('run', upsertRun);
   on('step', ({ run: id, point, status }) => {
     upsertRun(status);
-    append(state.runs.get(id).cols, RUN_FIELDS, point);
+    addPoint(state.runs.get(id), point);
   });
   on('serve', addSample);
   addEventListener('resize', () => {
@@ -284,7 +344,9 @@
 
   // read-only hooks for tests and for people poking at the page from the console
   window.kilnDashboard = {
-    runs: () => [...state.runs.values()].map((r) => ({ ...r.status, stored: r.cols.step.length, lastStep: r.cols.step[r.cols.step.length - 1] ?? null })),
+    runs: () => [...state.runs.values()].map((r) => ({ ...r.status, stored: r.cols.step.length, lastStep: r.cols.step[r.cols.step.length - 1] ?? null, dist: r.dist })),
+    /** whether the Communication panel shows (some run is data-parallel) */
+    communication: () => !document.getElementById('communication').hidden,
     servingSamples: () => (state.serving ? state.serving.cols.time.length : 0),
     charts: () => Object.fromEntries([...charts].filter(([, c]) => c.plot && !c.el.hidden).map(([id, c]) => [id, { displayed: c.displayed, series: c.series }])),
     renders: () => state.renders,
