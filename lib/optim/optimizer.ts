@@ -196,8 +196,10 @@ export class Optimizer {
 
   constructor(groups: ParamGroup[], options: OptimizerOptions = {}) {
     if (!Array.isArray(groups)) fail('ERR_ARG', `parameter groups must be an array, got ${describe(groups)}`);
+    if (!options || typeof options !== 'object') fail('ERR_ARG', `optimizer options must be an object, got ${describe(options)}`);
     const sh = options.newtonSchulzSharding;
     if (sh !== undefined) {
+      if (!sh || typeof sh.allGather !== 'function' || typeof sh.wait !== 'function') fail('ERR_ARG', 'newtonSchulzSharding needs rank, worldSize and the functions allGather and wait');
       if (!Number.isSafeInteger(sh.worldSize) || sh.worldSize < 1 || !Number.isSafeInteger(sh.rank) || sh.rank < 0 || sh.rank >= sh.worldSize) {
         fail('ERR_ARG', `newtonSchulzSharding needs 0 <= rank < worldSize, got rank ${sh.rank} of ${sh.worldSize}`);
       }

@@ -273,6 +273,9 @@ test('kiln train --nproc 2 --zero1 reports the state bytes and saves a checkpoin
   await assertKilnError(() => joinRun({ rank: 0, worldSize: 2, localRank: 0, masterAddr: '127.0.0.1', masterPort: 1 }, base, { sync: 'diloco', zero1: true }), 'ERR_ARG', 'DiLoCo');
   const w = { name: 'w', value: zeros([4, 4]), grad: zeros([4, 4]) };
   await assertKilnError(() => new Optimizer([{ rule: 'muon', lr: 0.1, params: [w] }], { zero1: true }), 'ERR_ARG', 'newtonSchulzSharding');
+  const sharding = { rank: 0, worldSize: 2, allGather: () => undefined, wait: () => {} };
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', lr: 0.1, params: [w] }], { newtonSchulzSharding: sharding, zero1: 'yes' as never }), 'ERR_ARG', 'zero1');
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', lr: 0.1, params: [w] }], null as never), 'ERR_ARG', 'options');
   await comm.close();
 });
 
