@@ -10,10 +10,13 @@
  *   Optionally reduced in bf16 (half the bytes; sums rounded to bf16).
  * - Muon is distributed: each rank runs Newton–Schulz on its share of the matrices and the
  *   results are all-gathered (Optimizer's newtonSchulzSharding).
+ * - ZeRO-1 (optional): each rank keeps optimizer state for its share only (Optimizer's zero1:
+ *   Muon momentum of the matrices it orthogonalizes, AdamW m and v of its range of the
+ *   flattened AdamW parameters, whose updated weights are all-gathered).
  * - The loss slots are averaged so every rank reports the global batch's loss.
  */
 import { fail } from '../errors.js';
-import type { OptimizedParameter, OptimizerOptions } from '../optim/optimizer.js';
+import type { OptimizedParameter, OptimizerMemory, OptimizerOptions } from '../optim/optimizer.js';
 import type { Tensor } from '../tensor.js';
 import type { TrainParallel, Trainer } from '../train/trainer.js';
 import { cudaCollectivesEnabled } from '../ops/collectives.js';
@@ -31,6 +34,8 @@ export interface SyncOptions {
   bf16Reduce?: boolean;
   /** share Newton–Schulz between ranks (default true) */
   distributedMuon?: boolean;
+  /** ZeRO-1: shard the optimizer state between ranks (default false; needs distributedMuon, whose ownership it follows) */
+  zero1?: boolean;
   /** tokens/s of one rank alone, for scalingEfficiency in the step metrics */
   baselineTokensPerSecond?: number;
 }
@@ -71,19 +76,26 @@ export class SyncDataParallel implements TrainParallel {
   private readonly bucketOf = new Map<OptimizedParameter, Bucket>();
   private ready = new Set<OptimizedParameter>();
   private works: unknown[] = [];
+  /** the optimizer's memory figures for the step metrics (an ES private field: checkpoints serialize the trainer's options, this included) */
+  #optimizerMemory?: () => OptimizerMemory;
 
   constructor(comm: Communicator, options: SyncOptions = {}) {
     this.comm = comm;
     this.rank = comm.rank;
     this.worldSize = comm.worldSize;
-    this.options = { bucketBytes: 25 * 2 ** 20, bf16Reduce: false, distributedMuon: true, ...definedOnly(options) };
+    this.options = { bucketBytes: 25 * 2 ** 20, bf16Reduce: false, distributedMuon: true, zero1: false, ...definedOnly(options) };
     const b = this.options.bucketBytes;
     if (!Number.isSafeInteger(b) || b < 1) fail('ERR_ARG', `bucketBytes must be a positive integer, got ${b}`);
+    if (typeof this.options.zero1 !== 'boolean') fail('ERR_ARG', `zero1 must be a boolean, got ${String(this.options.zero1)}`);
+    if (this.options.zero1 && !this.options.distributedMuon) {
+      fail('ERR_ARG', 'ZeRO-1 keeps Muon momentum only for the matrices a rank orthogonalizes: it needs distributed Muon (drop --no-distributed-muon)');
+    }
   }
 
   optimizerOptions(): OptimizerOptions {
     if (!this.options.distributedMuon || this.worldSize === 1) return {};
     return {
+      zero1: this.options.zero1,
       newtonSchulzSharding: {
         rank: this.rank, worldSize: this.worldSize,
         allGather: (t: Tensor) => this.comm.allGather(t, 'Newton–Schulz all-gather'),
@@ -93,6 +105,7 @@ export class SyncDataParallel implements TrainParallel {
   }
 
   attach(trainer: Trainer): void {
+    this.#optimizerMemory = () => trainer.optimizer.memory();
     if (trainer.options.device !== 'cpu' && this.worldSize > 1 && !cudaCollectivesEnabled()) {
       fail('ERR_DEVICE', `data parallelism on ${trainer.options.device} stages gradients through host memory: written but unverified without GPUs; set KILN_CUDA_DIST=1 to run it (NCCL is not wired in yet)`);
     }
@@ -153,7 +166,12 @@ export class SyncDataParallel implements TrainParallel {
   afterUpdate(): void {}
 
   stepMetrics(stepMs: number, tokens: number): Record<string, number | string> {
-    return { syncMode: 'sync', buckets: this.buckets.length, ...commMetrics(this.comm, stepMs, tokens, this.options.baselineTokensPerSecond) };
+    const memory = this.#optimizerMemory?.();
+    return {
+      syncMode: 'sync', buckets: this.buckets.length, zero1: this.options.zero1 && this.worldSize > 1 ? 1 : 0,
+      ...(memory ? { optimizerStateBytes: memory.stateBytes, optimizerWorkspaceBytes: memory.workspaceBytes } : {}),
+      ...commMetrics(this.comm, stepMs, tokens, this.options.baselineTokensPerSecond),
+    };
   }
 
   explain(error: unknown): Promise<unknown> {

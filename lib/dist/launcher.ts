@@ -21,6 +21,8 @@ export interface ParallelFlags {
   bucketBytes?: number;
   bf16Reduce?: boolean;
   distributedMuon?: boolean;
+  /** ZeRO-1 optimizer-state sharding (sync mode only) */
+  zero1?: boolean;
   timeoutMs?: number;
   token?: string;
   bindHost?: string;
@@ -76,6 +78,13 @@ export async function launchLocal(nproc: number, argv: string[], options: { env?
   }
 }
 
+/** ZeRO-1 shards synchronous data parallelism's optimizer state; DiLoCo's inner optimizer is each rank's own. */
+export function checkZero1(flags: Pick<ParallelFlags, 'sync' | 'zero1' | 'distributedMuon'>): void {
+  if (!flags.zero1) return;
+  if (flags.sync !== 'sync') fail('ERR_ARG', `--zero1 shards the optimizer of synchronous data parallelism (--sync sync); DiLoCo's inner optimizer is local to each rank, got --sync ${String(flags.sync)}`);
+  if (flags.distributedMuon === false) fail('ERR_ARG', '--zero1 keeps Muon momentum only for the matrices a rank orthogonalizes: it cannot run with --no-distributed-muon');
+}
+
 /** What every rank must agree on (hashed at rendezvous). */
 export function runConfig(options: TrainOptions, flags: ParallelFlags, worldSize: number): unknown {
   // paths differ between machines; what is trained on them must not
@@ -87,6 +96,7 @@ export function runConfig(options: TrainOptions, flags: ParallelFlags, worldSize
 /** Joins the run described by `env` and returns the trainer's parallel hooks and the communicator. */
 export async function joinRun(env: DistEnv, options: TrainOptions, flags: ParallelFlags): Promise<{ parallel: TrainParallel; comm: Communicator }> {
   if (flags.sync !== 'sync' && flags.sync !== 'diloco') fail('ERR_ARG', `--sync must be sync or diloco, got ${String(flags.sync)}`);
+  checkZero1(flags);
   const comm = await Communicator.connect({
     ...env, config: runConfig(options, flags, env.worldSize), timeoutMs: flags.timeoutMs, token: flags.token, bindHost: flags.bindHost, storeBindHost: flags.storeBindHost,
   });
@@ -95,6 +105,6 @@ export async function joinRun(env: DistEnv, options: TrainOptions, flags: Parall
       ? new DiLoCo(comm, {
         innerSteps: flags.innerSteps ?? 50, outerLr: flags.outerLr, outerMomentum: flags.outerMomentum, quantBits: flags.quantBits, baselineTokensPerSecond: flags.baselineTokensPerSecond,
       })
-      : new SyncDataParallel(comm, { bucketBytes: flags.bucketBytes, bf16Reduce: flags.bf16Reduce, distributedMuon: flags.distributedMuon, baselineTokensPerSecond: flags.baselineTokensPerSecond });
+      : new SyncDataParallel(comm, { bucketBytes: flags.bucketBytes, bf16Reduce: flags.bf16Reduce, distributedMuon: flags.distributedMuon, zero1: flags.zero1, baselineTokensPerSecond: flags.baselineTokensPerSecond });
   return { parallel, comm };
 }

@@ -9,12 +9,16 @@
  *   adamw: the decoupled-weight-decay Adam step with bias correction.
  *
  * State (momenta, second moments, step) saves and restores bit for bit (stateTensors/loadState).
+ * Data parallelism: Newton–Schulz shared between ranks (newtonSchulzSharding) and, optionally,
+ * ZeRO-1 (each rank keeps the state of its share only; checkpoints gather the full state).
  * CPU and CUDA (the CUDA kernels compile here and are verified by test/cuda/optimizer.test.ts on
  * a GPU).
  */
 import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
 import * as ops from '../ops/elementwise.js';
+import { copyInto } from '../ops/layers.js';
+import { dtypeBytes } from '../dtype.js';
 import { Tensor, empty, tensor, zeros } from '../tensor.js';
 import { type NewtonSchulzOptions, newtonSchulz } from './newton_schulz.js';
 
@@ -69,6 +73,31 @@ export interface NewtonSchulzSharding {
 
 export interface OptimizerOptions {
   newtonSchulzSharding?: NewtonSchulzSharding;
+  /**
+   * ZeRO-1 (needs newtonSchulzSharding; nothing to shard with one rank): each rank keeps
+   * optimizer state for its share only, after the gradients were all-reduced. Muon: momentum
+   * (and normuon's row second moments) for the matrices it orthogonalizes, the orthogonalized
+   * updates all-gathered as before. AdamW: its parameters flattened into one vector of N
+   * elements (padded to worldSize·c, c = ⌈N / worldSize⌉); the rank owns [rank·c, (rank+1)·c),
+   * holds m and v for that range, steps it, and the updated weights are all-gathered. Every
+   * rank applies every update, so the weights stay identical. The 'extrapolated' variant's
+   * previous/current copies stay full on every rank (every rank's forward pass reads them).
+   */
+  zero1?: boolean;
+}
+
+/** What stateTensors() returns: the full state under the unsharded names; release() frees what was gathered for it. */
+export interface OptimizerState {
+  step: number;
+  tensors: Map<string, Tensor>;
+  /** frees the tensors gathered for this call (ZeRO-1); a no-op when they are the live state */
+  release(): void;
+}
+
+/** Bytes the optimizer holds: state (momenta, moments, extrapolation copies) and planned workspaces. */
+export interface OptimizerMemory {
+  stateBytes: number;
+  workspaceBytes: number;
 }
 
 /** Same-shape Muon matrices of one group, stacked so Newton–Schulz runs once per shape. */
@@ -82,9 +111,48 @@ interface MuonShapeBatch {
   ortho: Tensor;
   /** sharded: matrices per rank */
   chunk: number;
-  /** views of update/ortho, one per parameter */
-  updates: Tensor[];
+  /** views of ortho, one per parameter */
   orthos: Tensor[];
+  /** the matrices whose momentum this rank steps and orthogonalizes: [lo, hi) (all of them unsharded) */
+  lo: number;
+  hi: number;
+  /** views of update, one per parameter whose momentum this rank steps (every parameter, or the ZeRO-1 share) */
+  updates: Tensor[];
+  /** Newton–Schulz input (a view of update) and output (a view of ortho) of this rank's share; none when it owns no matrix of this shape */
+  nsIn?: Tensor;
+  nsOut?: Tensor;
+}
+
+/** One parameter's part of a rank's ZeRO-1 AdamW range (views, planned once). */
+interface AdamWPiece {
+  weight: Tensor;
+  grad: Tensor;
+  m: Tensor;
+  v: Tensor;
+  /** the same elements in the all-gather buffer */
+  gathered: Tensor;
+  /** the parameter and the piece's element range inside it */
+  param: OptimizedParameter;
+  lo: number;
+  hi: number;
+}
+
+/** ZeRO-1 AdamW: the group's parameters as one flat vector of `total` elements, this rank's range [start, end). */
+interface AdamWShard {
+  total: number;
+  chunk: number;
+  start: number;
+  end: number;
+  /** m and v of [start, end) (none when the range is empty) */
+  m?: Tensor;
+  v?: Tensor;
+  pieces: AdamWPiece[];
+  /** (worldSize·chunk) f32: every rank's updated range, all-gathered */
+  gather: Tensor;
+  /** per parameter: its elements of gather, in its shape */
+  outs: Tensor[];
+  /** per parameter: its first element in the flat vector */
+  offsets: number[];
 }
 
 /** Planned per-group work: the lists every step hands to the multi-tensor kernels. */
@@ -93,6 +161,10 @@ interface GroupPlan {
   batches: MuonShapeBatch[];
   /** muon: per-parameter update scale (spectral or match-adamw) */
   scales: number[];
+  /** muon: the parameters whose momentum this rank steps, in the order of the batches' `updates` */
+  stepped: OptimizedParameter[];
+  /** adamw under ZeRO-1 */
+  shard?: AdamWShard;
 }
 
 function muonScale(group: MuonGroup, rows: number, cols: number): number {
@@ -116,16 +188,26 @@ export class Optimizer {
   private readonly plans: GroupPlan[] = [];
   private readonly workspaces: Tensor[] = [];
   private readonly sharding?: NewtonSchulzSharding;
+  /** ZeRO-1 is on (options.zero1 with more than one rank) */
+  private readonly zero1: boolean = false;
+  /** ZeRO-1 AdamW m and v buffers (state) and views over them and the parameters (disposed with the optimizer) */
+  private readonly shardState: Tensor[] = [];
+  private readonly views: Tensor[] = [];
 
   constructor(groups: ParamGroup[], options: OptimizerOptions = {}) {
     if (!Array.isArray(groups)) fail('ERR_ARG', `parameter groups must be an array, got ${describe(groups)}`);
+    if (!options || typeof options !== 'object') fail('ERR_ARG', `optimizer options must be an object, got ${describe(options)}`);
     const sh = options.newtonSchulzSharding;
     if (sh !== undefined) {
+      if (!sh || typeof sh.allGather !== 'function' || typeof sh.wait !== 'function') fail('ERR_ARG', 'newtonSchulzSharding needs rank, worldSize and the functions allGather and wait');
       if (!Number.isSafeInteger(sh.worldSize) || sh.worldSize < 1 || !Number.isSafeInteger(sh.rank) || sh.rank < 0 || sh.rank >= sh.worldSize) {
         fail('ERR_ARG', `newtonSchulzSharding needs 0 <= rank < worldSize, got rank ${sh.rank} of ${sh.worldSize}`);
       }
       if (sh.worldSize > 1) this.sharding = sh;
     }
+    if (options.zero1 !== undefined && typeof options.zero1 !== 'boolean') fail('ERR_ARG', `zero1 must be a boolean, got ${describe(options.zero1)}`);
+    if (options.zero1 && !sh) fail('ERR_ARG', 'zero1 shards the state by the ranks of newtonSchulzSharding: give both');
+    this.zero1 = options.zero1 === true && this.sharding !== undefined;
     const seen = new Set<string>();
     // Each tensor may appear once across every group, as a weight or as a gradient: the same
     // tensor twice would be updated twice per step (the kernels re-check memory overlap natively).
@@ -160,19 +242,13 @@ export class Optimizer {
 
   private planMuon(group: MuonGroup): GroupPlan {
     const variant = group.variant ?? 'standard';
+    const sh = this.sharding;
+    const world = sh?.worldSize ?? 1;
     const byShape = new Map<string, OptimizedParameter[]>();
     for (const p of group.params) {
       const key = p.value.shape.join('x');
       if (!byShape.has(key)) byShape.set(key, []);
       byShape.get(key)!.push(p);
-      const device = p.value.device;
-      const state: Record<string, Tensor> = { momentum: zeros([...p.value.shape], { device }) };
-      if (variant === 'normuon') state.rowSecondMoment = zeros([p.value.shape[0]], { device });
-      if (variant === 'extrapolated') {
-        state.previous = p.value.clone();
-        state.current = empty([...p.value.shape], { device }); // x_t while the weights sit at the extrapolated point
-      }
-      this.states.set(p.name, state);
     }
     const batches: MuonShapeBatch[] = [];
     for (const params of byShape.values()) {
@@ -180,24 +256,95 @@ export class Optimizer {
       const device = params[0].value.device;
       // bf16 halves the traffic of the Newton–Schulz input and output on CUDA, where NS computes in bf16 anyway
       const dtype = device === 'cpu' ? 'f32' : 'bf16';
-      const world = this.sharding?.worldSize ?? 1;
-      const chunk = Math.ceil(params.length / world);
-      const update = empty([params.length, rows, cols], { device, dtype });
-      const ortho = world > 1 ? zeros([world * chunk, rows, cols], { device, dtype }) : empty([params.length, rows, cols], { device, dtype });
+      const n = params.length;
+      const chunk = Math.ceil(n / world);
+      // rank r orthogonalizes matrices [r·chunk, (r+1)·chunk) of the batch (the tail rank fewer, or none)
+      const lo = sh ? Math.min(n, sh.rank * chunk) : 0;
+      const hi = sh ? Math.min(n, lo + chunk) : n;
+      // ZeRO-1: momentum steps only the owned matrices, so the Newton–Schulz input holds only those
+      const update = empty([this.zero1 ? chunk : n, rows, cols], { device, dtype });
+      const ortho = world > 1 ? zeros([world * chunk, rows, cols], { device, dtype }) : empty([n, rows, cols], { device, dtype });
       this.workspaces.push(update, ortho);
-      const views = (t: Tensor) => params.map((_, i) => t.slice(i, i + 1).reshape(rows, cols));
-      batches.push({ rows, cols, params, update, ortho, chunk, updates: views(update), orthos: views(ortho) });
+      const view = (t: Tensor, i: number) => t.slice(i, i + 1).reshape(rows, cols);
+      const updates = Array.from({ length: this.zero1 ? hi - lo : n }, (_, i) => view(update, i));
+      const orthos = params.map((_, i) => view(ortho, i));
+      const batch: MuonShapeBatch = { rows, cols, params, update, ortho, chunk, orthos, lo, hi, updates };
+      if (!sh) {
+        batch.nsIn = update;
+        batch.nsOut = ortho;
+      } else if (hi > lo) {
+        batch.nsIn = this.zero1 ? update.slice(0, hi - lo) : update.slice(lo, hi);
+        batch.nsOut = ortho.slice(lo, hi);
+      }
+      batches.push(batch);
+    }
+    const stepped = batches.flatMap((b) => (this.zero1 ? b.params.slice(b.lo, b.hi) : b.params));
+    const steps = new Set(stepped);
+    // in the group's order, so that the state's names come out in the same order sharded or not
+    for (const p of group.params) {
+      const device = p.value.device;
+      const state: Record<string, Tensor> = {};
+      if (steps.has(p)) {
+        state.momentum = zeros([...p.value.shape], { device });
+        if (variant === 'normuon') state.rowSecondMoment = zeros([p.value.shape[0]], { device });
+      }
+      if (variant === 'extrapolated') {
+        // every rank's forward pass reads x̃, so these stay full under ZeRO-1
+        state.previous = p.value.clone();
+        state.current = empty([...p.value.shape], { device }); // x_t while the weights sit at the extrapolated point
+      }
+      this.states.set(p.name, state);
     }
     const ordered = batches.flatMap((b) => b.params);
-    return { params: ordered, batches, scales: ordered.map((p) => muonScale(group, p.value.shape[0], p.value.shape[1])) };
+    return { params: ordered, batches, stepped, scales: ordered.map((p) => muonScale(group, p.value.shape[0], p.value.shape[1])) };
   }
 
   private planAdamW(group: AdamWGroup): GroupPlan {
+    if (this.zero1) return { params: group.params, batches: [], scales: [], stepped: [], shard: this.planAdamWShard(group) };
     for (const p of group.params) {
       const device = p.value.device;
       this.states.set(p.name, { m: zeros([...p.value.shape], { device }), v: zeros([...p.value.shape], { device }) });
     }
-    return { params: group.params, batches: [], scales: [] };
+    return { params: group.params, batches: [], scales: [], stepped: [] };
+  }
+
+  /** ZeRO-1: this rank's range of the group's flattened parameters, and every view a step needs (planned once). */
+  private planAdamWShard(group: AdamWGroup): AdamWShard {
+    const sh = this.sharding!;
+    const offsets: number[] = [];
+    let total = 0;
+    for (const p of group.params) {
+      offsets.push(total);
+      total += p.value.numel;
+    }
+    const chunk = Math.max(1, Math.ceil(total / sh.worldSize));
+    const start = Math.min(total, sh.rank * chunk);
+    const end = Math.min(total, start + chunk);
+    const device = group.params[0]?.value.device ?? 'cpu';
+    const gather = zeros([sh.worldSize * chunk], { device });
+    this.workspaces.push(gather);
+    const keep = <T extends Tensor>(t: T): T => (this.views.push(t), t);
+    const shard: AdamWShard = { total, chunk, start, end, pieces: [], gather, outs: [], offsets };
+    if (end > start) {
+      shard.m = zeros([end - start], { device });
+      shard.v = zeros([end - start], { device });
+      this.shardState.push(shard.m, shard.v);
+    }
+    for (const [i, p] of group.params.entries()) {
+      const n = p.value.numel;
+      const offset = offsets[i];
+      shard.outs.push(keep(gather.slice(offset, offset + n).reshape(...p.value.shape)));
+      const lo = Math.max(start, offset) - offset;
+      const hi = Math.min(end, offset + n) - offset;
+      if (hi <= lo) continue;
+      const flat = (t: Tensor) => keep(t.reshape(n).slice(lo, hi));
+      const at = offset + lo - start; // the piece's first element in m and v
+      shard.pieces.push({
+        param: p, lo, hi, weight: flat(p.value), grad: flat(p.grad),
+        m: keep(shard.m!.slice(at, at + hi - lo)), v: keep(shard.v!.slice(at, at + hi - lo)), gathered: keep(gather.slice(offset + lo, offset + hi)),
+      });
+    }
+    return shard;
   }
 
   get step(): number {
@@ -214,6 +361,14 @@ export class Optimizer {
     this.assertLive();
     this.atGradientPoint = false;
     this.steps++;
+    if (this.zero1) {
+      // AdamW first: its all-gather runs while this rank orthogonalizes its Muon matrices
+      const pending: (() => void)[] = [];
+      for (const [i, g] of this.groups.entries()) if (g.rule === 'adamw' && this.plans[i].params.length > 0) pending.push(this.adamwShardStep(g, this.plans[i], lrMultiplier));
+      for (const [i, g] of this.groups.entries()) if (g.rule === 'muon' && this.plans[i].params.length > 0) this.muonStep(g, this.plans[i], lrMultiplier);
+      for (const finish of pending) finish();
+      return;
+    }
     for (const [i, g] of this.groups.entries()) {
       const plan = this.plans[i];
       if (plan.params.length === 0) continue;
@@ -227,11 +382,33 @@ export class Optimizer {
   }
 
   private adamwStep(group: AdamWGroup, plan: GroupPlan, lrMultiplier: number): void {
-    const [beta1, beta2] = group.betas ?? [0.9, 0.95];
     const ps = plan.params;
-    binding().adamwMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).m.handle), ps.map((p) => this.state(p).v.handle), ps.map((p) => p.grad.handle), {
-      lr: group.lr * lrMultiplier, beta1, beta2, eps: group.eps ?? 1e-8, weightDecay: group.weightDecay ?? 0, step: this.steps,
-    });
+    binding().adamwMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).m.handle), ps.map((p) => this.state(p).v.handle), ps.map((p) => p.grad.handle), this.adamwParams(group, lrMultiplier));
+  }
+
+  private adamwParams(group: AdamWGroup, lrMultiplier: number) {
+    const [beta1, beta2] = group.betas ?? [0.9, 0.95];
+    return { lr: group.lr * lrMultiplier, beta1, beta2, eps: group.eps ?? 1e-8, weightDecay: group.weightDecay ?? 0, step: this.steps };
+  }
+
+  /**
+   * ZeRO-1 AdamW: steps this rank's range, puts it in its chunk of the gather buffer and queues
+   * the all-gather; the returned function queues the wait and copies every range back into the
+   * weights (so the weights end identical on every rank).
+   */
+  private adamwShardStep(group: AdamWGroup, plan: GroupPlan, lrMultiplier: number): () => void {
+    const shard = plan.shard!;
+    const sh = this.sharding!;
+    const pieces = shard.pieces;
+    if (pieces.length > 0) {
+      binding().adamwMulti(pieces.map((x) => x.weight.handle), pieces.map((x) => x.m.handle), pieces.map((x) => x.v.handle), pieces.map((x) => x.grad.handle), this.adamwParams(group, lrMultiplier));
+      for (const x of pieces) copyInto(x.gathered, x.weight);
+    }
+    const work = sh.allGather(shard.gather);
+    return () => {
+      sh.wait(work);
+      for (const [i, p] of plan.params.entries()) copyInto(p.value, shard.outs[i]);
+    };
   }
 
   private muonStep(group: MuonGroup, plan: GroupPlan, lrMultiplier: number): void {
@@ -248,22 +425,29 @@ export class Optimizer {
     const updates = plan.batches.flatMap((b) => b.updates);
     const orthos = plan.batches.flatMap((b) => b.orthos);
     const nesterov = variant === 'extrapolated' ? false : (group.nesterov ?? true);
-    binding().muonMomentumMulti(ps.map((p) => this.state(p).momentum.handle), updates.map((t) => t.handle), ps.map((p) => p.grad.handle), group.momentum ?? 0.95, nesterov);
+    const stepped = plan.stepped;
+    if (stepped.length > 0) {
+      binding().muonMomentumMulti(stepped.map((p) => this.state(p).momentum.handle), updates.map((t) => t.handle), stepped.map((p) => p.grad.handle), group.momentum ?? 0.95, nesterov);
+    }
     const sh = this.sharding;
     if (!sh) {
-      for (const b of plan.batches) newtonSchulz(b.update, { ...group.newtonSchulz, out: b.ortho });
+      for (const b of plan.batches) newtonSchulz(b.nsIn!, { ...group.newtonSchulz, out: b.nsOut });
     } else {
       // each rank orthogonalizes its share; the gathers of earlier shapes overlap later shapes' work
       const works: unknown[] = [];
       for (const b of plan.batches) {
-        const lo = Math.min(b.params.length, sh.rank * b.chunk);
-        const hi = Math.min(b.params.length, lo + b.chunk);
-        if (hi > lo) newtonSchulz(b.update.slice(lo, hi), { ...group.newtonSchulz, out: b.ortho.slice(lo, hi) });
+        if (b.nsIn) newtonSchulz(b.nsIn, { ...group.newtonSchulz, out: b.nsOut });
+        if (this.zero1 && variant === 'normuon') {
+          // the row second moments live with the owner: normalize before the gather
+          for (let i = b.lo; i < b.hi; i++) {
+            binding().normuonNormalize(b.orthos[i].handle, this.state(b.params[i]).rowSecondMoment.handle, b.rows, b.cols, group.beta2 ?? 0.95, 1e-8);
+          }
+        }
         works.push(sh.allGather(b.ortho));
       }
       for (const w of works) sh.wait(w);
     }
-    if (variant === 'normuon') {
+    if (variant === 'normuon' && !this.zero1) {
       for (const [i, p] of ps.entries()) {
         const [rows, cols] = p.value.shape;
         binding().normuonNormalize(orthos[i].handle, this.state(p).rowSecondMoment.handle, rows, cols, group.beta2 ?? 0.95, 1e-8);
@@ -300,35 +484,138 @@ export class Optimizer {
     for (const plan of this.plans) {
       for (const p of plan.params) {
         if (p.value.disposed || p.grad.disposed) fail('ERR_DISPOSED', `${p.name}: its weight or gradient was disposed`);
-        for (const [key, t] of Object.entries(this.state(p))) if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${key} (optimizer state) was disposed`);
+        for (const [key, t] of Object.entries(this.states.get(p.name) ?? {})) if (t.disposed) fail('ERR_DISPOSED', `${p.name}.${key} (optimizer state) was disposed`);
       }
     }
-    for (const t of this.workspaces) if (t.disposed) fail('ERR_DISPOSED', 'the optimizer was disposed');
+    for (const t of [...this.workspaces, ...this.shardState]) if (t.disposed) fail('ERR_DISPOSED', 'the optimizer was disposed');
   }
 
   private hasExtrapolated(): boolean {
     return this.groups.some((g, i) => g.rule === 'muon' && g.variant === 'extrapolated' && this.plans[i].params.length > 0);
   }
 
-  /** Every state tensor by `<param name>.<state>`, plus the step count (for checkpoints). */
-  stateTensors(): { step: number; tensors: Map<string, Tensor> } {
-    const tensors = new Map<string, Tensor>();
-    for (const [name, state] of this.states) {
-      for (const [key, t] of Object.entries(state)) if (key !== 'current') tensors.set(`${name}.${key}`, t);
+  /** Every saved state tensor (name, size), in the order the unsharded state holds them ('current' is scratch, never saved). */
+  private stateLayout(): { name: string; key: string; param: OptimizedParameter; numel: number }[] {
+    const out: { name: string; key: string; param: OptimizedParameter; numel: number }[] = [];
+    for (const g of this.groups) {
+      const keys = g.rule === 'adamw' ? ['m', 'v'] : ['momentum', ...(g.variant === 'normuon' ? ['rowSecondMoment'] : []), ...(g.variant === 'extrapolated' ? ['previous'] : [])];
+      for (const p of g.params) {
+        for (const key of keys) out.push({ name: `${p.name}.${key}`, key, param: p, numel: key === 'rowSecondMoment' ? p.value.shape[0] : p.value.numel });
+      }
     }
-    return { step: this.steps, tensors };
+    return out;
   }
 
-  /** Restores state saved by stateTensors (values are copied in; shapes must match). */
+  /** Bytes this rank holds: optimizer state (with ZeRO-1, its share) and the planned workspaces. */
+  memory(): OptimizerMemory {
+    const bytes = (ts: Iterable<Tensor>) => {
+      let n = 0;
+      for (const t of ts) n += t.numel * dtypeBytes(t.dtype);
+      return n;
+    };
+    const state = [...this.states.values()].flatMap((s) => Object.values(s));
+    return { stateBytes: bytes(state) + bytes(this.shardState), workspaceBytes: bytes(this.workspaces) };
+  }
+
+  /**
+   * The full state by `<param name>.<state>` (the same tensors and names sharded or not), plus
+   * the step count, for checkpoints. With ZeRO-1 every rank must call it at the same point: the
+   * shares are all-gathered into temporary tensors (queued; reading them waits), which
+   * release() frees. Unsharded, the tensors are the live state and release() does nothing.
+   */
+  async stateTensors(): Promise<OptimizerState> {
+    const tensors = new Map<string, Tensor>();
+    if (!this.zero1) {
+      for (const [name, state] of this.states) {
+        for (const [key, t] of Object.entries(state)) if (key !== 'current') tensors.set(`${name}.${key}`, t);
+      }
+      return { step: this.steps, tensors, release: () => {} };
+    }
+    this.assertLive();
+    const sh = this.sharding!;
+    const temps: Tensor[] = [];
+    const gathered = new Map<string, Tensor>();
+    const works: unknown[] = [];
+    const temp = (shape: number[], device: Tensor['device']) => {
+      const t = zeros(shape, { device });
+      temps.push(t);
+      return t;
+    };
+    let ok = false;
+    try {
+      for (const [i, g] of this.groups.entries()) {
+        const plan = this.plans[i];
+        if (g.rule === 'muon') {
+          for (const b of plan.batches) {
+            const device = b.params[0].value.device;
+            const keys: [string, number[]][] = [['momentum', [b.rows, b.cols]], ...(g.variant === 'normuon' ? [['rowSecondMoment', [b.rows]] as [string, number[]]] : [])];
+            for (const [key, shape] of keys) {
+              // the owners' matrices land in their chunks: matrix i of the batch at row i
+              const all = temp([sh.worldSize * b.chunk, ...shape], device);
+              const at = (j: number) => {
+                const v = all.slice(j, j + 1).reshape(...shape);
+                temps.push(v);
+                return v;
+              };
+              for (let j = b.lo; j < b.hi; j++) copyInto(at(j), this.state(b.params[j])[key]);
+              works.push(sh.allGather(all));
+              b.params.forEach((p, j) => gathered.set(`${p.name}.${key}`, at(j)));
+            }
+          }
+        } else if (plan.shard) {
+          const shard = plan.shard;
+          const device = shard.gather.device;
+          for (const key of ['m', 'v'] as const) {
+            const all = temp([sh.worldSize * shard.chunk], device);
+            const own = shard[key];
+            if (own) {
+              const dst = all.slice(shard.start, shard.end);
+              temps.push(dst);
+              copyInto(dst, own);
+            }
+            works.push(sh.allGather(all));
+            g.params.forEach((p, j) => {
+              const v = all.slice(shard.offsets[j], shard.offsets[j] + p.value.numel).reshape(...p.value.shape);
+              temps.push(v);
+              gathered.set(`${p.name}.${key}`, v);
+            });
+          }
+        }
+      }
+      ok = true;
+    } finally {
+      // every queued all-gather is waited for, even when a later one failed to queue
+      for (const w of works) sh.wait(w);
+      if (!ok) temps.forEach((t) => t.dispose());
+    }
+    for (const { name, key, param } of this.stateLayout()) tensors.set(name, gathered.get(name) ?? this.state(param)[key]);
+    return { step: this.steps, tensors, release: () => temps.forEach((t) => t.dispose()) };
+  }
+
+  /**
+   * Restores the full state saved by stateTensors (values are copied in; sizes must match).
+   * With ZeRO-1 each rank keeps its share; every rank checks the whole state, so that the
+   * ranks accept or refuse a checkpoint alike.
+   */
   async loadState(step: number, values: Map<string, Float32Array>): Promise<void> {
     if (!Number.isSafeInteger(step) || step < 0) fail('ERR_CHECKPOINT', 'optimizer step must be a non-negative integer');
+    if (!(values instanceof Map)) fail('ERR_CHECKPOINT', `optimizer state must be a Map of name -> Float32Array, got ${describe(values)}`);
+    this.assertLive();
+    for (const { name, numel } of this.stateLayout()) {
+      const v = values.get(name);
+      if (!(v instanceof Float32Array) || v.length !== numel) fail('ERR_CHECKPOINT', `optimizer state ${name} is missing or has the wrong size`);
+    }
+    const load = (dst: Tensor, src: Float32Array) => {
+      using t = tensor(src, { shape: [...dst.shape] }).to(dst.device);
+      copyInto(dst, t);
+    };
     for (const [name, state] of this.states) {
-      for (const [key, t] of Object.entries(state)) {
-        if (key === 'current') continue;
-        const v = values.get(`${name}.${key}`);
-        if (!v || v.length !== t.numel) fail('ERR_CHECKPOINT', `optimizer state ${name}.${key} is missing or has the wrong size`);
-        using src = tensor(v, { shape: [...t.shape] }).to(t.device);
-        binding().copy(t.handle, src.handle);
+      for (const [key, t] of Object.entries(state)) if (key !== 'current') load(t, values.get(`${name}.${key}`)!);
+    }
+    for (const plan of this.plans) {
+      for (const x of plan.shard?.pieces ?? []) {
+        load(x.m, values.get(`${x.param.name}.m`)!.slice(x.lo, x.hi));
+        load(x.v, values.get(`${x.param.name}.v`)!.slice(x.lo, x.hi));
       }
     }
     this.steps = step;
@@ -336,7 +623,7 @@ export class Optimizer {
 
   dispose(): void {
     for (const state of this.states.values()) for (const t of Object.values(state)) t.dispose();
-    for (const t of this.workspaces) t.dispose();
+    for (const t of [...this.views, ...this.shardState, ...this.workspaces]) t.dispose();
   }
 }
 

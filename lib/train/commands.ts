@@ -17,7 +17,7 @@ import { type StepMetrics, Trainer, type TrainOptions } from './trainer.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
 import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from '../monitor/commands.js';
 import { distEnvFromProcess } from '../dist/communicator.js';
-import { type ParallelFlags, joinRun, launchLocal } from '../dist/launcher.js';
+import { type ParallelFlags, checkZero1, joinRun, launchLocal } from '../dist/launcher.js';
 
 function int(value: string | undefined, name: string): number {
   const n = Number(value);
@@ -89,12 +89,15 @@ export async function train(args: string[]): Promise<number> {
       nproc: { type: 'string' }, sync: { type: 'string', default: 'sync' }, 'inner-steps': { type: 'string', default: '50' },
       'outer-lr': { type: 'string', default: '0.7' }, 'outer-momentum': { type: 'string', default: '0.9' }, 'quant-bits': { type: 'string', default: '0' },
       'bucket-mb': { type: 'string', default: '25' }, 'bf16-reduce': { type: 'boolean', default: false }, 'no-distributed-muon': { type: 'boolean', default: false },
+      zero1: { type: 'boolean', default: false },
       'dist-timeout': { type: 'string', default: '60' }, 'dist-token': { type: 'string' }, 'dist-bind': { type: 'string' }, 'dist-store-bind': { type: 'string' },
       'baseline-tokens-per-second': { type: 'string' },
     },
     strict: true,
   });
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
+  // before starting ranks: each would refuse it
+  checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
   const env = distEnvFromProcess();
   if (values.nproc !== undefined && !env && int(values.nproc, 'nproc') > 1) {
     // start N local ranks of this same command, each with torchrun's variables set
@@ -107,7 +110,7 @@ export async function train(args: string[]): Promise<number> {
   const flags: ParallelFlags = {
     sync: values.sync as ParallelFlags['sync'], innerSteps: int(values['inner-steps'], 'inner-steps'), outerLr: num(values['outer-lr'], 'outer-lr'),
     outerMomentum: num(values['outer-momentum'], 'outer-momentum'), quantBits: quantBits as ParallelFlags['quantBits'], bucketBytes: Math.round(num(values['bucket-mb'], 'bucket-mb') * 2 ** 20),
-    bf16Reduce: values['bf16-reduce'], distributedMuon: !values['no-distributed-muon'], timeoutMs: Math.round(num(values['dist-timeout'], 'dist-timeout') * 1000),
+    bf16Reduce: values['bf16-reduce'], distributedMuon: !values['no-distributed-muon'], zero1: values.zero1, timeoutMs: Math.round(num(values['dist-timeout'], 'dist-timeout') * 1000),
     token: values['dist-token'] ?? process.env.KILN_DIST_TOKEN, bindHost: values['dist-bind'], storeBindHost: values['dist-store-bind'],
     baselineTokensPerSecond: values['baseline-tokens-per-second'] !== undefined ? num(values['baseline-tokens-per-second'], 'baseline-tokens-per-second') : undefined,
   };

@@ -348,7 +348,8 @@ export class Trainer {
     const out = this.options.out;
     if (!out && !dir) fail('ERR_ARG', 'no checkpoint directory (set out)');
     const target = dir ?? join(out!, `step-${String(this.step).padStart(6, '0')}`);
-    const state = (await this.optimizer.stateTensors()).tensors;
+    const optimizerState = await this.optimizer.stateTensors(); // ZeRO-1: gathered from every rank
+    const state = optimizerState.tensors;
     let extra: Map<string, Tensor> | undefined;
     try {
       extra = await this.options.parallel?.stateTensors?.();
@@ -359,6 +360,7 @@ export class Trainer {
       throw this.options.parallel ? await this.options.parallel.explain(e) : e;
     } finally {
       for (const t of extra?.values() ?? []) t.dispose();
+      optimizerState.release();
     }
   }
 

@@ -125,7 +125,7 @@ test('one Muon step matches the formula (nesterov on and off, both scales)', asy
       const s = scale === 'spectral' ? Math.sqrt(2) : 0.2 * Math.sqrt(32);
       const lr = 0.05;
       assertClose(await p.value.toArray(), Float64Array.from(w0, (w, i) => w * (1 - lr * 0.01) - lr * s * o[i]), 1e-6, 1e-7, `muon nesterov=${nesterov} ${scale}`);
-      assertClose(await opt.stateTensors().tensors.get('w.momentum')!.toArray(), m, 1e-6, 0, 'momentum'); // (1 - β) is rounded to f32
+      assertClose(await (await opt.stateTensors()).tensors.get('w.momentum')!.toArray(), m, 1e-6, 0, 'momentum'); // (1 - β) is rounded to f32
     }
   }
 });
@@ -152,7 +152,7 @@ test('NorMuon normalizes rows by their second-moment EMA and keeps the Frobenius
   const k = Math.sqrt(before) / Math.sqrt(after);
   const s = Math.sqrt(Math.max(1, 16 / 24));
   assertClose(await p.value.toArray(), Float64Array.from(w0, (w, i) => w - 0.1 * s * o[i] * k), 1e-5, 1e-6, 'normuon step');
-  assertClose(await opt.stateTensors().tensors.get('w.rowSecondMoment')!.toArray(), v, 1e-5, 0, 'row second moments');
+  assertClose(await (await opt.stateTensors()).tensors.get('w.rowSecondMoment')!.toArray(), v, 1e-5, 0, 'row second moments');
 });
 
 test('the extrapolated variant takes the gradient at x + β/(1−β)·(x − x_prev)', async () => {
@@ -234,7 +234,7 @@ test('optimizer state saves and restores bit for bit', async () => {
   const ps1 = make();
   const opt1 = run(ps1);
   for (let i = 0; i < 3; i++) opt1.update();
-  const saved = opt1.stateTensors();
+  const saved = await opt1.stateTensors();
   const values = new Map<string, Float32Array>();
   for (const [k, t] of saved.tensors) values.set(k, (await t.toArray()) as Float32Array);
   const ps2 = make();

@@ -11,13 +11,15 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
-import { freePort } from '../../lib/dist/launcher.js';
+import { freePort, joinRun } from '../../lib/dist/launcher.js';
+import { SyncDataParallel } from '../../lib/dist/data_parallel.js';
+import { Optimizer } from '../../lib/optim/optimizer.js';
 import { Communicator, distEnvFromProcess } from '../../lib/dist/communicator.js';
 import { DiLoCo, QUANT_BLOCK, dequantizeAdd, packedBytes, quantize } from '../../lib/dist/diloco.js';
 import { assertKilnError } from '../helpers.js';
 import { glooAvailable } from '../../lib/ops/collectives.js';
 import { preset } from '../../lib/model/config.js';
-import type { Tensor } from '../../lib/tensor.js';
+import { type Tensor, zeros } from '../../lib/tensor.js';
 import { type TrainOptions, type TrainParallel, Trainer } from '../../lib/train/trainer.js';
 import { trainDevice } from '../../lib/train/commands.js';
 import { smallConfig, weightsOf } from './common.js';
@@ -181,6 +183,107 @@ test('sync steps equal the single-process step on the global batch (Muon + AdamW
   assert.equal(r0['diloco-h1'].weights, r1['diloco-h1'].weights, 'DiLoCo ranks agree after the outer step');
   close(r0['diloco-h1'].weights, mean, 1e-6, 1e-5, 'DiLoCo H=1 weights');
   assert.is(r0['diloco-h1'].outerSteps, 1);
+});
+
+test('ZeRO-1: a step equals the single-process step and the unsharded step bit for bit (Muon + AdamW, accumulation, normuon, extrapolated); half the state per rank', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const [r0, r1] = await worker(['sync', 'zero1', 'sync-accumulation', 'zero1-accumulation', 'zero1-optimizer']);
+  for (const [name, accumulation] of [['zero1', 1], ['zero1-accumulation', 2]] as const) {
+    const single = new Trainer({ ...base, batch: 2 * B, accumulation });
+    const history = await single.run();
+    const weights = await weightsOf(single);
+    single.close();
+    assert.equal(r0[name].weights, r1[name].weights, `${name}: ranks agree bit for bit`);
+    close(r0[name].losses, history.map((m) => m.loss), 1e-5, 1e-5, `${name} loss`);
+    close(r0[name].weights, weights, 2e-5, 1e-4, `${name} weights`);
+    // the same arithmetic as the unsharded data-parallel step, only on another rank
+    const unsharded = name.replace('zero1', 'sync');
+    assert.equal(r0[name].weights, r0[unsharded].weights, `${name}: the weights of the unsharded step, bit for bit`);
+    assert.equal(r0[name].losses, r0[unsharded].losses, `${name}: the losses of the unsharded step`);
+    // the tiny model's matrices and AdamW elements split evenly: each rank holds exactly half
+    const bytes = [r0, r1].map((r) => r[name].metrics.optimizerStateBytes as number);
+    const full = r0[unsharded].metrics.optimizerStateBytes as number;
+    assert.is(r1[unsharded].metrics.optimizerStateBytes, full);
+    assert.is(bytes[0] + bytes[1], full, `${name}: the shares add up to the unsharded state (${bytes} vs ${full})`);
+    for (const b of bytes) assert.ok(Math.abs(b / full - 0.5) < 0.05, `${name}: ${b} of ${full} state bytes on a rank`);
+    assert.is(r0[name].metrics.zero1, 1);
+    assert.is(r0[unsharded].metrics.zero1, 0);
+  }
+  // uneven matrices per shape (one shape rank 1 owns none of), AdamW split inside a parameter
+  for (const variant of ['standard', 'normuon', 'extrapolated']) {
+    const [a, b] = [r0['zero1-optimizer'][variant], r1['zero1-optimizer'][variant]];
+    for (const r of [a, b]) {
+      assert.is(r.weightDiff, 0, `${variant}: ZeRO-1 weights equal the local optimizer's`);
+      assert.is(r.sharedDiff, 0, `${variant}: distributed Newton–Schulz alone too`);
+      assert.is(r.stateDiff, 0, `${variant}: the gathered state equals the local state`);
+      assert.equal(r.names[1], r.names[0], `${variant}: same state names in the same order`);
+      assert.ok(r.names[0].length >= 13);
+      assert.is(r.resumeDiff, 0, `${variant}: ZeRO-1 loaded from a full state continues like the unsharded optimizer`);
+      assert.ok(r.moved > 0, 'the continued steps moved the weights');
+      assert.is(r.refused, 'ERR_CHECKPOINT', `${variant}: an incomplete state is refused on every rank`);
+      assert.ok(r.memory.zero1.stateBytes < r.memory.local.stateBytes, `${variant}: ${JSON.stringify(r.memory)}`);
+    }
+    if (variant !== 'extrapolated') assert.is(a.memory.zero1.stateBytes + b.memory.zero1.stateBytes, a.memory.local.stateBytes, `${variant}: shares add up`);
+  }
+});
+
+test('ZeRO-1 checkpoints hold the unsharded state: a 2-rank --zero1 checkpoint resumes in one process and in 2 ranks without ZeRO-1, exactly like the unsharded run', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const [r0, r1] = await worker(['save-zero1', 'save-sync', 'straight-sync', 'resume-sync-from-zero1', 'resume-zero1-from-sync']);
+  const zero1 = r0['save-zero1'].path as string;
+  const plain = r0['save-sync'].path as string;
+  // rank 0 wrote the same tensors under the same names, byte for byte
+  for (const file of ['optimizer.safetensors', 'model.safetensors']) {
+    assert.ok(readFileSync(join(zero1, file)).equals(readFileSync(join(plain, file))), `${file} of the ZeRO-1 run equals the unsharded run's`);
+  }
+  const straight = r0['straight-sync'];
+  for (const name of ['resume-sync-from-zero1', 'resume-zero1-from-sync']) {
+    assert.equal(r0[name].steps, [3, 4], `${name}: resumed at step 2`);
+    assert.equal(r0[name].weights, r1[name].weights, `${name}: ranks agree`);
+    assert.equal(r0[name].weights, straight.weights, `${name}: continues exactly like the unsharded run`);
+    assert.equal(r0[name].losses, straight.losses.slice(2), `${name}: losses`);
+  }
+  // one process: from the ZeRO-1 checkpoint exactly as from the unsharded one, and within f32 rounding of the 2-rank run
+  const resumed: number[][] = [];
+  for (const path of [zero1, plain]) {
+    const t = new Trainer({ ...base, batch: 2 * B, steps: 4 });
+    await t.resume(path);
+    await t.run();
+    resumed.push(await weightsOf(t));
+    t.close();
+  }
+  assert.equal(resumed[0], resumed[1], 'one process resumes the ZeRO-1 checkpoint exactly as the unsharded one');
+  close(resumed[0], straight.weights, 2e-5, 1e-4, 'one process after the ZeRO-1 checkpoint vs 2 ranks straight');
+});
+
+test('kiln train --nproc 2 --zero1 reports the state bytes and saves a checkpoint one process resumes; bad combinations are refused', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const out = join(root, 'zero1-cli');
+  const args = ['train', '--preset', 'tiny', '--data', data, '--batch', '2', '--seq', '32', '--eval-every', '0', '--log-every', '1', '--out', out];
+  const run = start([cli, ...args, '--steps', '2', '--nproc', '2', '--zero1'], {});
+  assert.is(await run.code, 0, run.out());
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.is(lines.length, 2);
+  assert.is(lines[1].zero1, 1);
+  assert.ok(lines[1].optimizerStateBytes > 0 && lines[1].optimizerWorkspaceBytes > 0, JSON.stringify(lines[1]));
+  const one = start([cli, ...args, '--batch', '4', '--steps', '3', '--resume', out], {});
+  assert.is(await one.code, 0, one.out());
+  assert.match(one.out(), /resumed from .* at step 2/);
+  for (const bad of [['--sync', 'diloco'], ['--no-distributed-muon']]) {
+    const refused = start([cli, ...args, '--steps', '2', '--nproc', '2', '--zero1', ...bad], {});
+    assert.is.not(await refused.code, 0, `--zero1 ${bad.join(' ')} is refused`);
+    assert.match(refused.out(), /ERR_ARG/);
+    assert.match(refused.out(), /--zero1/);
+  }
+  const comm = await Communicator.connect({ rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: 0, config: {} });
+  await assertKilnError(() => new SyncDataParallel(comm, { zero1: true, distributedMuon: false }), 'ERR_ARG', 'distributed Muon');
+  await assertKilnError(() => joinRun({ rank: 0, worldSize: 2, localRank: 0, masterAddr: '127.0.0.1', masterPort: 1 }, base, { sync: 'diloco', zero1: true }), 'ERR_ARG', 'DiLoCo');
+  const w = { name: 'w', value: zeros([4, 4]), grad: zeros([4, 4]) };
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', lr: 0.1, params: [w] }], { zero1: true }), 'ERR_ARG', 'newtonSchulzSharding');
+  const sharding = { rank: 0, worldSize: 2, allGather: () => undefined, wait: () => {} };
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', lr: 0.1, params: [w] }], { newtonSchulzSharding: sharding, zero1: 'yes' as never }), 'ERR_ARG', 'zero1');
+  await assertKilnError(() => new Optimizer([{ rule: 'muon', lr: 0.1, params: [w] }], null as never), 'ERR_ARG', 'options');
+  await comm.close();
 });
 
 test('DiLoCo with 4- and 2-bit pseudo-gradients and error feedback converges like f32 DiLoCo, sending far fewer bytes', async () => {

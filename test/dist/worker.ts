@@ -8,11 +8,63 @@ import { join } from 'node:path';
 import { Communicator, distEnvFromProcess } from '../../lib/dist/communicator.js';
 import { SyncDataParallel } from '../../lib/dist/data_parallel.js';
 import { DiLoCo } from '../../lib/dist/diloco.js';
-import { Optimizer, type OptimizedParameter } from '../../lib/optim/optimizer.js';
-import { randn, tensor } from '../../lib/tensor.js';
+import { Optimizer, type OptimizedParameter, type OptimizerOptions, type ParamGroup } from '../../lib/optim/optimizer.js';
+import { type Tensor, randn, tensor, zeros } from '../../lib/tensor.js';
+import { copyInto } from '../../lib/ops/layers.js';
 import { type TrainOptions, Trainer } from '../../lib/train/trainer.js';
 import { weightsOf } from './common.js';
 
+type Variant = 'standard' | 'normuon' | 'extrapolated';
+
+/**
+ * Muon (one variant) + AdamW over matrices of uneven counts per shape (one shape rank 1 owns
+ * none of) and AdamW parameters whose flattened split falls inside a parameter: `steps`
+ * updates, each with fresh gradients (the same on every rank, as after the all-reduce).
+ * `from`: continue from saved weights and optimizer state, at gradient step `from.step`.
+ */
+async function optimizerRun(variant: Variant, options: OptimizerOptions, steps: number, from?: { step: number; weights: number[]; state: Map<string, Float32Array> }) {
+  const shapes = [[32, 16], [32, 16], [32, 16], [16, 48], [24, 24], [32, 16], [32, 16]];
+  const vectors = [[37], [50, 3], [11]];
+  const muon: OptimizedParameter[] = shapes.map((s, i) => ({ name: `w${i}`, value: randn(s, { seed: 7, offset: i }), grad: zeros(s) }));
+  const adamw: OptimizedParameter[] = vectors.map((s, i) => ({ name: `a${i}`, value: randn(s, { seed: 9, offset: i }), grad: zeros(s) }));
+  const all = [...muon, ...adamw];
+  if (from) {
+    let at = 0;
+    for (const p of all) {
+      p.value.write(new Float32Array(from.weights.slice(at, at + p.value.numel)));
+      at += p.value.numel;
+    }
+  }
+  const groups: ParamGroup[] = [
+    { rule: 'muon', lr: 0.05, variant, weightDecay: 0.1, params: muon, newtonSchulz: { compute: 'f32' } },
+    { rule: 'adamw', lr: 0.01, weightDecay: 0.1, params: adamw },
+  ];
+  const opt = new Optimizer(groups, options);
+  if (from) await opt.loadState(from.step, from.state);
+  const first = from?.step ?? 0;
+  for (let step = first; step < first + steps; step++) {
+    if (variant === 'extrapolated') opt.prepareGradientPoint();
+    all.forEach((p, i) => {
+      using g = randn([...p.grad.shape], { seed: 100 + step, offset: i });
+      copyInto(p.grad, g);
+    });
+    opt.update(0.9);
+  }
+  return { opt, params: all, weights: await valuesOf(all.map((p) => p.value)) };
+}
+
+async function valuesOf(ts: Iterable<Tensor>): Promise<number[]> {
+  const out: number[] = [];
+  for (const t of ts) out.push(...((await t.toArray()) as Float32Array));
+  return out;
+}
+
+/** Every rank waits here until every rank arrived (e.g. rank 0 finished writing a checkpoint). */
+async function barrier(comm: Communicator): Promise<void> {
+  using t = zeros([1]);
+  comm.wait(comm.allReduce([t], { what: 'test barrier' }));
+  await t.toArray();
+}
 
 async function main(): Promise<void> {
   const env = distEnvFromProcess()!;
@@ -22,11 +74,64 @@ async function main(): Promise<void> {
   const comm = await Communicator.connect({ ...env, config: { test: scenarios }, timeoutMs: 30_000 });
   const results: Record<string, unknown> = {};
   for (const name of scenarios) {
-    if (name === 'sync' || name === 'sync-accumulation' || name === 'sync-bf16') {
-      const parallel = new SyncDataParallel(comm, { bucketBytes: 64 * 1024, bf16Reduce: name === 'sync-bf16' });
-      const trainer = new Trainer({ ...base, accumulation: name === 'sync-accumulation' ? 2 : 1, parallel });
+    if (['sync', 'sync-accumulation', 'sync-bf16', 'zero1', 'zero1-accumulation'].includes(name)) {
+      const parallel = new SyncDataParallel(comm, { bucketBytes: 64 * 1024, bf16Reduce: name === 'sync-bf16', zero1: name.startsWith('zero1') });
+      const trainer = new Trainer({ ...base, accumulation: name.endsWith('-accumulation') ? 2 : 1, parallel });
       const history = await trainer.run();
       results[name] = { losses: history.map((m) => m.loss), weights: await weightsOf(trainer), buckets: parallel.bucketCount, metrics: history[history.length - 1] };
+      trainer.close();
+    } else if (name === 'zero1-optimizer') {
+      // each variant: ZeRO-1 against the local optimizer (weights, the gathered state), and a ZeRO-1 optimizer loaded with a full state
+      const newtonSchulzSharding = { rank: comm.rank, worldSize: comm.worldSize, allGather: (t: Tensor) => comm.allGather(t), wait: (w: unknown) => comm.wait(w as never) };
+      const maxDiff = (a: number[], b: number[]) => (a.length !== b.length ? Infinity : a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0));
+      const out: Record<string, unknown> = {};
+      for (const variant of ['standard', 'normuon', 'extrapolated'] as const) {
+        const local = await optimizerRun(variant, {}, 3);
+        const shared = await optimizerRun(variant, { newtonSchulzSharding }, 3);
+        const sharded = await optimizerRun(variant, { newtonSchulzSharding, zero1: true }, 3);
+        const localState = await local.opt.stateTensors();
+        const shardedState = await sharded.opt.stateTensors();
+        const saved = new Map<string, Float32Array>();
+        for (const [k, t] of localState.tensors) saved.set(k, (await t.toArray()) as Float32Array);
+        const stateDiff = maxDiff(await valuesOf(shardedState.tensors.values()), [...saved.values()].flatMap((v) => Array.from(v)));
+        const names = [[...localState.tensors.keys()], [...shardedState.tensors.keys()]];
+        shardedState.release();
+        // two more steps from the local run's weights and state: unsharded, and ZeRO-1 keeping its share of the full state
+        const from = { step: 3, weights: local.weights, state: saved };
+        const continued = await optimizerRun(variant, {}, 2, from);
+        const resumed = await optimizerRun(variant, { newtonSchulzSharding, zero1: true }, 2, from);
+        // a state missing one tensor (one this rank does not own, on rank 1) is refused on every rank
+        const partial = new Map(saved);
+        partial.delete('w4.momentum');
+        const refused = await resumed.opt.loadState(3, partial).then(() => 'accepted', (e: { code?: string }) => e.code);
+        out[variant] = {
+          weightDiff: maxDiff(sharded.weights, local.weights), sharedDiff: maxDiff(shared.weights, local.weights), stateDiff, names,
+          resumeDiff: maxDiff(resumed.weights, continued.weights), refused, moved: maxDiff(continued.weights, local.weights),
+          memory: { local: local.opt.memory(), shared: shared.opt.memory(), zero1: sharded.opt.memory() },
+        };
+        for (const r of [local, shared, sharded, continued, resumed]) {
+          r.opt.dispose();
+          for (const p of r.params) [p.value, p.grad].forEach((t) => t.dispose());
+        }
+      }
+      results[name] = out;
+    } else if (name === 'save-zero1' || name === 'save-sync') {
+      // 2 of 4 steps, then a checkpoint (every rank takes part, rank 0 writes)
+      const parallel = new SyncDataParallel(comm, { bucketBytes: 64 * 1024, zero1: name === 'save-zero1' });
+      const trainer = new Trainer({ ...base, steps: 4, out: join(dir, name), parallel });
+      await trainer.trainStep();
+      await trainer.trainStep();
+      const path = await trainer.save();
+      await barrier(comm);
+      results[name] = { path };
+      trainer.close();
+    } else if (name === 'straight-sync' || name === 'resume-sync-from-zero1' || name === 'resume-zero1-from-sync') {
+      // 4 steps straight, or steps 3 and 4 after the checkpoint of the other mode
+      const parallel = new SyncDataParallel(comm, { bucketBytes: 64 * 1024, zero1: name === 'resume-zero1-from-sync' });
+      const trainer = new Trainer({ ...base, steps: 4, out: join(dir, name), parallel });
+      if (name !== 'straight-sync') await trainer.resume(join(dir, name === 'resume-sync-from-zero1' ? 'save-zero1' : 'save-sync'));
+      const history = await trainer.run();
+      results[name] = { steps: history.map((m) => m.step), losses: history.map((m) => m.loss), weights: await weightsOf(trainer) };
       trainer.close();
     } else if (name === 'newton-schulz') {
       // same matrices on every rank (same seed): the sharded optimizer must match the local one
