@@ -35,6 +35,7 @@ void cuda_check(cudaError_t status, const char* what) {
 }
 
 // One collective in flight: its events on the NCCL stream, what it holds alive, its Work.
+// Shared between the queue worker (which enqueues it) and the watchdog; `mutex` guards it.
 struct Pending {
   cudaEvent_t start = nullptr;  // recorded on the NCCL stream once the producers finished
   cudaEvent_t done = nullptr;   // recorded after the NCCL calls (and the bf16 unpacking)
@@ -42,6 +43,9 @@ struct Pending {
   std::string label;
   std::vector<std::shared_ptr<void>> keep;
   uint64_t payload = 0, wire = 0;
+  // the queue worker is still inside the NCCL calls (which may block, e.g. while NCCL connects
+  // to a peer that is gone): `done` is not recorded yet; the timeout counts from the call
+  bool enqueuing = true;
   bool started = false;  // the watchdog saw `start` complete: the timeout counts from then
   Clock::time_point deadline;
 };
@@ -58,7 +62,7 @@ struct NcclCommunicator::Impl {
 
   std::mutex mutex;
   std::condition_variable wake;
-  std::deque<Pending> pending;
+  std::deque<std::shared_ptr<Pending>> pending;  // in issue order, the order they complete in
   std::string broken;  // the first failure: every later collective fails with it at once
   bool aborted = false;
   bool stopping = false;
@@ -67,17 +71,19 @@ struct NcclCommunicator::Impl {
   std::string prefix(const std::string& label) const { return "rank " + std::to_string(rank) + ": " + label + " failed: "; }
   std::string suffix() const { return " (NCCL on cuda:" + std::to_string(device) + ", collective timeout " + std::to_string(timeout_ms) + " ms)"; }
 
-  // Caller holds `mutex`. Aborts the communicator once and fails every pending collective.
+  // Caller holds `mutex`. Aborts the communicator once (ending NCCL's kernels, and NCCL calls
+  // blocked on the queue worker) and fails every pending collective.
   void break_all(const std::string& why) {
     if (broken.empty()) broken = why;
     if (!aborted && comm) {
-      api->comm_abort(comm);  // ends NCCL's kernels: the events below complete or are abandoned
+      api->comm_abort(comm);
       aborted = true;
     }
-    for (Pending& p : pending) {
-      p.work->finish(prefix(p.label) + why + suffix());
-      cudaEventDestroy(p.start);
-      cudaEventDestroy(p.done);
+    for (auto& p : pending) {
+      p->work->finish(prefix(p->label) + why + suffix());
+      cudaEventDestroy(p->start);
+      cudaEventDestroy(p->done);
+      p->start = p->done = nullptr;
     }
     pending.clear();
     (void)cudaGetLastError();
@@ -92,46 +98,53 @@ struct NcclCommunicator::Impl {
         wake.wait(lock, [this] { return stopping || !pending.empty(); });
         continue;
       }
-      Pending& p = pending.front();
-      if (!p.started) {
-        cudaError_t s = cudaEventQuery(p.start);
-        if (s == cudaSuccess) {
-          p.started = true;
-          p.deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-        } else if (s != cudaErrorNotReady) {
-          break_all(std::string("CUDA error ") + cudaGetErrorName(s) + " before the collective started");
+      std::shared_ptr<Pending> p = pending.front();
+      if (p->enqueuing) {
+        if (Clock::now() > p->deadline) {
+          break_all("NCCL did not accept the collective within " + std::to_string(timeout_ms) + " ms (a peer gone?); the NCCL communicator was aborted");
           continue;
         }
-      }
-      if (p.started) {
-        cudaError_t s = cudaEventQuery(p.done);
-        if (s == cudaSuccess) {
-          float ms = 0;
-          if (cudaEventElapsedTime(&ms, p.start, p.done) != cudaSuccess) (void)cudaGetLastError();
-          Pending finished = std::move(p);
-          pending.pop_front();
-          cudaEventDestroy(finished.start);
-          cudaEventDestroy(finished.done);
-          lock.unlock();
-          if (record) record(double(ms), finished.payload, finished.wire);
-          finished.keep.clear();  // the buffers are free for reuse only after the GPU is done
-          finished.work->finish("");
-          lock.lock();
-          continue;
+      } else {
+        if (!p->started) {
+          cudaError_t s = cudaEventQuery(p->start);
+          if (s == cudaSuccess) {
+            p->started = true;
+            p->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+          } else if (s != cudaErrorNotReady) {
+            break_all(std::string("CUDA error ") + cudaGetErrorName(s) + " before the collective started");
+            continue;
+          }
         }
-        if (s != cudaErrorNotReady) {
-          break_all(std::string("CUDA error ") + cudaGetErrorName(s) + " (" + cudaGetErrorString(s) + ")");
-          continue;
-        }
-        nccl_abi::Result async = nccl_abi::kSuccess;
-        if (api->comm_get_async_error(comm, &async) == nccl_abi::kSuccess && async != nccl_abi::kSuccess &&
-            async != nccl_abi::kInProgress) {
-          break_all(api->describe(async) + " reported asynchronously (a peer gone?)");
-          continue;
-        }
-        if (Clock::now() > p.deadline) {
-          break_all("did not complete within " + std::to_string(timeout_ms) + " ms; the NCCL communicator was aborted");
-          continue;
+        if (p->started) {
+          cudaError_t s = cudaEventQuery(p->done);
+          if (s == cudaSuccess) {
+            float ms = 0;
+            if (cudaEventElapsedTime(&ms, p->start, p->done) != cudaSuccess) (void)cudaGetLastError();
+            pending.pop_front();
+            cudaEventDestroy(p->start);
+            cudaEventDestroy(p->done);
+            p->start = p->done = nullptr;
+            lock.unlock();
+            if (record) record(double(ms), p->payload, p->wire);
+            p->keep.clear();  // the buffers go back to the allocator only once the GPU is done with them
+            p->work->finish("");
+            lock.lock();
+            continue;
+          }
+          if (s != cudaErrorNotReady) {
+            break_all(std::string("CUDA error ") + cudaGetErrorName(s) + " (" + cudaGetErrorString(s) + ")");
+            continue;
+          }
+          nccl_abi::Result async = nccl_abi::kSuccess;
+          if (api->comm_get_async_error(comm, &async) == nccl_abi::kSuccess && async != nccl_abi::kSuccess &&
+              async != nccl_abi::kInProgress) {
+            break_all(api->describe(async) + " reported asynchronously (a peer gone?)");
+            continue;
+          }
+          if (Clock::now() > p->deadline) {
+            break_all("did not complete within " + std::to_string(timeout_ms) + " ms; the NCCL communicator was aborted");
+            continue;
+          }
         }
       }
       // poll: short enough to add little to a collective's latency, long enough to stay cheap
@@ -140,10 +153,17 @@ struct NcclCommunicator::Impl {
   }
 
   // On the queue worker, device current. Orders the NCCL stream after compute, runs `issue`
-  // between the start and done events, and hands the pair to the watchdog.
+  // between the start and done events, and hands the pair to the watchdog, which watches the
+  // NCCL calls themselves too (they can block).
   std::shared_ptr<Work> launch(const std::string& label, std::vector<std::shared_ptr<void>> keep, void* compute_stream,
                                uint64_t payload, uint64_t wire, const std::function<void()>& issue) {
     auto work = std::make_shared<Work>();
+    auto p = std::make_shared<Pending>();
+    p->work = work;
+    p->label = label;
+    p->keep = std::move(keep);
+    p->payload = payload;
+    p->wire = wire;
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (stopping) fail("ERR_DIST", "rank " + std::to_string(rank) + ": the communicator is closed");
@@ -152,38 +172,48 @@ struct NcclCommunicator::Impl {
         return work;
       }
     }
-    Pending p;
-    p.work = work;
-    p.label = label;
-    p.keep = std::move(keep);
-    p.payload = payload;
-    p.wire = wire;
     cudaEvent_t ready = nullptr;
     try {
       cuda_check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
-      cuda_check(cudaEventCreate(&p.start), "cudaEventCreate");
-      cuda_check(cudaEventCreate(&p.done), "cudaEventCreate");
+      cuda_check(cudaEventCreate(&p->start), "cudaEventCreate");
+      cuda_check(cudaEventCreate(&p->done), "cudaEventCreate");
       cuda_check(cudaEventRecord(ready, static_cast<cudaStream_t>(compute_stream)), "cudaEventRecord");
       cuda_check(cudaStreamWaitEvent(stream, ready, 0), "cudaStreamWaitEvent");
       cuda_check(cudaEventDestroy(ready), "cudaEventDestroy");  // safe once recorded and waited on
       ready = nullptr;
-      cuda_check(cudaEventRecord(p.start, stream), "cudaEventRecord");
-      issue();
-      cuda_check(cudaEventRecord(p.done, stream), "cudaEventRecord");
+      cuda_check(cudaEventRecord(p->start, stream), "cudaEventRecord");
     } catch (const std::exception& e) {
       if (ready) cudaEventDestroy(ready);
-      if (p.start) cudaEventDestroy(p.start);
-      if (p.done) cudaEventDestroy(p.done);
+      if (p->start) cudaEventDestroy(p->start);
+      if (p->done) cudaEventDestroy(p->done);
       std::lock_guard<std::mutex> lock(mutex);
-      // the ranks no longer issue the same collectives: nothing later can succeed
-      break_all(e.what());
+      break_all(e.what());  // a rank that skips a collective leaves the others waiting: nothing later can succeed
       work->finish(prefix(label) + e.what() + suffix());
       return work;
     }
     {
       std::lock_guard<std::mutex> lock(mutex);
-      pending.push_back(std::move(p));
+      p->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+      pending.push_back(p);
     }
+    wake.notify_all();
+    std::string error;
+    try {
+      issue();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!p->start) return work;  // the watchdog gave up on it meanwhile (the Work already failed)
+    if (error.empty()) {
+      cudaError_t s = cudaEventRecord(p->done, stream);
+      if (s != cudaSuccess) error = std::string("cudaEventRecord: ") + cudaGetErrorName(s);
+    }
+    if (!error.empty()) {
+      break_all(error);  // finishes this Work too: it is pending
+      return work;
+    }
+    p->enqueuing = false;
     wake.notify_all();
     return work;
   }

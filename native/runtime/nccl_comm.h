@@ -7,7 +7,8 @@
 // recorded after them marks the end. A watchdog thread polls those events in issue order and
 // finishes each Work when its event completed; distWait's queue task blocks on the Work, so
 // later compute is enqueued only after the collective finished. A collective still running
-// `timeout_ms` after it started on the GPU (or an asynchronous NCCL error) makes the watchdog
+// `timeout_ms` after it started on the GPU, an NCCL call that blocks the queue worker that long
+// (NCCL connecting to a peer that is gone), or an asynchronous NCCL error makes the watchdog
 // call ncclCommAbort: that Work and every later one fail with ERR_DIST naming the rank and the
 // step label, as the Gloo communicator's do.
 #pragma once
