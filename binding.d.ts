@@ -92,6 +92,19 @@ export interface DistStats {
   collectives: number;
   /** the most recent collective alone */
   lastMs: number;
+  /** the path CUDA tensors took: 'nccl', 'gloo-staged', or '' while none ran */
+  cudaBackend: string;
+}
+
+/** Whether CUDA collectives would use NCCL (loaded at run time), and why not. */
+export interface NcclStatus {
+  available: boolean;
+  /** the library dlopen was given (libnccl.so.2, or KILN_NCCL_LIBRARY) */
+  library: string;
+  /** e.g. '2.19.3'; '' when not loaded */
+  version: string;
+  /** why not available (dlerror's text, a missing entry point, a version below 2.4, no CUDA build) */
+  reason: string;
 }
 
 /** Opaque benchmark timing mark. */
@@ -257,5 +270,7 @@ export interface KilnBinding {
   /** Counters since the last call (read after synchronize). */
   distStats(comm: NativeCommunicator): DistStats;
   distClose(comm: NativeCommunicator): void;
+  /** Loads NCCL once per process (libnccl.so.2 or KILN_NCCL_LIBRARY) and says whether CUDA collectives use it. */
+  distNcclStatus(): NcclStatus;
 
 }

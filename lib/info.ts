@@ -61,6 +61,8 @@ export interface KilnInfo {
   /** Why no CUDA device is usable, when none is. */
   cudaStatus: string;
   devices: DeviceInfo[];
+  /** multi-process collectives: Gloo compiled in (CPU tensors, and CUDA tensors staged through host memory); NCCL loaded at run time for CUDA tensors */
+  collectives?: { gloo: boolean; nccl: { available: boolean; library: string; version: string; reason: string } };
 }
 
 function versionString(v: number): string {
@@ -97,6 +99,7 @@ export function info(): KilnInfo {
       peak: datasheetPeak(d.name),
       kernels: { covered: d.kernelsCovered, via: d.kernelsVia },
     })),
+    collectives: { gloo: binding().distAvailable(), nccl: binding().distNcclStatus() },
   };
 }
 
@@ -154,6 +157,13 @@ function formatInfoUnchecked(i: KilnInfo): string {
           ? `  kernels: ${d.kernels.via}; this GPU is not among the built architectures, for its own SASS: ${REBUILD_FOR_GPU}`
           : `  kernels: ${d.kernels.via}`,
     );
+  }
+  if (i.collectives) {
+    const { gloo, nccl } = i.collectives;
+    const cuda = nccl.available
+      ? `CUDA tensors through NCCL ${nccl.version} (${nccl.library})`
+      : `CUDA tensors staged through host memory${gloo ? ' into Gloo' : ''} (NCCL not used: ${nccl.reason})`;
+    lines.push(`collectives: ${gloo ? 'Gloo' : 'no Gloo (one rank only)'}; ${cuda}; CUDA collectives are unverified without GPUs and need KILN_CUDA_DIST=1`);
   }
   return lines.join('\n');
 }

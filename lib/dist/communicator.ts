@@ -4,9 +4,10 @@
  * ops (lib/ops/collectives.ts, Gloo underneath). Training code composes `allReduce`/`allGather`
  * like any op and never names a backend.
  *
- * CUDA tensors: the collectives here take CPU tensors; a CUDA training step would stage its
- * gradients through host tensors (or NCCL, loaded at run time): neither can be checked without
- * GPUs, so a CUDA device in a multi-rank run is refused (see DataParallel).
+ * CUDA tensors: all-reduce, all-gather and broadcast go through NCCL when libnccl.so.2 loads at
+ * run time, else they are staged through host memory into Gloo (lib/ops/collectives.ts). Neither
+ * can be checked without GPUs: both are refused unless KILN_CUDA_DIST=1; `stats().cudaBackend`
+ * and `cudaCollectives()` say which one runs.
  */
 import { createHash } from 'node:crypto';
 import { KilnError, fail } from '../errors.js';
@@ -76,6 +77,8 @@ export interface CommStepStats {
   collectives: number;
   /** the most recent collective alone (benchmarks) */
   lastCollectiveMs: number;
+  /** the path CUDA tensors took: 'nccl', 'gloo-staged', or '' while none ran */
+  cudaBackend: string;
 }
 
 export class Communicator {
@@ -166,7 +169,18 @@ export class Communicator {
 
   stats(): CommStepStats {
     const s = coll.commStats(this.handle);
-    return { commMs: s.commMs, commExposedMs: s.exposedMs, commBytes: s.wireBytes, commPayloadBytes: s.payloadBytes, collectives: s.collectives, lastCollectiveMs: s.lastMs };
+    return { commMs: s.commMs, commExposedMs: s.exposedMs, commBytes: s.wireBytes, commPayloadBytes: s.payloadBytes, collectives: s.collectives, lastCollectiveMs: s.lastMs, cudaBackend: s.cudaBackend };
+  }
+
+  /** Which path collectives on CUDA tensors take in this process, for the run's log. */
+  cudaCollectives(): string {
+    const gate = coll.cudaCollectivesEnabled() ? 'enabled by KILN_CUDA_DIST=1, unverified without GPUs' : 'refused unless KILN_CUDA_DIST=1 (unverified without GPUs)';
+    const forced = process.env.KILN_DIST_CUDA_BACKEND;
+    if (forced === 'staged') return `CUDA tensors staged through host memory into Gloo (KILN_DIST_CUDA_BACKEND=staged); ${gate}`;
+    const nccl = coll.ncclStatus();
+    return nccl.available
+      ? `CUDA tensors through NCCL ${nccl.version} (${nccl.library}); ${gate}`
+      : `CUDA tensors staged through host memory into Gloo (NCCL not used: ${nccl.reason}); ${gate}`;
   }
 
   /**

@@ -100,6 +100,8 @@ export async function joinRun(env: DistEnv, options: TrainOptions, flags: Parall
   const comm = await Communicator.connect({
     ...env, config: runConfig(options, flags, env.worldSize), timeoutMs: flags.timeoutMs, token: flags.token, bindHost: flags.bindHost, storeBindHost: flags.storeBindHost,
   });
+  // the run's log says which path CUDA gradients take (NCCL or host staging into Gloo)
+  if (options.device && options.device !== 'cpu' && env.rank === 0) console.log(`collectives: ${comm.cudaCollectives()}`);
   const parallel: TrainParallel =
     flags.sync === 'diloco'
       ? new DiLoCo(comm, {

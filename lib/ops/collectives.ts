@@ -6,17 +6,18 @@
  * communication. A failed collective (a peer gone, a timeout) surfaces as ERR_DIST at the next
  * read or synchronize.
  *
- * CUDA tensors (all-reduce and all-gather) are staged through host memory in the binding:
- * written, compiled, unverified without GPUs, so refused unless KILN_CUDA_DIST=1. NCCL is not
- * wired in yet.
+ * CUDA tensors (all-reduce, all-gather, broadcast) go through NCCL, loaded at run time when
+ * libnccl.so.2 is present (native/runtime/nccl.h), else they are staged through host memory into
+ * Gloo; KILN_DIST_CUDA_BACKEND=nccl|staged forces one. Both are written and compiled but
+ * unverified without GPUs, so refused unless KILN_CUDA_DIST=1.
  */
-import type { DistConnectOptions, DistStats, NativeCommunicator, NativeWork } from '../../binding.js';
+import type { DistConnectOptions, DistStats, NativeCommunicator, NativeWork, NcclStatus } from '../../binding.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { checkTensor } from '../validate.js';
 
-export type { DistStats };
+export type { DistStats, NcclStatus };
 export type CommHandle = NativeCommunicator;
 export type Work = NativeWork;
 
@@ -29,6 +30,11 @@ function checkLabel(label: unknown): string {
   return label;
 }
 
+/** Whether collectives on CUDA tensors would use NCCL (libnccl.so.2 loaded at run time), and why not. */
+export function ncclStatus(): NcclStatus {
+  return binding().distNcclStatus();
+}
+
 export function cudaCollectivesEnabled(): boolean {
   return process.env.KILN_CUDA_DIST === '1';
 }
@@ -37,7 +43,7 @@ function hostTensor(t: Tensor, name: string, dtypes: string[] = ['f32'], staged 
   checkTensor(t, name);
   if (t.device !== 'cpu' && !(staged && cudaCollectivesEnabled())) {
     fail('ERR_DEVICE', `${name} is on ${t.device}: ` + (staged
-      ? 'collectives on CUDA tensors (staged through host memory) are written but unverified without GPUs; set KILN_CUDA_DIST=1 to run them'
+      ? 'collectives on CUDA tensors (NCCL when libnccl.so.2 loads, else staged through host memory into Gloo) are written but unverified without GPUs; set KILN_CUDA_DIST=1 to run them'
       : 'this collective takes CPU tensors'));
   }
   if (!dtypes.includes(t.dtype)) fail('ERR_DTYPE', `${name}: collectives take ${dtypes.join(' or ')}; got ${t.dtype}`);
@@ -80,7 +86,7 @@ export function allGather(comm: CommHandle, t: Tensor, worldSize: number, label:
 }
 
 export function broadcast(comm: CommHandle, t: Tensor, root: number, label: string): Work {
-  hostTensor(t, 'tensor', ['f32', 'f64', 'i32']);
+  hostTensor(t, 'tensor', ['f32', 'f64', 'i32'], true);
   if (!Number.isSafeInteger(root) || root < 0) fail('ERR_ARG', `root must be a rank, got ${root}`);
   return binding().distBroadcast(comm, t.handle, root, checkLabel(label));
 }

@@ -2,10 +2,16 @@
 // two queue tasks: the first hands the buffers to the communication thread once every op
 // enqueued before it (the producers) has run; distWait's task blocks the queue until the
 // collective finished, so the ops enqueued between the two overlap the communication.
+//
+// CUDA tensors (all-reduce, all-gather, broadcast; only with KILN_CUDA_DIST=1, unverified
+// without GPUs) take one of two paths, chosen per call by cuda_path(): NCCL (runtime/nccl_comm.h)
+// when libnccl.so.2 loads, else staged through host memory into Gloo.
 #include <cstdlib>
 #include <thread>
 
 #include "../runtime/communicator.h"
+#include "../runtime/nccl.h"
+#include "../runtime/nccl_comm.h"
 #include "binding.h"
 
 namespace kiln::binding {
@@ -53,14 +59,31 @@ void require_host_f32(const TensorRef& t, const char* name) {
   if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": this collective takes CPU tensors");
 }
 
-// CUDA tensors go through host staging buffers; unverified without a GPU, so opt-in.
+// CUDA tensors go through NCCL or host staging buffers; unverified without a GPU, so opt-in.
 void require_staging_allowed(const TensorRef& t, const char* name) {
   if (!t.device().is_cuda()) return;
   const char* env = std::getenv("KILN_CUDA_DIST");
   if (!env || std::string(env) != "1") {
     fail("ERR_DEVICE", std::string(name) + " is on " + t.device().name() +
-                           ": collectives on CUDA tensors (staged through host memory) are written but unverified without GPUs; set KILN_CUDA_DIST=1 to run them");
+                           ": collectives on CUDA tensors (NCCL when libnccl.so.2 loads, else staged through host memory into Gloo) are written but unverified without GPUs; set KILN_CUDA_DIST=1 to run them");
   }
+}
+
+// The path of a CUDA collective. KILN_DIST_CUDA_BACKEND: auto (default: NCCL when it loads and
+// this build has CUDA, else staging), nccl (an error when NCCL is missing), staged.
+enum class CudaPath { nccl, staged };
+CudaPath cuda_path() {
+  const char* env = std::getenv("KILN_DIST_CUDA_BACKEND");
+  std::string want = env && *env ? env : "auto";
+  if (want == "staged") return CudaPath::staged;
+  if (want != "auto" && want != "nccl") fail("ERR_ARG", "KILN_DIST_CUDA_BACKEND must be auto, nccl or staged; got '" + want + "'");
+  const dist::NcclStatus& nccl = dist::nccl_status();
+  if (nccl.available && build_info().cuda_compiled) return CudaPath::nccl;
+  if (want == "nccl") {
+    fail("ERR_DIST", "KILN_DIST_CUDA_BACKEND=nccl, but NCCL is not available: " +
+                         (nccl.available ? std::string("this kiln build has no CUDA") : nccl.reason));
+  }
+  return CudaPath::staged;
 }
 
 // distAvailable() -> boolean: whether this build has Gloo.
@@ -133,17 +156,25 @@ Napi::Value dist_all_reduce(const Napi::CallbackInfo& info) {
     counts.push_back(t.numel());
     keep.push_back(t.storage());
   }
+  CudaPath path = device.is_cuda() ? cuda_path() : CudaPath::staged;
   auto* w = new WorkHandle{};
   w->comm = comm;
   w->device = device;
   auto slot = w->slot;
   auto after = w->after_wait;
-  run_on(device, keep, [comm, slot, after, buffers, counts, average, bf16, label, keep, device](void*) {
+  run_on(device, keep, [comm, slot, after, buffers, counts, average, bf16, label, keep, device, path](void* stream) {
     std::vector<std::shared_ptr<void>> hold(keep.begin(), keep.end());
+    if (device.is_cuda() && path == CudaPath::nccl) {
+      auto nccl = comm->nccl(device.index);
+      comm->note_cuda_backend("nccl");
+      *slot = nccl->all_reduce(buffers, counts, average, bf16, label, std::move(hold), stream);
+      return;
+    }
     if (!device.is_cuda()) {
       *slot = comm->all_reduce(buffers, counts, average, bf16, label, std::move(hold));
       return;
     }
+    comm->note_cuda_backend("gloo-staged");
     cuda_synchronize(device.index);  // the producers ran on the device's stream
     auto staging = std::make_shared<std::vector<std::vector<float>>>(buffers.size());
     std::vector<float*> host;
@@ -199,11 +230,19 @@ Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
   int64_t chunk = int64_t(bytes / size_t(comm->world_size()));
   auto storage = t.storage();
   Device device = t.device();
-  run_on(device, {storage}, [=](void*) {
+  CudaPath path = device.is_cuda() ? cuda_path() : CudaPath::staged;
+  run_on(device, {storage}, [=](void* stream) {
     if (!device.is_cuda()) {
       *slot = comm->all_gather(data, chunk, label, {storage});
       return;
     }
+    if (path == CudaPath::nccl) {
+      auto nccl = comm->nccl(device.index);
+      comm->note_cuda_backend("nccl");
+      *slot = nccl->all_gather(data, chunk, label, {storage}, stream);
+      return;
+    }
+    comm->note_cuda_backend("gloo-staged");
     cuda_synchronize(device.index);
     auto staging = std::make_shared<std::vector<char>>(bytes);
     cuda_memcpy(staging->data(), Device{}, data, device, bytes);
@@ -213,20 +252,42 @@ Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
   return make_work(info.Env(), w);
 }
 
-// distBroadcast(comm, tensor, root, label) -> work
+// distBroadcast(comm, tensor, root, label) -> work: any dtype (bytes); a CUDA tensor goes through NCCL or host
+// staging (KILN_CUDA_DIST=1).
 Napi::Value dist_broadcast(const Napi::CallbackInfo& info) {
   auto comm = arg_comm(info, 0);
   int root = int(arg_int(info, 2, "root", 0, comm->world_size() - 1));
   std::string label = arg_string(info, 3, "label");
   TensorRef t = arg_tensor(info, 1, "tensor");
-  require_host_f32(t, "tensor");
+  require_staging_allowed(t, "tensor");
   auto* w = new WorkHandle{};
   w->comm = comm;
+  w->device = t.device();
   auto slot = w->slot;
+  auto after = w->after_wait;
   void* data = t.data();
   int64_t bytes = int64_t(t.nbytes());
   auto storage = t.storage();
-  run_on(Device{}, {storage}, [=](void*) { *slot = comm->broadcast(data, bytes, root, label, {storage}); });
+  Device device = t.device();
+  CudaPath path = device.is_cuda() ? cuda_path() : CudaPath::staged;
+  run_on(device, {storage}, [=](void* stream) {
+    if (!device.is_cuda()) {
+      *slot = comm->broadcast(data, bytes, root, label, {storage});
+      return;
+    }
+    if (path == CudaPath::nccl) {
+      auto nccl = comm->nccl(device.index);
+      comm->note_cuda_backend("nccl");
+      *slot = nccl->broadcast(data, bytes, root, label, {storage}, stream);
+      return;
+    }
+    comm->note_cuda_backend("gloo-staged");
+    cuda_synchronize(device.index);
+    auto staging = std::make_shared<std::vector<char>>(size_t(bytes));
+    cuda_memcpy(staging->data(), Device{}, data, device, size_t(bytes));
+    *slot = comm->broadcast(staging->data(), bytes, root, label, {storage, staging});
+    *after = [staging, data, bytes, device] { cuda_memcpy(data, device, staging->data(), Device{}, size_t(bytes)); };
+  });
   return make_work(info.Env(), w);
 }
 
@@ -267,6 +328,20 @@ Napi::Value dist_stats(const Napi::CallbackInfo& info) {
   o.Set("wireBytes", double(s.wire_bytes));
   o.Set("collectives", double(s.collectives));
   o.Set("lastMs", s.last_ms);
+  o.Set("cudaBackend", s.cuda_backend);
+  return o;
+}
+
+// distNcclStatus() -> {available, library, version, reason}: whether CUDA collectives would use NCCL
+// (loads libnccl.so.2, or KILN_NCCL_LIBRARY, once per process).
+Napi::Value dist_nccl_status(const Napi::CallbackInfo& info) {
+  const dist::NcclStatus& st = dist::nccl_status();
+  bool cuda = build_info().cuda_compiled;
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("available", st.available && cuda);
+  o.Set("library", st.library);
+  o.Set("version", st.version ? dist::nccl_version_string(st.version) : std::string());
+  o.Set("reason", st.available && !cuda ? std::string("this kiln build has no CUDA") : st.reason);
   return o;
 }
 
@@ -293,6 +368,7 @@ void register_dist(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "distBarrier", dist_barrier);
   set_function(env, exports, "distWait", dist_wait);
   set_function(env, exports, "distStats", dist_stats);
+  set_function(env, exports, "distNcclStatus", dist_nccl_status);
   set_function(env, exports, "distClose", dist_close);
 }
 

@@ -1,18 +1,6 @@
 // Communicator on Gloo (see communicator.h). The rendezvous store is rank 0's Node process
-// (lib/dist/store.ts); this file holds its client side, a gloo::rendezvous::Store over one TCP
-// connection. Wire protocol, little-endian:
-//   request:  u8 op ('A' auth, 'S' set, 'G' get), u32 key length, key, u32 value length, value
-//             (for 'G' the value is the timeout in milliseconds as decimal text; the store
-//             answers once the key exists or the timeout passed)
-//   response: u8 status (0 ok, 1 error), u32 length, value or error text
+// (lib/dist/store.ts); its client is store_client.h, adapted here to gloo::rendezvous::Store.
 #include "communicator.h"
-
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <deque>
@@ -20,6 +8,8 @@
 
 #include "error.h"
 #include "half.h"
+#include "nccl_comm.h"
+#include "store_client.h"
 
 #if KILN_WITH_GLOO
 #include <gloo/allgather.h>
@@ -69,94 +59,21 @@ double Work::wait() {
 #if KILN_WITH_GLOO
 namespace {
 
-// One blocking TCP connection to the rendezvous store.
-class StoreClient : public gloo::rendezvous::Store {
+// Gloo's view of the run's store (store_client.h).
+class GlooStore : public gloo::rendezvous::Store {
  public:
-  StoreClient(const std::string& host, int port, const std::string& token, const std::string& prefix, int64_t timeout_ms)
-      : prefix_(prefix), timeout_ms_(timeout_ms) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-    if (rc != 0) fail("ERR_DIST", "cannot resolve the rendezvous store " + host + ": " + gai_strerror(rc));
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    // rank 0 may not be listening yet: retry until the timeout
-    for (;;) {
-      fd_ = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
-      if (fd_ >= 0 && connect(fd_, found->ai_addr, found->ai_addrlen) == 0) break;
-      if (fd_ >= 0) close(fd_);
-      fd_ = -1;
-      if (std::chrono::steady_clock::now() > deadline) {
-        freeaddrinfo(found);
-        fail("ERR_DIST", "cannot reach the rendezvous store at " + host + ":" + std::to_string(port) + " within " +
-                             std::to_string(timeout_ms) + " ms (is rank 0 running?)");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    freeaddrinfo(found);
-    int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (!token.empty()) request('A', token, {});
-  }
-  ~StoreClient() override {
-    if (fd_ >= 0) close(fd_);
-  }
+  GlooStore(const std::string& host, int port, const std::string& token, const std::string& prefix, int64_t timeout_ms)
+      : client_(host, port, token, prefix, timeout_ms), timeout_ms_(timeout_ms) {}
 
-  void set(const std::string& key, const std::vector<char>& data) override { request('S', prefix_ + key, data); }
-  std::vector<char> get(const std::string& key) override {
-    std::string t = std::to_string(timeout_ms_);
-    return request('G', prefix_ + key, std::vector<char>(t.begin(), t.end()));
-  }
+  void set(const std::string& key, const std::vector<char>& data) override { client_.set(key, data); }
+  std::vector<char> get(const std::string& key) override { return client_.get(key, timeout_ms_); }
   void wait(const std::vector<std::string>& keys) override { wait(keys, std::chrono::milliseconds(timeout_ms_)); }
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
-    std::string t = std::to_string(timeout.count());
-    for (const auto& k : keys) request('G', prefix_ + k, std::vector<char>(t.begin(), t.end()));
+    for (const auto& k : keys) client_.get(k, timeout.count());
   }
 
  private:
-  void write_all(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
-      if (w <= 0) fail("ERR_DIST", "the rendezvous store closed the connection");
-      p += w;
-      n -= size_t(w);
-    }
-  }
-  void read_all(void* data, size_t n) {
-    char* p = static_cast<char*>(data);
-    while (n > 0) {
-      ssize_t r = ::recv(fd_, p, n, 0);
-      if (r <= 0) fail("ERR_DIST", "the rendezvous store closed the connection (rank 0 gone?)");
-      p += r;
-      n -= size_t(r);
-    }
-  }
-  std::vector<char> request(char op, const std::string& key, const std::vector<char>& value) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    uint32_t kl = htole32(uint32_t(key.size())), vl = htole32(uint32_t(value.size()));
-    std::vector<char> frame;
-    frame.push_back(op);
-    frame.insert(frame.end(), reinterpret_cast<char*>(&kl), reinterpret_cast<char*>(&kl) + 4);
-    frame.insert(frame.end(), key.begin(), key.end());
-    frame.insert(frame.end(), reinterpret_cast<char*>(&vl), reinterpret_cast<char*>(&vl) + 4);
-    frame.insert(frame.end(), value.begin(), value.end());
-    write_all(frame.data(), frame.size());
-    uint8_t status = 0;
-    uint32_t len = 0;
-    read_all(&status, 1);
-    read_all(&len, 4);
-    len = le32toh(len);
-    std::vector<char> out(len);
-    if (len) read_all(out.data(), len);
-    if (status != 0) fail("ERR_DIST", "rendezvous store: " + std::string(out.begin(), out.end()));
-    return out;
-  }
-
-  int fd_ = -1;
-  std::mutex mutex_;
-  std::string prefix_;
+  StoreClient client_;
   int64_t timeout_ms_;
 };
 
@@ -184,6 +101,7 @@ struct Communicator::Impl {
   CommStats stats;
   std::vector<char> staging;  // packed gradient buckets
   std::thread thread;
+  std::vector<std::shared_ptr<NcclCommunicator>> nccl;  // CUDA tensors, one per device used
 };
 
 Communicator::Communicator(const CommOptions& options) : options_(options), impl_(std::make_unique<Impl>()) {
@@ -198,7 +116,7 @@ Communicator::Communicator(const CommOptions& options) : options_(options), impl
       impl_->device = gloo::transport::tcp::CreateDevice(attr);
       impl_->context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.world_size);
       impl_->context->setTimeout(std::chrono::milliseconds(options.timeout_ms));
-      StoreClient store(options.store_host, options.store_port, options.token, options.prefix, options.timeout_ms);
+      GlooStore store(options.store_host, options.store_port, options.token, options.prefix, options.timeout_ms);
       impl_->context->connectFullMesh(store, impl_->device);
     } catch (const KilnException&) {
       throw;
@@ -237,6 +155,12 @@ void Communicator::close() {
   }
   impl_->wake.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
+  std::vector<std::shared_ptr<NcclCommunicator>> nccl;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    nccl.swap(impl_->nccl);
+  }
+  for (auto& n : nccl) n->close();
 #if KILN_WITH_GLOO
   impl_->context.reset();
   impl_->device.reset();
@@ -455,6 +379,34 @@ std::shared_ptr<Work> Communicator::barrier(std::string label) {
   }, {});
 }
 
+std::shared_ptr<NcclCommunicator> Communicator::nccl(int device) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (impl_->stopping) fail("ERR_DIST", "rank " + std::to_string(options_.rank) + ": the communicator is closed");
+    for (auto& n : impl_->nccl) {
+      if (n->device() == device) return n;
+    }
+  }
+  int generation = int(impl_->nccl.size());  // only the op-queue worker creates them
+  Impl* impl = impl_.get();
+  auto created = std::make_shared<NcclCommunicator>(options_, device, generation, [impl](double ms, uint64_t payload, uint64_t wire) {
+    std::lock_guard<std::mutex> lock(impl->mutex);
+    impl->stats.comm_ms += ms;
+    impl->stats.last_ms = ms;
+    impl->stats.collectives++;
+    impl->stats.payload_bytes += payload;
+    impl->stats.wire_bytes += wire;
+  });
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->nccl.push_back(created);
+  return created;
+}
+
+void Communicator::note_cuda_backend(const char* name) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->stats.cuda_backend = name;
+}
+
 void Communicator::add_exposed(double ms) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->stats.exposed_ms += ms;
@@ -464,6 +416,7 @@ CommStats Communicator::take_stats() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   CommStats s = impl_->stats;
   impl_->stats = CommStats{};
+  impl_->stats.cuda_backend = s.cuda_backend;
   return s;
 }
 

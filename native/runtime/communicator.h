@@ -48,6 +48,9 @@ struct CommStats {
   uint64_t wire_bytes = 0;
   uint64_t collectives = 0;
   double last_ms = 0;  // the most recent collective alone (benchmarks)
+  // the path CUDA tensors took: "nccl", "gloo-staged" (through host memory), or empty while
+  // no CUDA collective ran; kept across take_stats()
+  std::string cuda_backend;
 };
 
 // The completion of one collective: the communication thread marks it done (or failed); wait()
@@ -65,6 +68,8 @@ class Work {
   bool done_ = false;
   std::string error_;
 };
+
+class NcclCommunicator;  // nccl_comm.h
 
 class Communicator {
  public:
@@ -87,6 +92,12 @@ class Communicator {
   std::shared_ptr<Work> all_gather(void* buffer, int64_t chunk_bytes, std::string label, std::vector<std::shared_ptr<void>> keep);
   std::shared_ptr<Work> broadcast(void* buffer, int64_t bytes, int root, std::string label, std::vector<std::shared_ptr<void>> keep);
   std::shared_ptr<Work> barrier(std::string label);
+
+  // The NCCL communicator of CUDA device `device` (nccl_comm.h), created on first use. Creating
+  // it is collective (each rank asks for its device at the same point of the run) and blocks:
+  // call it on the op-queue worker. Its collectives count in take_stats().
+  std::shared_ptr<NcclCommunicator> nccl(int device);
+  void note_cuda_backend(const char* name);
 
   void add_exposed(double ms);
   CommStats take_stats();

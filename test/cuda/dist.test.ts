@@ -1,7 +1,8 @@
 /**
  * Collectives on CUDA tensors (staged through host memory; written, unverified here): two
- * ranks in child processes with KILN_CUDA_DIST=1 against the sums and gathers computed on the
- * host. Skipped without a GPU (failing with KILN_REQUIRE_GPU=1).
+ * ranks in child processes with KILN_CUDA_DIST=1 and KILN_DIST_CUDA_BACKEND=staged (both on
+ * cuda:0, which NCCL would refuse; NCCL has test/cuda/nccl.test.ts) against the sums and gathers
+ * computed on the host. Skipped without a GPU (failing with KILN_REQUIRE_GPU=1).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -34,7 +35,7 @@ cudaTest(test, 'all-reduce and all-gather of CUDA tensors between two ranks (hos
   const options = { config: preset('tiny'), data: out, steps: 1, batch: 1, seqLen: 8 };
   const codes = await Promise.all([0, 1].map((rank) => new Promise<number>((resolve) => {
     const child = spawn(process.execPath, [worker], {
-      env: { ...process.env, KILN_CUDA_DIST: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: '2', KILN_TEST_OUT: out, KILN_TEST_SCENARIOS: 'cuda-collectives', KILN_TEST_OPTIONS: JSON.stringify(options) },
+      env: { ...process.env, KILN_CUDA_DIST: '1', KILN_DIST_CUDA_BACKEND: 'staged', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: '2', KILN_TEST_OUT: out, KILN_TEST_SCENARIOS: 'cuda-collectives', KILN_TEST_OPTIONS: JSON.stringify(options) },
       stdio: 'inherit',
     });
     child.on('exit', (c) => resolve(c ?? 1));

@@ -11,6 +11,7 @@ import { DiLoCo } from '../../lib/dist/diloco.js';
 import { Optimizer, type OptimizedParameter, type OptimizerOptions, type ParamGroup } from '../../lib/optim/optimizer.js';
 import { type Tensor, randn, tensor, zeros } from '../../lib/tensor.js';
 import { copyInto } from '../../lib/ops/layers.js';
+import { synchronize } from '../../lib/runtime.js';
 import { type TrainOptions, Trainer } from '../../lib/train/trainer.js';
 import { weightsOf } from './common.js';
 
@@ -71,7 +72,7 @@ async function main(): Promise<void> {
   const dir = process.env.KILN_TEST_OUT!;
   const base = JSON.parse(process.env.KILN_TEST_OPTIONS!) as TrainOptions;
   const scenarios = process.env.KILN_TEST_SCENARIOS!.split(',');
-  const comm = await Communicator.connect({ ...env, config: { test: scenarios }, timeoutMs: 30_000 });
+  const comm = await Communicator.connect({ ...env, config: { test: scenarios }, timeoutMs: Number(process.env.KILN_TEST_TIMEOUT_MS ?? 30_000) });
   const results: Record<string, unknown> = {};
   for (const name of scenarios) {
     if (['sync', 'sync-accumulation', 'sync-bf16', 'zero1', 'zero1-accumulation'].includes(name)) {
@@ -184,6 +185,46 @@ async function main(): Promise<void> {
       const g = tensor(new Float32Array(8).map((_, i) => (Math.floor(i / 4) === comm.rank ? comm.rank + 0.5 : -1)), { device: 'cuda', dtype: 'bf16' });
       comm.wait(comm.allGather(g));
       results[name] = { a: Array.from(await a.toArray()), b: Array.from(await b.toArray()), g: Array.from(await g.toArray()) };
+    } else if (name === 'cuda-nccl-compare') {
+      // each rank on its own GPU (NCCL refuses two ranks on one); run with KILN_DIST_CUDA_BACKEND=nccl or =staged
+      const device = `cuda:${env.localRank}` as const;
+      const a = tensor(new Float32Array(1000).map((_, i) => i + 1000 * comm.rank), { device });
+      const b = tensor(new Float32Array(7).fill(comm.rank + 1), { device });
+      comm.wait(comm.allReduce([a, b], { average: false }));
+      const c = tensor(new Float32Array(513).map((_, i) => i * 0.37 + comm.rank), { device });
+      comm.wait(comm.allReduce([c], { average: true, bf16Wire: true }));
+      const d = tensor(new Float32Array(300).map((_, i) => Math.sin(i) * (comm.rank + 1)), { device });
+      comm.wait(comm.allReduce([d], { average: true }));
+      const g = tensor(new Float32Array(8).map((_, i) => (Math.floor(i / 4) === comm.rank ? comm.rank + 0.5 : -1)), { device, dtype: 'bf16' });
+      comm.wait(comm.allGather(g));
+      const w = tensor(new Float32Array(64).map((_, i) => (comm.rank + 1) * i), { device });
+      comm.wait(comm.broadcast(w, 1));
+      await synchronize();
+      const stats = comm.stats();
+      results[name] = {
+        a: Array.from(await a.toArray()), b: Array.from(await b.toArray()), c: Array.from(await c.toArray()), d: Array.from(await d.toArray()),
+        g: Array.from(await g.toArray()), w: Array.from(await w.toArray()), backend: stats.cudaBackend, collectives: stats.collectives, commMs: stats.commMs,
+      };
+    } else if (name === 'cuda-nccl-timeout') {
+      // one collective sets NCCL up, then rank 1 skips the next: rank 0's must fail within the timeout
+      const device = `cuda:${env.localRank}` as const;
+      const a = tensor(new Float32Array(16).fill(1), { device });
+      comm.wait(comm.allReduce([a], { average: false }));
+      await a.toArray();
+      comm.step = 5;
+      if (comm.rank === 0) {
+        const started = Date.now();
+        try {
+          comm.wait(comm.allReduce([a], { average: false, what: 'grad bucket 0' }));
+          await a.toArray();
+          results[name] = { failed: false };
+        } catch (e) {
+          results[name] = { failed: true, code: (e as { code?: string }).code, message: (e as Error).message, ms: Date.now() - started };
+        }
+      } else {
+        await new Promise((r) => setTimeout(r, 3 * Number(process.env.KILN_TEST_TIMEOUT_MS)));
+        results[name] = { skipped: true };
+      }
     } else if (name.startsWith('diloco-q')) {
       // diloco-q<bits>: H = 4, outer defaults, quantized pseudo-gradients with error feedback
       const bits = Number(name.slice('diloco-q'.length)) as 0 | 2 | 4 | 8;

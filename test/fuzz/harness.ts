@@ -137,6 +137,7 @@ export const bindingTargets: Target[] = [
   bind('distWait', async (c) => { const cm = await comm(c); return [b().distAllReduceRaw(cm, h(T(c, [4])), true, 'wait')]; }),
   bind('distStats', async (c) => [await comm(c)]),
   bind('distClose', async (c) => [await comm(c)]),
+  bind('distNcclStatus', () => []),
   // NativeTensor's own methods
   { name: 'NativeTensor.view', kind: 'binding', method: true, make: (c) => [h(T(c, [8])), 2, 4], call: ([t, ...a]) => (t as { view: (...x: unknown[]) => unknown }).view(...a) },
   { name: 'NativeTensor.dispose', kind: 'binding', method: true, make: (c) => [h(T(c, [8]))], call: ([t]) => (t as { dispose: () => void }).dispose() },

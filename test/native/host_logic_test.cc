@@ -5,18 +5,29 @@
 //   2. the paged-KV-cache predicates and messages the CPU ops and the CUDA kernels share
 //      (ops/paged_cache_checks.h, runtime/device_error.h);
 //   3. random fills' mean + std·z / low + (high - low)·u rounded twice, never fused
-//      (ops/element_access.h), the contract CUDA's __fmul_rn/__fadd_rn follow.
+//      (ops/element_access.h), the contract CUDA's __fmul_rn/__fadd_rn follow;
+//   4. NCCL at run time (runtime/nccl.h): version codes, the loader against a missing library
+//      and stand-in libraries (fake_nccl.c, paths in argv: 2.19.3, 2.8.4, 2.3.7, one without
+//      ncclAllGather), and the unique id's exchange through a store (an in-process fake).
+// Usage: host_logic_test GOOD_2_19_3 OLD_2_8_4 TOO_OLD_2_3_7 MISSING_ALLGATHER
 // Prints "ok N" and exits 0, or prints each failure and exits 1.
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "ops/cuda/matmul/matmul_path.h"
 #include "ops/element_access.h"
 #include "ops/elementwise.h"
 #include "ops/paged_cache_checks.h"
 #include "runtime/device_error.h"
+#include "runtime/error.h"
+#include "runtime/nccl.h"
 
 using namespace kiln;
 using namespace kiln::matmul_detail;
@@ -127,10 +138,137 @@ static void test_random_rounding() {
   EXPECT(fused_would_differ > 0);
 }
 
-int main() {
+static bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+static void test_nccl_versions() {
+  using namespace kiln::dist;
+  EXPECT(nccl_version_code(2, 8, 4) == 2804);   // the old encoding, up to 2.8
+  EXPECT(nccl_version_code(2, 9, 6) == 20906);  // the new one, from 2.9
+  EXPECT(nccl_version_code(2, 19, 3) == 21903);
+  EXPECT(kNcclMinimumVersion == 2400 && kNcclAvgVersion == 21000);
+  EXPECT(nccl_version_string(2708) == "2.7.8");
+  EXPECT(nccl_version_string(21903) == "2.19.3");
+  EXPECT(nccl_version_string(23100) == "2.31.0");
+  EXPECT(nccl_version_string(20906) == "2.9.6");
+  NcclVersion v = parse_nccl_version(2804);
+  EXPECT(v.major == 2 && v.minor == 8 && v.patch == 4);
+  EXPECT(parse_nccl_version(999).major == 0 && parse_nccl_version(-5).major == 0);
+  EXPECT(contains(nccl_version_string(42), "unknown"));
+}
+
+static void test_nccl_loader(const char* good, const char* old, const char* too_old, const char* missing) {
+  using namespace kiln::dist;
+  NcclApi api;
+  NcclStatus st = load_nccl("/nonexistent/kiln-test/libnccl.so.2", &api);
+  EXPECT(!st.available && st.version == 0 && api.handle == nullptr);
+  EXPECT(contains(st.reason, "cannot load /nonexistent/kiln-test/libnccl.so.2: "));
+  EXPECT(contains(st.reason, "No such file"));  // dlerror's own words
+
+  st = load_nccl(good, &api);
+  EXPECT(st.available && st.reason.empty() && st.version == 21903 && api.version == 21903);
+  EXPECT(api.get_unique_id && api.comm_init_rank && api.comm_destroy && api.comm_abort && api.comm_get_async_error &&
+         api.all_reduce && api.all_gather && api.broadcast && api.group_start && api.group_end);
+  EXPECT(api.has_avg() && api.has_bf16());
+  EXPECT(api.describe(3) == "NCCL error 3 (fake internal error)");
+
+  NcclApi older;
+  st = load_nccl(old, &older);
+  EXPECT(st.available && st.version == 2804 && !older.has_avg() && !older.has_bf16());
+
+  NcclApi refused;
+  st = load_nccl(too_old, &refused);
+  EXPECT(!st.available && refused.handle == nullptr);
+  EXPECT(contains(st.reason, "is NCCL 2.3.7") && contains(st.reason, "2.4 or later"));
+
+  st = load_nccl(missing, &refused);
+  EXPECT(!st.available && refused.handle == nullptr);
+  EXPECT(contains(st.reason, "has no ncclAllGather") && contains(st.reason, "NCCL 2.19.3"));
+}
+
+// The run's store, in process: get() waits for the key up to its timeout, as lib/dist/store.ts does.
+class FakeStore : public kiln::dist::KeyValueStore {
+ public:
+  void set(const std::string& key, const std::vector<char>& value) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    values_[key] = value;
+    cv_.notify_all();
+  }
+  std::vector<char> get(const std::string& key, int64_t timeout_ms) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return values_.count(key) > 0; })) {
+      kiln::fail("ERR_DIST", "rendezvous store: timed out after " + std::to_string(timeout_ms) + " ms waiting for " + key);
+    }
+    return values_[key];
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, std::vector<char>> values_;
+};
+
+static void test_nccl_id_exchange() {
+  using namespace kiln::dist;
+  FakeStore store;
+  std::vector<char> id(128);
+  for (size_t i = 0; i < id.size(); ++i) id[i] = char(i * 7 + 1);
+  int created = 0;
+  auto create = [&] {
+    ++created;
+    return id;
+  };
+  // rank 1 waits before rank 0 published; both end with rank 0's id, created once
+  std::vector<char> got1;
+  std::string error1;
+  std::thread r1([&] {
+    try {
+      got1 = exchange_nccl_unique_id(store, 1, "0/id", 5000, create);
+    } catch (const std::exception& e) {
+      error1 = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::vector<char> got0 = exchange_nccl_unique_id(store, 0, "0/id", 5000, create);
+  r1.join();
+  EXPECT(error1.empty());
+  EXPECT(got0 == id && got1 == id && created == 1);
+
+  // nobody publishes: the timeout becomes ERR_DIST naming the rank and the key
+  try {
+    exchange_nccl_unique_id(store, 3, "1/id", 30, create);
+    EXPECT(false);
+  } catch (const kiln::KilnException& e) {
+    EXPECT(std::string(e.code()) == "ERR_DIST");
+    EXPECT(contains(e.what(), "rank 3: waiting for rank 0's NCCL unique id (1/id) failed") && contains(e.what(), "timed out"));
+  }
+  // a value of the wrong size (not an id) is refused
+  store.set("2/id", std::vector<char>(5, 'x'));
+  try {
+    exchange_nccl_unique_id(store, 1, "2/id", 30, create);
+    EXPECT(false);
+  } catch (const kiln::KilnException& e) {
+    EXPECT(contains(e.what(), "has 5 bytes, not 128"));
+  }
+  // rank 0 whose NCCL cannot make an id
+  try {
+    exchange_nccl_unique_id(store, 0, "3/id", 30, []() -> std::vector<char> { kiln::fail("ERR_DIST", "ncclGetUniqueId: NCCL error 2"); });
+    EXPECT(false);
+  } catch (const kiln::KilnException& e) {
+    EXPECT(contains(e.what(), "rank 0: publishing NCCL unique id (3/id) failed: ncclGetUniqueId: NCCL error 2"));
+  }
+}
+
+int main(int argc, char** argv) {
+  if (argc != 5) {
+    std::printf("usage: host_logic_test GOOD_2_19_3 OLD_2_8_4 TOO_OLD_2_3_7 MISSING_ALLGATHER (stand-in NCCL libraries built from fake_nccl.c)\n");
+    return 2;
+  }
   test_matmul_path();
   test_paged_checks();
   test_random_rounding();
+  test_nccl_versions();
+  test_nccl_loader(argv[1], argv[2], argv[3], argv[4]);
+  test_nccl_id_exchange();
   if (failures) {
     std::printf("%d of %d checks failed\n", failures, checks);
     return 1;
