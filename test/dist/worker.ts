@@ -10,6 +10,7 @@ import { SyncDataParallel } from '../../lib/dist/data_parallel.js';
 import { DiLoCo } from '../../lib/dist/diloco.js';
 import { Optimizer, type OptimizedParameter } from '../../lib/optim/optimizer.js';
 import { randn, tensor } from '../../lib/tensor.js';
+import { synchronize } from '../../lib/index.js';
 import { type TrainOptions, Trainer } from '../../lib/train/trainer.js';
 import { weightsOf } from './common.js';
 
@@ -79,6 +80,47 @@ async function main(): Promise<void> {
       const g = tensor(new Float32Array(8).map((_, i) => (Math.floor(i / 4) === comm.rank ? comm.rank + 0.5 : -1)), { device: 'cuda', dtype: 'bf16' });
       comm.wait(comm.allGather(g));
       results[name] = { a: Array.from(await a.toArray()), b: Array.from(await b.toArray()), g: Array.from(await g.toArray()) };
+    } else if (name === 'diloco-plain' || name === 'diloco-p1t0') {
+      // the same 4-bit DiLoCo, without and with explicit streaming options (P = 1, τ = 0)
+      const stream = name === 'diloco-p1t0' ? { streamFragments: 1, overlapSteps: 0, mixAlpha: 0.5 } : {};
+      const parallel = new DiLoCo(comm, { innerSteps: 3, quantBits: 4, ...stream });
+      const trainer = new Trainer({ ...base, steps: 7, parallel });
+      const history = await trainer.run();
+      results[name] = { losses: history.map((m) => m.loss), weights: await weightsOf(trainer), outerSteps: parallel.outerSteps };
+      trainer.close();
+      parallel.dispose();
+    } else if (name === 'diloco-resume') {
+      // 4-bit DiLoCo, H = 2: uninterrupted 6 steps vs 2 steps, a checkpoint, a resume, 4 more
+      const make = () => new DiLoCo(comm, { innerSteps: 2, quantBits: 4 });
+      const opts = { ...base, steps: 6, out: join(dir, 'resume-run') };
+      const straight = new Trainer({ ...opts, parallel: make() });
+      await straight.run();
+      const expected = await weightsOf(straight);
+      straight.close();
+      const p1 = make();
+      const first = new Trainer({ ...opts, parallel: p1 });
+      await first.trainStep();
+      await first.trainStep();
+      const residualAtSave = Array.from((await p1.residualValues())!);
+      const saved = await first.save(join(dir, 'resume-ckpt'));
+      first.close();
+      comm.wait(comm.barrier('checkpoint written'));
+      await synchronize();
+      const p2 = make();
+      const resumed = new Trainer({ ...opts, parallel: p2 });
+      await resumed.resume(saved);
+      const residualRestored = Array.from((await p2.residualValues())!);
+      await resumed.run();
+      results[name] = { expected, weights: await weightsOf(resumed), residualAtSave, residualRestored, saved };
+      resumed.close();
+    } else if (name.startsWith('diloco-s')) {
+      // diloco-s<P>: as diloco-q0 (f32, H = 4) streamed in P fragments, overlap 1 step
+      const parallel = new DiLoCo(comm, { innerSteps: 4, streamFragments: Number(name.slice('diloco-s'.length)) });
+      const trainer = new Trainer({ ...base, steps: 24, evalEvery: 24, parallel });
+      const history = await trainer.run();
+      results[name] = { losses: history.map((m) => m.loss), valLoss: history[history.length - 1].valLoss, commBytes: history.map((m) => m.commBytes), weights: await weightsOf(trainer), peak: parallel.peakExchangePayloadBytes, outerSteps: parallel.outerSteps };
+      trainer.close();
+      parallel.dispose();
     } else if (name.startsWith('diloco-q')) {
       // diloco-q<bits>: H = 4, outer defaults, quantized pseudo-gradients with error feedback
       const bits = Number(name.slice('diloco-q'.length)) as 0 | 2 | 4 | 8;
