@@ -171,6 +171,9 @@ export class DiLoCo implements TrainParallel {
   private momentumAll?: Tensor;
   private residualAll?: Tensor;
   private anchorReady = false;
+  private trainer?: Trainer;
+  /** this rank's own inner optimizer state from a checkpoint, restored before the next step */
+  private ownOptimizerState?: Map<string, Float32Array>;
   private voteWork?: unknown;
   /** fragment outer steps applied (P per full round) */
   outerSteps = 0;
@@ -211,6 +214,7 @@ export class DiLoCo implements TrainParallel {
     if (device !== 'cpu' && this.worldSize > 1 && !cudaCollectivesEnabled()) {
       fail('ERR_DEVICE', `DiLoCo on ${device} exchanges staged copies of the pseudo-gradients: written but unverified without GPUs; set KILN_CUDA_DIST=1 to run it`);
     }
+    this.trainer = trainer;
     const params = trainer.model.parameters.map((p) => p.value);
     this.total = params.reduce((a, t) => a + t.numel, 0);
     const o = this.options;
@@ -330,6 +334,12 @@ export class DiLoCo implements TrainParallel {
 
   /** The first step (or the first after a resume without DiLoCo state) starts from the current weights: they are the anchor. */
   async beforeStep(): Promise<void> {
+    if (this.ownOptimizerState) {
+      // the trainer restored rank 0's inner optimizer state; each rank's own was saved too
+      const optimizer = this.trainer!.optimizer;
+      await optimizer.loadState(optimizer.step, this.ownOptimizerState);
+      this.ownOptimizerState = undefined;
+    }
     if (this.anchorReady) return;
     for (const f of this.fragments) f.params.forEach((p, i) => copyInto(f.currentViews[i], p));
     for (const f of this.fragments) copyInto(f.anchor, f.current);
@@ -358,6 +368,28 @@ export class DiLoCo implements TrainParallel {
       copyInto(gathered.slice(this.rank * this.total, (this.rank + 1) * this.total), this.residualAll);
       this.comm.wait(this.comm.allGather(gathered, 'DiLoCo residual all-gather (checkpoint)'));
       out.set('diloco.residual', gathered.reshape([this.worldSize, this.total]));
+      gathered.dispose();
+    }
+    if (this.worldSize > 1) {
+      // the inner optimizer state is per rank too (the trainer saves rank 0's): one all-gather of all of it
+      const state = [...this.trainer!.optimizer.stateTensors().tensors].filter(([, t]) => t.dtype === 'f32');
+      const size = state.reduce((a, [, t]) => a + t.numel, 0);
+      const all = zeros([this.worldSize * size], { device: this.anchorAll!.device });
+      let at = this.rank * size;
+      for (const [, t] of state) {
+        copyInto(all.slice(at, at + t.numel).reshape(t.shape as number[]), t);
+        at += t.numel;
+      }
+      this.comm.wait(this.comm.allGather(all, 'DiLoCo inner optimizer state all-gather (checkpoint)'));
+      at = 0;
+      for (const [key, t] of state) {
+        // [W, n]: rank r's tensor in row r (strided in the gathered buffer: copied out per rank)
+        const mine = zeros([this.worldSize, t.numel], { device: all.device });
+        for (let r = 0; r < this.worldSize; r++) copyInto(mine.slice(r, r + 1), all.slice(r * size + at, r * size + at + t.numel).reshape([1, t.numel]));
+        out.set(`diloco.rankOptimizer.${key}`, mine);
+        at += t.numel;
+      }
+      all.dispose();
     }
     if (this.fragments.some((f) => f.pending)) {
       const mean = zeros([this.total], { device: this.anchorAll!.device });
@@ -402,6 +434,14 @@ export class DiLoCo implements TrainParallel {
     } else if (this.residualAll) {
       fill(this.residualAll, 0);
     }
+    // each rank's own inner optimizer state (same world size only; otherwise rank 0's, as loaded)
+    const optimizerState = this.trainer!.optimizer.stateTensors().tensors;
+    const own = new Map<string, Float32Array>();
+    for (const [key, t] of optimizerState) {
+      const v = values.get(`diloco.rankOptimizer.${key}`);
+      if (v && v.length === this.worldSize * t.numel) own.set(key, v.subarray(this.rank * t.numel, (this.rank + 1) * t.numel));
+    }
+    this.ownOptimizerState = own.size === optimizerState.size ? own : undefined;
     const pendingMean = values.get('diloco.pendingMean');
     const since = values.get('diloco.pendingSince');
     for (const f of this.fragments) f.pending = undefined;
@@ -427,6 +467,11 @@ export class DiLoCo implements TrainParallel {
 
   explain(error: unknown): Promise<unknown> {
     return this.comm.explain(error);
+  }
+
+  /** What a checkpoint's trainer state records of this run's parallelism (not the buffers, nor the trainer it points back to). */
+  toJSON(): Record<string, unknown> {
+    return { sync: 'diloco', worldSize: this.worldSize, ...this.options };
   }
 
   /** Frees the device buffers (the trainer's close() does not know them). */
