@@ -2,7 +2,7 @@
 /**
  * WAN harness for data-parallel training (needs root, iproute2 and tc):
  *
- *   node dist/bench/dist_wan.js [--rate 100mbit] [--steps 100] [--batch 8] [--inner-steps 50] [--bits 4] [--out bench/results]
+ *   node dist/bench/dist_wan.js [--rate 100mbit] [--steps 100] [--batch 8] [--inner-steps 50] [--bits 4] [--stream-fragments 1] [--out bench/results]
  *
  * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by a veth pair (10.231.0.1 and
  * 10.231.0.2, addresses that exist only inside them), each end rate-limited with a tbf qdisc
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       rate: { type: 'string', default: '100mbit' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
-      'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, out: { type: 'string', default: 'bench/results' },
+      'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, 'stream-fragments': { type: 'string', default: '1' }, out: { type: 'string', default: 'bench/results' },
       data: { type: 'string' }, only: { type: 'string', default: 'local,sync,diloco' },
     },
   });
@@ -107,7 +107,7 @@ async function main(): Promise<void> {
     const token = randomBytes(16).toString('hex');
     for (const mode of ['sync', 'diloco'].filter((m) => only.includes(m))) {
       const out = mkdtempSync(join(tmpdir(), `kiln-wan-${mode}-`));
-      const extra = mode === 'diloco' ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!] : [];
+      const extra = mode === 'diloco' ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!, '--stream-fragments', values['stream-fragments']!] : [];
       const load = loadavg()[0];
       const ranks = await Promise.all([0, 1].map((rank) =>
         runProcess(['ip', 'netns', 'exec', NS[rank], process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
@@ -116,7 +116,7 @@ async function main(): Promise<void> {
       ranks.forEach((r, i) => {
         if (r.code !== 0) throw new Error(`${mode} rank ${i} failed:\n${r.out}`);
       });
-      results.push({ ...summarize(out, `${mode} over ${values.rate}`, 3), loadAverage: load, ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits) } : {}) });
+      results.push({ ...summarize(out, `${mode} over ${values.rate}`, 3), loadAverage: load, ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits), streamFragments: Number(values['stream-fragments']) } : {}) });
     }
   } finally {
     teardown();

@@ -32,7 +32,8 @@
  * Checkpoints (stateTensors, on every rank): the anchor and outer momentum ([N], the same on
  * every rank); the error-feedback residuals of all ranks, all-gathered into [W, N]; fragments
  * in flight: their mean pseudo-gradient ([N], zero elsewhere) and launch steps ([P], −1 when
- * idle). Resuming with the same world size restores each rank its own residual; with another
+ * idle); with W > 1 every rank's inner optimizer state ([W, n] per state tensor, since the
+ * trainer saves rank 0's). Resuming with the same world size restores each rank its own residual; with another
  * world size every rank takes the mean of the saved residuals (so the mean of the next
  * pseudo-gradients — what the outer step applies — is preserved).
  */
@@ -355,7 +356,7 @@ export class DiLoCo implements TrainParallel {
    * The DiLoCo state for a checkpoint (called on every rank at the same step; rank 0 writes):
    * anchor and outer momentum [N]; every rank's residual gathered into [W, N]; in-flight
    * exchanges received (waiting changes no arithmetic) and saved as their mean pseudo-gradient
-   * [N] with their launch steps [P]. Weights saved are rank 0's local ones: a resume continues
+   * [N] with their launch steps [P]; every rank's inner optimizer state. Weights saved are rank 0's local ones: a resume continues
    * exactly where the ranks agree (at a synchronization with overlap 0, or all fragments merged).
    */
   async stateTensors(): Promise<Map<string, Tensor>> {
