@@ -231,6 +231,14 @@ export interface KilnBinding {
   /** norm (1) f32 = global L2 norm of the tensors; scales them by min(1, maxNorm / (norm + 1e-6)) when maxNorm > 0 */
   gradNormClip(tensors: NativeTensor[], maxNorm: number, norm: NativeTensor): void;
 
+  // ---- DiLoCo outer step (native/binding/diloco_binding.cc; contract native/ops/outer_step.h) ----
+  /** packed (f32 view of packedBytes(n, bits) bytes) = quantize(anchor − current + residual); residual = Δ − dequantized (bits 0: packed = Δ in f32) */
+  pseudoGradientQuantize(packed: NativeTensor, residual: NativeTensor | null, anchor: NativeTensor, current: NativeTensor, bits: number): void;
+  /** mean (n) = average over worldSize packed pseudo-gradients laid end to end in gathered */
+  dequantizeMean(mean: NativeTensor, gathered: NativeTensor, worldSize: number, bits: number): void;
+  /** m = μm + Δ̄; anchor −= lr(nesterov ? Δ̄ + μm : m); weights = mix ? αw + (1−α)anchor : anchor */
+  outerNesterov(anchor: NativeTensor, momentum: NativeTensor, weights: NativeTensor, meanDelta: NativeTensor, lr: number, momentumFactor: number, nesterov: boolean, alpha: number, mix: boolean): void;
+
   // ---- optimizer (native/binding/optimizer_binding.cc; contracts native/ops/newton_schulz.h, optimizer.h, optimizer_cpu.h) ----
   /** CPU: f32 in/out, compute f64/f32/bf16. CUDA: f32/bf16/f16 in, f32/bf16 out, compute bf16. */
   newtonSchulz(

@@ -3,7 +3,7 @@
  * WAN harness for data-parallel training (needs root and iproute2):
  *
  *   node dist/bench/dist_wan.js [--rate 100mbit] [--delay-ms 0] [--queue-ms 100] [--steps 100] [--batch 8]
- *                               [--inner-steps 50] [--bits 4] [--outer-lr 0.7] [--outer-momentum 0.9]
+ *                               [--inner-steps 50] [--bits 4] [--outer-lr 0.7] [--outer-momentum 0.9] [--stream-fragments 1]
  *                               [--only local,sync,diloco] [--loopback] [--warm-start K] [--out bench/results]
  *
  * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by an emulated link: a relay
@@ -126,7 +126,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       rate: { type: 'string', default: '100mbit' }, 'delay-ms': { type: 'string', default: '0' }, 'queue-ms': { type: 'string', default: '100' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
-      'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, out: { type: 'string', default: 'bench/results' },
+      'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, 'stream-fragments': { type: 'string', default: '1' }, out: { type: 'string', default: 'bench/results' },
       data: { type: 'string' }, only: { type: 'string', default: 'local,sync,diloco' },
       'warm-start': { type: 'string', default: '0' }, 'outer-lr': { type: 'string' }, 'outer-momentum': { type: 'string' }, loopback: { type: 'boolean', default: false },
     },
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
       if (mode === 'sync' && warm > 0) warmCheckpoint = join(out, `step-${String(warm).padStart(6, '0')}`);
       const outer = [...(values['outer-lr'] ? ['--outer-lr', values['outer-lr']] : []), ...(values['outer-momentum'] ? ['--outer-momentum', values['outer-momentum']] : [])];
       const extra = mode === 'diloco'
-        ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!, ...outer, ...(warmCheckpoint ? ['--resume', warmCheckpoint] : [])]
+        ? ['--sync', 'diloco', '--inner-steps', values['inner-steps']!, '--quant-bits', values.bits!, '--stream-fragments', values['stream-fragments']!, ...outer, ...(warmCheckpoint ? ['--resume', warmCheckpoint] : [])]
         : warm > 0 ? ['--checkpoint-every', String(warm)] : [];
       const load = loadavg()[0];
       const port = loopback ? await freePort() : 29650;
@@ -182,7 +182,7 @@ async function main(): Promise<void> {
       });
       results.push({
         ...summarize(out, `${mode} over ${linkName}`, 3), loadAverage: load,
-        ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits), outerLr: Number(values['outer-lr'] ?? 0.7), outerMomentum: Number(values['outer-momentum'] ?? 0.9) } : {}),
+        ...(mode === 'diloco' ? { innerSteps: Number(values['inner-steps']), quantBits: Number(values.bits), outerLr: Number(values['outer-lr'] ?? 0.7), outerMomentum: Number(values['outer-momentum'] ?? 0.9), streamFragments: Number(values['stream-fragments']) } : {}),
         ...(warm > 0 ? { warmStartSteps: warm, measuredSteps: mode === 'diloco' ? Number(steps) - warm : Number(steps) } : {}),
       });
     }

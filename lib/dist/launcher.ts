@@ -18,6 +18,10 @@ export interface ParallelFlags {
   outerLr?: number;
   outerMomentum?: number;
   quantBits?: 0 | 8 | 4 | 2;
+  /** Streaming DiLoCo (see DiLoCoOptions) */
+  streamFragments?: number;
+  overlapSteps?: number;
+  mixAlpha?: number;
   bucketBytes?: number;
   bf16Reduce?: boolean;
   distributedMuon?: boolean;
@@ -106,6 +110,7 @@ export async function joinRun(env: DistEnv, options: TrainOptions, flags: Parall
     flags.sync === 'diloco'
       ? new DiLoCo(comm, {
         innerSteps: flags.innerSteps ?? 50, outerLr: flags.outerLr, outerMomentum: flags.outerMomentum, quantBits: flags.quantBits, baselineTokensPerSecond: flags.baselineTokensPerSecond,
+        streamFragments: flags.streamFragments, overlapSteps: flags.overlapSteps, mixAlpha: flags.mixAlpha,
       })
       : new SyncDataParallel(comm, { bucketBytes: flags.bucketBytes, bf16Reduce: flags.bf16Reduce, distributedMuon: flags.distributedMuon, zero1: flags.zero1, baselineTokensPerSecond: flags.baselineTokensPerSecond });
   return { parallel, comm };

@@ -4,3 +4,4 @@ export { matmul, type MatmulOptions } from './matmul.js';
 export { attention, attentionBackward, attentionDecode, kvAppend, rope, type AttentionOptions, type DecodeOptions, type PagedCache, type RopeOptions } from './attention.js';
 export { newtonSchulz, newtonSchulzFlops, type NewtonSchulzOptions } from '../optim/newton_schulz.js';
 export { copyInto, crossEntropy, embedding, embeddingBackward, fill, gradNormClip, rmsnorm, rmsnormBackward, swiglu, swigluBackward } from './layers.js';
+export { dequantizeMean, outerNesterov, pseudoGradientQuantize, type OuterNesterovOptions } from './outer_step.js';

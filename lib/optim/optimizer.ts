@@ -523,14 +523,19 @@ export class Optimizer {
    * shares are all-gathered into temporary tensors (queued; reading them waits), which
    * release() frees. Unsharded, the tensors are the live state and release() does nothing.
    */
+  /** The live state tensors by `<param name>.<state>` (not for ZeRO-1, whose state is sharded: use stateTensors()). */
+  localStateTensors(): Map<string, Tensor> {
+    if (this.zero1) fail('ERR_ARG', 'a ZeRO-1 optimizer holds only its share of the state: use stateTensors() to gather it');
+    const tensors = new Map<string, Tensor>();
+    for (const [name, state] of this.states) {
+      for (const [key, t] of Object.entries(state)) if (key !== 'current') tensors.set(`${name}.${key}`, t);
+    }
+    return tensors;
+  }
+
   async stateTensors(): Promise<OptimizerState> {
     const tensors = new Map<string, Tensor>();
-    if (!this.zero1) {
-      for (const [name, state] of this.states) {
-        for (const [key, t] of Object.entries(state)) if (key !== 'current') tensors.set(`${name}.${key}`, t);
-      }
-      return { step: this.steps, tensors, release: () => {} };
-    }
+    if (!this.zero1) return { step: this.steps, tensors: this.localStateTensors(), release: () => {} };
     this.assertLive();
     const sh = this.sharding!;
     const temps: Tensor[] = [];

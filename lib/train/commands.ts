@@ -88,6 +88,7 @@ export async function train(args: string[]): Promise<number> {
       // data parallelism (lib/dist)
       nproc: { type: 'string' }, sync: { type: 'string', default: 'sync' }, 'inner-steps': { type: 'string', default: '50' },
       'outer-lr': { type: 'string', default: '0.7' }, 'outer-momentum': { type: 'string', default: '0.9' }, 'quant-bits': { type: 'string', default: '0' },
+      'stream-fragments': { type: 'string', default: '1' }, 'overlap-steps': { type: 'string' }, 'mix-alpha': { type: 'string', default: '0.5' },
       'bucket-mb': { type: 'string', default: '25' }, 'bf16-reduce': { type: 'boolean', default: false }, 'no-distributed-muon': { type: 'boolean', default: false },
       zero1: { type: 'boolean', default: false },
       'dist-timeout': { type: 'string', default: '60' }, 'dist-token': { type: 'string' }, 'dist-bind': { type: 'string' }, 'dist-store-bind': { type: 'string' },
@@ -109,7 +110,9 @@ export async function train(args: string[]): Promise<number> {
   if (![0, 2, 4, 8].includes(quantBits)) fail('ERR_ARG', `--quant-bits must be 0, 8, 4 or 2, got ${quantBits}`);
   const flags: ParallelFlags = {
     sync: values.sync as ParallelFlags['sync'], innerSteps: int(values['inner-steps'], 'inner-steps'), outerLr: num(values['outer-lr'], 'outer-lr'),
-    outerMomentum: num(values['outer-momentum'], 'outer-momentum'), quantBits: quantBits as ParallelFlags['quantBits'], bucketBytes: Math.round(num(values['bucket-mb'], 'bucket-mb') * 2 ** 20),
+    outerMomentum: num(values['outer-momentum'], 'outer-momentum'), streamFragments: int(values['stream-fragments'], 'stream-fragments'),
+    overlapSteps: values['overlap-steps'] !== undefined ? int(values['overlap-steps'], 'overlap-steps') : undefined, mixAlpha: num(values['mix-alpha'], 'mix-alpha'),
+    quantBits: quantBits as ParallelFlags['quantBits'], bucketBytes: Math.round(num(values['bucket-mb'], 'bucket-mb') * 2 ** 20),
     bf16Reduce: values['bf16-reduce'], distributedMuon: !values['no-distributed-muon'], zero1: values.zero1, timeoutMs: Math.round(num(values['dist-timeout'], 'dist-timeout') * 1000),
     token: values['dist-token'] ?? process.env.KILN_DIST_TOKEN, bindHost: values['dist-bind'], storeBindHost: values['dist-store-bind'],
     baselineTokensPerSecond: values['baseline-tokens-per-second'] !== undefined ? num(values['baseline-tokens-per-second'], 'baseline-tokens-per-second') : undefined,

@@ -15,7 +15,8 @@ import { freePort, joinRun } from '../../lib/dist/launcher.js';
 import { SyncDataParallel } from '../../lib/dist/data_parallel.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { Communicator, distEnvFromProcess } from '../../lib/dist/communicator.js';
-import { DiLoCo, QUANT_BLOCK, dequantizeAdd, packedBytes, quantize } from '../../lib/dist/diloco.js';
+import { DiLoCo, QUANT_BLOCK, dequantizeAdd, fragmentStarts, packedBytes, quantize } from '../../lib/dist/diloco.js';
+import { loadCheckpoint } from '../../lib/train/checkpoint.js';
 import { assertKilnError } from '../helpers.js';
 import { glooAvailable } from '../../lib/ops/collectives.js';
 import { preset } from '../../lib/model/config.js';
@@ -286,10 +287,20 @@ test('kiln train --nproc 2 --zero1 reports the state bytes and saves a checkpoin
   await comm.close();
 });
 
-test('DiLoCo with 4- and 2-bit pseudo-gradients and error feedback converges like f32 DiLoCo, sending far fewer bytes', async () => {
+test('DiLoCo with 4- and 2-bit pseudo-gradients and error feedback converges like f32 DiLoCo, sending far fewer bytes; streamed in 2 fragments it converges alike with half the peak bytes', async () => {
   if (skip) return console.log('  skipped: no Gloo in this build');
-  const [r0] = await worker(['diloco-q0', 'diloco-q4', 'diloco-q2'], { ...base, batch: 8 });
+  const [r0, r1] = await worker(['diloco-q0', 'diloco-q4', 'diloco-q2', 'diloco-s2'], { ...base, batch: 8 });
   const f32 = r0['diloco-q0'];
+  const s2 = r0['diloco-s2'];
+  const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  assert.ok(avg(s2.losses.slice(-4)) < avg(s2.losses.slice(0, 4)) - 0.8, `streamed trains: ${s2.losses.map((l: number) => l.toFixed(2))}`);
+  assert.ok(Math.abs(s2.valLoss - f32.valLoss) < 0.05 * f32.valLoss, `streamed val ${s2.valLoss} vs plain ${f32.valLoss}`);
+  const peak = (r: { commBytes: number[] }) => Math.max(...r.commBytes);
+  const ratio = peak(s2) / peak(f32);
+  assert.ok(ratio > 0.4 && ratio < 0.6, `peak bytes per step: streamed ${peak(s2)} vs plain ${peak(f32)} (ratio ${ratio.toFixed(3)})`);
+  assert.equal(s2.weights, r1['diloco-s2'].weights, 'streamed ranks end on the same weights');
+  // 24 steps, H = 4, P = 2: fragment 0 syncs at 4..24 (6), fragment 1 at 2..22 (6) plus once more at the end
+  assert.is(s2.outerSteps, 13);
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   for (const name of ['diloco-q4', 'diloco-q2']) {
     const q = r0[name];
@@ -300,8 +311,63 @@ test('DiLoCo with 4- and 2-bit pseudo-gradients and error feedback converges lik
     assert.ok(bytes(q) < bytes(f32) / (name === 'diloco-q4' ? 6 : 11), `${name} bytes ${bytes(q)} vs ${bytes(f32)}`);
     // every step sends its 4-byte stop vote; the pseudo-gradients go on the 6 outer steps only
     assert.is(q.commBytes.filter((b: number) => b > 64).length, 6, 'pseudo-gradient bytes only on the 6 outer steps');
-    assert.ok(q.commBytes.every((b: number) => b > 0), 'a stop vote every step');
+    // each step sends a 4-byte stop vote; a vote is counted when its all-reduce finishes, which
+    // may fall in its own step or the next, so a step counts 0, 1 or 2 of them
+    const votes = q.commBytes.filter((b: number) => b <= 64);
+    assert.ok(votes.every((b: number) => b <= 8) && votes.reduce((a: number, b: number) => a + b, 0) >= 4 * 12, `stop votes: ${q.commBytes}`);
   }
+});
+
+test('DiLoCo streaming with P = 1, τ = 0 is plain DiLoCo exactly (4-bit, steps not a multiple of H)', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const [r0, r1] = await worker(['diloco-plain', 'diloco-p1t0']);
+  for (const r of [r0, r1]) assert.equal(r['diloco-p1t0'].weights, r['diloco-plain'].weights);
+  assert.equal(r0['diloco-plain'].weights, r1['diloco-plain'].weights);
+  assert.is(r0['diloco-plain'].outerSteps, 3);
+});
+
+test('a quantized DiLoCo run stopped at a checkpoint and resumed continues exactly: every rank gets its own error-feedback residual back', async () => {
+  if (skip) return console.log('  skipped: no Gloo in this build');
+  const [r0, r1] = await worker(['diloco-resume']);
+  for (const r of [r0, r1]) {
+    const x = r['diloco-resume'];
+    assert.ok(x.residualAtSave.some((v: number) => v !== 0), 'the residual is not trivially zero');
+    assert.equal(x.residualRestored, x.residualAtSave, `rank residual restored`);
+    close(x.weights, x.expected, 0, 0, 'resumed weights');
+  }
+  assert.not.equal(r0['diloco-resume'].residualAtSave, r1['diloco-resume'].residualAtSave, 'the ranks\' residuals differ');
+  const c = loadCheckpoint(r0['diloco-resume'].saved);
+  assert.is(c.optimizer!.get('diloco.residual')!.length, 2 * r0['diloco-resume'].residualAtSave.length, 'the checkpoint holds [W, N] residuals');
+});
+
+test('DiLoCo residuals after a world-size change: every rank starts from the mean of the saved ranks\' residuals', async () => {
+  const comm = await Communicator.connect({ rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: 0, config: {} });
+  const parallel = new DiLoCo(comm, { innerSteps: 2, quantBits: 4 });
+  const trainer = new Trainer({ ...base, parallel });
+  const n = trainer.model.parameters.reduce((a, p) => a + p.value.numel, 0);
+  const saved = new Float32Array(3 * n).map((_, i) => Math.sin(i) * (1 + Math.floor(i / n)));
+  parallel.loadState(new Map([['diloco.residual', saved]]));
+  const got = (await parallel.residualValues())!;
+  const expected = new Float32Array(n).map((_, i) => (saved[i] + saved[n + i] + saved[2 * n + i]) / 3);
+  close(Array.from(got), Array.from(expected), 1e-7, 1e-6, 'mean residual');
+  parallel.loadState(new Map([['diloco.residual', saved.subarray(n, 2 * n)]]));
+  close(Array.from((await parallel.residualValues())!), Array.from(saved.subarray(n, 2 * n)), 0, 0, 'same world size: own residual');
+  await assertKilnError(() => parallel.loadState(new Map([['diloco.residual', new Float32Array(n + 1)]])), 'ERR_CHECKPOINT');
+  trainer.close();
+  parallel.dispose();
+  await comm.close();
+});
+
+test('DiLoCo streaming options are checked', async () => {
+  const comm = await Communicator.connect({ rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: 0, config: {} });
+  await assertKilnError(() => new DiLoCo(comm, { innerSteps: 4, overlapSteps: 4 }), 'ERR_ARG');
+  await assertKilnError(() => new DiLoCo(comm, { innerSteps: 4, streamFragments: 5 }), 'ERR_ARG');
+  await assertKilnError(() => new DiLoCo(comm, { innerSteps: 4, streamFragments: 2, mixAlpha: 1.5 }), 'ERR_ARG');
+  assert.equal(fragmentStarts([10, 10, 10, 10], 2), [0, 2]);
+  assert.equal(fragmentStarts([1, 100, 1], 3), [0, 1, 2]);
+  assert.equal(fragmentStarts([5], 1), [0]);
+  await assertKilnError(() => fragmentStarts([5, 5], 3), 'ERR_ARG');
+  await comm.close();
 });
 
 test('killing a rank stops the other with ERR_DIST naming it; the run resumes from its last checkpoint (kiln train --nproc 2)', async () => {
@@ -332,18 +398,20 @@ test('killing a rank stops the other with ERR_DIST naming it; the run resumes fr
   assert.is(last.worldSize, 2);
 });
 
-test('a stop asked of one rank stops every rank after the same step (sync, and DiLoCo with a last outer step)', async () => {
+test('a stop asked of one rank stops every rank after the same step (sync: that step; DiLoCo: the next, then a last outer step)', async () => {
   if (skip) return console.log('  skipped: no Gloo in this build');
   const [r0, r1] = await worker(['stop-sync', 'stop-diloco']);
-  for (const name of ['stop-sync', 'stop-diloco']) {
+  // rank 1 asks after its step 3: its vote travels in step 4; sync sums it with step 4's
+  // gradients, DiLoCo's vote all-reduce gets one more step to arrive
+  for (const [name, last] of [['stop-sync', 4], ['stop-diloco', 5]] as const) {
     for (const r of [r0, r1]) {
-      assert.equal(r[name].steps, [1, 2, 3, 4], `${name}: rank stopped after step 4`);
+      assert.equal(r[name].steps, Array.from({ length: last }, (_, i) => i + 1), `${name}: rank stopped after step ${last}`);
       assert.ok(r[name].stopping, `${name}: the trainer reports the stop`);
     }
     assert.equal(r0[name].weights, r1[name].weights, `${name}: the ranks end on the same weights`);
   }
-  // step 4 is DiLoCo's first synchronization (H = 4): nothing extra; the sync run's stop is mid-run
-  assert.is(r0['stop-diloco'].outerSteps, 1);
+  // H = 4: the outer step at 4, and one more when the loop ends at 5
+  assert.is(r0['stop-diloco'].outerSteps, 2);
 });
 
 test('DiLoCo ends on the ranks\' common anchor when the run stops between synchronizations', async () => {

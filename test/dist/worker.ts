@@ -164,7 +164,7 @@ async function main(): Promise<void> {
       results[name] = { losses: history.map((m) => m.loss), weights: await weightsOf(trainer), outerSteps: parallel.outerSteps };
       trainer.close();
     } else if (name === 'stop-sync' || name === 'stop-diloco') {
-      // only rank 1 is asked to stop (after its step 3): both ranks must leave after step 4, the step that carried the vote
+      // only rank 1 is asked to stop (after its step 3): every rank must leave after the same step (sync 4, DiLoCo 5)
       const parallel = name === 'stop-sync' ? new SyncDataParallel(comm, { bucketBytes: 64 * 1024 }) : new DiLoCo(comm, { innerSteps: 4, outerLr: 0.7 });
       const trainer = new Trainer({ ...base, steps: 20, parallel });
       if (comm.rank === 1) trainer.onStep((m, t) => m.step === 3 && t.requestStop());
@@ -225,6 +225,47 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 3 * Number(process.env.KILN_TEST_TIMEOUT_MS)));
         results[name] = { skipped: true };
       }
+    } else if (name === 'diloco-plain' || name === 'diloco-p1t0') {
+      // the same 4-bit DiLoCo, without and with explicit streaming options (P = 1, τ = 0)
+      const stream = name === 'diloco-p1t0' ? { streamFragments: 1, overlapSteps: 0, mixAlpha: 0.5 } : {};
+      const parallel = new DiLoCo(comm, { innerSteps: 3, quantBits: 4, ...stream });
+      const trainer = new Trainer({ ...base, steps: 7, parallel });
+      const history = await trainer.run();
+      results[name] = { losses: history.map((m) => m.loss), weights: await weightsOf(trainer), outerSteps: parallel.outerSteps };
+      trainer.close();
+      parallel.dispose();
+    } else if (name === 'diloco-resume') {
+      // 4-bit DiLoCo, H = 2: uninterrupted 6 steps vs 2 steps, a checkpoint, a resume, 4 more
+      const make = () => new DiLoCo(comm, { innerSteps: 2, quantBits: 4 });
+      const opts = { ...base, steps: 6, out: join(dir, 'resume-run') };
+      const straight = new Trainer({ ...opts, parallel: make() });
+      await straight.run();
+      const expected = await weightsOf(straight);
+      straight.close();
+      const p1 = make();
+      const first = new Trainer({ ...opts, parallel: p1 });
+      await first.trainStep();
+      await first.trainStep();
+      const residualAtSave = Array.from((await p1.residualValues())!);
+      const saved = await first.save(join(dir, 'resume-ckpt'));
+      first.close();
+      comm.wait(comm.barrier('checkpoint written'));
+      await synchronize();
+      const p2 = make();
+      const resumed = new Trainer({ ...opts, parallel: p2 });
+      await resumed.resume(saved);
+      const residualRestored = Array.from((await p2.residualValues())!);
+      await resumed.run();
+      results[name] = { expected, weights: await weightsOf(resumed), residualAtSave, residualRestored, saved };
+      resumed.close();
+    } else if (name.startsWith('diloco-s')) {
+      // diloco-s<P>: as diloco-q0 (f32, H = 4) streamed in P fragments, overlap 1 step
+      const parallel = new DiLoCo(comm, { innerSteps: 4, streamFragments: Number(name.slice('diloco-s'.length)) });
+      const trainer = new Trainer({ ...base, steps: 24, evalEvery: 24, parallel });
+      const history = await trainer.run();
+      results[name] = { losses: history.map((m) => m.loss), valLoss: history[history.length - 1].valLoss, commBytes: history.map((m) => m.commBytes), weights: await weightsOf(trainer), peak: parallel.peakExchangePayloadBytes, outerSteps: parallel.outerSteps };
+      trainer.close();
+      parallel.dispose();
     } else if (name.startsWith('diloco-q')) {
       // diloco-q<bits>: H = 4, outer defaults, quantized pseudo-gradients with error feedback
       const bits = Number(name.slice('diloco-q'.length)) as 0 | 2 | 4 | 8;
