@@ -4,7 +4,7 @@
  *
  *   node dist/bench/dist_wan.js [--rate 100mbit] [--delay-ms 0] [--queue-ms 100] [--steps 100] [--batch 8]
  *                               [--inner-steps 50] [--bits 4] [--outer-lr 0.7] [--outer-momentum 0.9] [--stream-fragments 1]
- *                               [--only local,sync,diloco] [--loopback] [--warm-start K] [--out bench/results]
+ *                               [--only local,sync,diloco] [--loopback] [--warm-start K] [--no-pin] [--out bench/results]
  *
  * Two network namespaces (kiln_wan_a, kiln_wan_b) joined by an emulated link: a relay
  * (bench/peers/wan_link.cc, compiled here with g++) holds one TUN device in each and moves
@@ -24,7 +24,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -128,9 +128,14 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '100mbit' }, 'delay-ms': { type: 'string', default: '0' }, 'queue-ms': { type: 'string', default: '100' }, steps: { type: 'string', default: '100' }, batch: { type: 'string', default: '8' },
       'inner-steps': { type: 'string', default: '50' }, bits: { type: 'string', default: '4' }, 'stream-fragments': { type: 'string', default: '1' }, out: { type: 'string', default: 'bench/results' },
       data: { type: 'string' }, only: { type: 'string', default: 'local,sync,diloco' },
-      'warm-start': { type: 'string', default: '0' }, 'outer-lr': { type: 'string' }, 'outer-momentum': { type: 'string' }, loopback: { type: 'boolean', default: false },
+      'warm-start': { type: 'string', default: '0' }, 'no-pin': { type: 'boolean', default: false }, 'outer-lr': { type: 'string' }, 'outer-momentum': { type: 'string' }, loopback: { type: 'boolean', default: false },
     },
   });
+  // each 1-thread rank on a core of its own (the lone rank on core 0): unpinned, the scheduler
+  // moved the processes between our two cores and the same run's median step varied by 25%
+  const cores = cpus().length;
+  const pinned = !values['no-pin'] && cores >= 2 && sh(['taskset', '-c', '0', 'true'], true);
+  const pin = (rank: number): string[] => (pinned ? ['taskset', '-c', String(rank % cores)] : []);
   const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
   if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
   const steps = values.steps!;
@@ -148,11 +153,15 @@ async function main(): Promise<void> {
   try {
     const only = values.only!.split(',');
     if (only.includes('local')) {
-      const out = mkdtempSync(join(tmpdir(), 'kiln-wan-local-'));
-      const load = loadavg()[0];
-      const r = await runProcess([process.execPath, cli, ...common, '--out', out], { KILN_NUM_THREADS: '1' });
-      if (r.code !== 0) throw new Error(r.out);
-      results.push({ ...summarize(out, 'local (1 rank)', 3), loadAverage: load });
+      // pinned: one lone rank on each core the ranks use (our VM's second core ran the same
+      // step about 25% slower than the first, so one core's figure alone would flatter or wrong the pair)
+      for (const core of pinned ? [0, 1] : [undefined]) {
+        const out = mkdtempSync(join(tmpdir(), 'kiln-wan-local-'));
+        const load = loadavg()[0];
+        const r = await runProcess([...(core === undefined ? [] : pin(core)), process.execPath, cli, ...common, '--out', out], { KILN_NUM_THREADS: '1' });
+        if (r.code !== 0) throw new Error(r.out);
+        results.push({ ...summarize(out, core === undefined ? 'local (1 rank)' : `local (1 rank, core ${core})`, 3), loadAverage: load, ...(core === undefined ? {} : { core }) });
+      }
     }
     const token = randomBytes(16).toString('hex');
     // --warm-start K (the DiLoCo paper's protocol: DiLoCo from a model trained synchronously):
@@ -173,8 +182,8 @@ async function main(): Promise<void> {
       const port = loopback ? await freePort() : 29650;
       const ranks = await Promise.all([0, 1].map((rank) =>
         runProcess(loopback
-          ? [process.execPath, cli, ...common, '--out', out, ...extra]
-          : ['ip', 'netns', 'exec', NS[rank], process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
+          ? [...pin(rank), process.execPath, cli, ...common, '--out', out, ...extra]
+          : ['ip', 'netns', 'exec', NS[rank], ...pin(rank), process.execPath, cli, ...common, '--out', out, ...extra, '--dist-bind', ADDR[rank], '--dist-store-bind', ADDR[0], '--dist-token', token], {
           MASTER_ADDR: loopback ? '127.0.0.1' : ADDR[0], MASTER_PORT: String(port), RANK: String(rank), LOCAL_RANK: '0', WORLD_SIZE: '2', KILN_NUM_THREADS: '1',
         })));
       ranks.forEach((r, i) => {
@@ -195,9 +204,18 @@ async function main(): Promise<void> {
   const local = results.find((r) => String(r.name).startsWith('local'));
   const sync = results.find((r) => String(r.name).startsWith('sync'));
   const diloco = results.find((r) => String(r.name).startsWith('diloco'));
+  const verdictBase = { pinnedToCores: pinned };
   const verdict: Record<string, unknown> = loopback ? { note, link: 'loopback', steps: Number(steps) } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps) };
+  Object.assign(verdict, verdictBase);
   if (Number(values['warm-start']) > 0) verdict.warmStartSteps = Number(values['warm-start']);
-  if (local && diloco) verdict.dilocoPerRankTokensPerSecondOfLocal = (diloco.tokensPerSecond as number) / 2 / (local.tokensPerSecond as number);
+  const locals = results.filter((r) => String(r.name).startsWith('local'));
+  if (local && diloco) {
+    // against the mean of the lone ranks (rank r of the pair runs on core r), and against each
+    const perRank = (diloco.tokensPerSecond as number) / 2;
+    const meanLocal = locals.reduce((a, r) => a + (r.tokensPerSecond as number), 0) / locals.length;
+    verdict.dilocoPerRankTokensPerSecondOfLocal = perRank / meanLocal;
+    for (const r of locals) if (r.core !== undefined) verdict[`dilocoPerRankTokensPerSecondOfLocalCore${r.core}`] = perRank / (r.tokensPerSecond as number);
+  }
   if (sync && diloco) verdict.dilocoValLossVsSync = (diloco.valLoss as number) / (sync.valLoss as number) - 1;
   console.log(JSON.stringify(verdict));
   console.log(`wrote ${writeResults(values.out!, 'dist-wan', [...results, verdict])}`);
