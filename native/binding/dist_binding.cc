@@ -212,14 +212,13 @@ Napi::Value dist_all_reduce_raw(const Napi::CallbackInfo& info) {
   return make_work(info.Env(), w);
 }
 
-// distAllGather(comm, tensor, label) -> work: tensor holds worldSize equal chunks; this rank's chunk is the input.
-// Any dtype (bytes); a CUDA tensor is staged through host memory (KILN_CUDA_DIST=1).
-Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
-  auto comm = arg_comm(info, 0);
-  std::string label = arg_string(info, 2, "label");
-  TensorRef t = arg_tensor(info, 1, "tensor");
-  require_staging_allowed(t, "tensor");
-  if (t.nbytes() % size_t(comm->world_size()) != 0) fail("ERR_SHAPE", "all-gather: the buffer is not worldSize equal chunks");
+// Queues a collective over a tensor's bytes in place (all-gather, broadcast): on the host
+// through Gloo; a CUDA tensor through NCCL, or staged through a host copy into Gloo and copied
+// back up after the wait (KILN_CUDA_DIST=1). `on_host` and `on_nccl` issue the collective on
+// a buffer of `bytes` bytes.
+template <typename OnHost, typename OnNccl>
+Napi::Value queue_bytes_collective(const Napi::CallbackInfo& info, const std::shared_ptr<Communicator>& comm, const TensorRef& t,
+                                   OnHost on_host, OnNccl on_nccl) {
   auto* w = new WorkHandle{};
   w->comm = comm;
   w->device = t.device();
@@ -227,29 +226,43 @@ Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
   auto after = w->after_wait;
   void* data = t.data();
   size_t bytes = t.nbytes();
-  int64_t chunk = int64_t(bytes / size_t(comm->world_size()));
   auto storage = t.storage();
   Device device = t.device();
   CudaPath path = device.is_cuda() ? cuda_path() : CudaPath::staged;
   run_on(device, {storage}, [=](void* stream) {
     if (!device.is_cuda()) {
-      *slot = comm->all_gather(data, chunk, label, {storage});
+      *slot = on_host(data, std::vector<std::shared_ptr<void>>{storage});
       return;
     }
     if (path == CudaPath::nccl) {
-      auto nccl = comm->nccl(device.index);
       comm->note_cuda_backend("nccl");
-      *slot = nccl->all_gather(data, chunk, label, {storage}, stream);
+      *slot = on_nccl(comm->nccl(device.index), data, std::vector<std::shared_ptr<void>>{storage}, stream);
       return;
     }
     comm->note_cuda_backend("gloo-staged");
     cuda_synchronize(device.index);
     auto staging = std::make_shared<std::vector<char>>(bytes);
     cuda_memcpy(staging->data(), Device{}, data, device, bytes);
-    *slot = comm->all_gather(staging->data(), chunk, label, {storage, staging});
+    *slot = on_host(staging->data(), std::vector<std::shared_ptr<void>>{storage, staging});
     *after = [staging, data, bytes, device] { cuda_memcpy(data, device, staging->data(), Device{}, bytes); };
   });
   return make_work(info.Env(), w);
+}
+
+// distAllGather(comm, tensor, label) -> work: tensor holds worldSize equal chunks; this rank's chunk is the input.
+// Any dtype (bytes); a CUDA tensor goes through NCCL or host staging (KILN_CUDA_DIST=1).
+Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
+  auto comm = arg_comm(info, 0);
+  std::string label = arg_string(info, 2, "label");
+  TensorRef t = arg_tensor(info, 1, "tensor");
+  require_staging_allowed(t, "tensor");
+  if (t.nbytes() % size_t(comm->world_size()) != 0) fail("ERR_SHAPE", "all-gather: the buffer is not worldSize equal chunks");
+  int64_t chunk = int64_t(t.nbytes() / size_t(comm->world_size()));
+  return queue_bytes_collective(
+      info, comm, t, [=](void* buffer, std::vector<std::shared_ptr<void>> keep) { return comm->all_gather(buffer, chunk, label, std::move(keep)); },
+      [=](const std::shared_ptr<dist::NcclCommunicator>& nccl, void* buffer, std::vector<std::shared_ptr<void>> keep, void* stream) {
+        return nccl->all_gather(buffer, chunk, label, std::move(keep), stream);
+      });
 }
 
 // distBroadcast(comm, tensor, root, label) -> work: any dtype (bytes); a CUDA tensor goes through NCCL or host
@@ -260,35 +273,12 @@ Napi::Value dist_broadcast(const Napi::CallbackInfo& info) {
   std::string label = arg_string(info, 3, "label");
   TensorRef t = arg_tensor(info, 1, "tensor");
   require_staging_allowed(t, "tensor");
-  auto* w = new WorkHandle{};
-  w->comm = comm;
-  w->device = t.device();
-  auto slot = w->slot;
-  auto after = w->after_wait;
-  void* data = t.data();
   int64_t bytes = int64_t(t.nbytes());
-  auto storage = t.storage();
-  Device device = t.device();
-  CudaPath path = device.is_cuda() ? cuda_path() : CudaPath::staged;
-  run_on(device, {storage}, [=](void* stream) {
-    if (!device.is_cuda()) {
-      *slot = comm->broadcast(data, bytes, root, label, {storage});
-      return;
-    }
-    if (path == CudaPath::nccl) {
-      auto nccl = comm->nccl(device.index);
-      comm->note_cuda_backend("nccl");
-      *slot = nccl->broadcast(data, bytes, root, label, {storage}, stream);
-      return;
-    }
-    comm->note_cuda_backend("gloo-staged");
-    cuda_synchronize(device.index);
-    auto staging = std::make_shared<std::vector<char>>(size_t(bytes));
-    cuda_memcpy(staging->data(), Device{}, data, device, size_t(bytes));
-    *slot = comm->broadcast(staging->data(), bytes, root, label, {storage, staging});
-    *after = [staging, data, bytes, device] { cuda_memcpy(data, device, staging->data(), Device{}, size_t(bytes)); };
-  });
-  return make_work(info.Env(), w);
+  return queue_bytes_collective(
+      info, comm, t, [=](void* buffer, std::vector<std::shared_ptr<void>> keep) { return comm->broadcast(buffer, bytes, root, label, std::move(keep)); },
+      [=](const std::shared_ptr<dist::NcclCommunicator>& nccl, void* buffer, std::vector<std::shared_ptr<void>> keep, void* stream) {
+        return nccl->broadcast(buffer, bytes, root, label, std::move(keep), stream);
+      });
 }
 
 // distBarrier(comm, label) -> work
