@@ -336,7 +336,7 @@ export class Trainer {
   }
 
   state(): TrainerState {
-    return { step: this.step, optimizerStep: this.optimizer.step, loader: this.train.position, options: { ...this.options, config: undefined } };
+    return { step: this.step, optimizerStep: this.optimizer.step, loader: this.train.position, options: { ...this.options, config: undefined, parallel: undefined, ...(this.options.parallel ? { worldSize: this.worldSize } : {}) } };
   }
 
   /**

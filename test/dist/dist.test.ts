@@ -438,6 +438,10 @@ test('Ctrl-C on kiln train --nproc 2: every rank stops after the same step and r
   const latest = JSON.parse(readFileSync(join(out, 'latest'), 'utf8')).checkpoint as string;
   assert.is(Number(latest.replace('step-', '')), last(0));
   assert.ok(last(0) < 400, 'stopped early');
+  // the checkpoint's trainer state names the world size, not the live data-parallel objects
+  const trainerJson = JSON.parse(readFileSync(join(out, latest, 'trainer.json'), 'utf8'));
+  assert.is(trainerJson.options.worldSize, 2);
+  assert.is(trainerJson.options.parallel, undefined);
 });
 
 test('a rank with a different config is refused at rendezvous', async () => {
