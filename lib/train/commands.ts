@@ -129,6 +129,7 @@ export async function train(args: string[]): Promise<number> {
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
   const dist = env ? await joinRun(env, options, flags) : undefined;
+  if (values.zero1 && (dist?.comm.worldSize ?? 1) === 1) console.log('note: --zero1 shards the optimizer state across ranks; this run has one, so its state is whole');
   if (dist) options.parallel = dist.parallel;
   try {
     const trainer = new Trainer(options);
