@@ -85,6 +85,26 @@ void bf16_sum(void* c, const void* a, const void* b, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = float_to_bf16(bf16_to_float(x[i]) + bf16_to_float(y[i]));
 }
 
+using ReduceFn = void (*)(void*, const void*, const void*, size_t);
+
+// Gloo's elementwise sum of T (the cast picks its (void*, const void*, const void*, size_t) overload).
+template <typename T>
+ReduceFn gloo_sum() {
+  return static_cast<ReduceFn>(&gloo::sum<T>);
+}
+
+// Reduces `count` values of T in place across the ranks with `reduce`.
+template <typename T>
+void all_reduce_in_place(const std::shared_ptr<gloo::rendezvous::Context>& context, int64_t timeout_ms, T* data, size_t count,
+                         ReduceFn reduce) {
+  gloo::AllreduceOptions opts(context);
+  opts.setTimeout(std::chrono::milliseconds(timeout_ms));
+  opts.setInput(data, count);
+  opts.setOutput(data, count);
+  opts.setReduceFunction(reduce);
+  gloo::allreduce(opts);
+}
+
 }  // namespace
 #endif
 
@@ -230,12 +250,7 @@ std::shared_ptr<Work> Communicator::all_reduce(std::vector<float*> buffers, std:
     size_t element = bf16_wire ? 2 : 4;
     if (buffers.size() == 1 && !bf16_wire) {
       // one f32 buffer: reduce in place, no staging copies
-      gloo::AllreduceOptions opts(impl->context);
-      opts.setTimeout(std::chrono::milliseconds(timeout_ms));
-      opts.setInput(buffers[0], size_t(total));
-      opts.setOutput(buffers[0], size_t(total));
-      opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
-      gloo::allreduce(opts);
+      all_reduce_in_place(impl->context, timeout_ms, buffers[0], size_t(total), gloo_sum<float>());
       if (average) {
         float scale = 1.0f / float(world);
         for (int64_t j = 0; j < total; ++j) buffers[0][j] *= scale;
@@ -255,20 +270,11 @@ std::shared_ptr<Work> Communicator::all_reduce(std::vector<float*> buffers, std:
       }
       at += counts[i];
     }
-    gloo::AllreduceOptions opts(impl->context);
-    opts.setTimeout(std::chrono::milliseconds(timeout_ms));
     if (bf16_wire) {
-      auto* p = reinterpret_cast<uint16_t*>(impl->staging.data());
-      opts.setInput(p, size_t(total));
-      opts.setOutput(p, size_t(total));
-      opts.setReduceFunction(&bf16_sum);
+      all_reduce_in_place(impl->context, timeout_ms, reinterpret_cast<uint16_t*>(impl->staging.data()), size_t(total), &bf16_sum);
     } else {
-      auto* p = reinterpret_cast<float*>(impl->staging.data());
-      opts.setInput(p, size_t(total));
-      opts.setOutput(p, size_t(total));
-      opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+      all_reduce_in_place(impl->context, timeout_ms, reinterpret_cast<float*>(impl->staging.data()), size_t(total), gloo_sum<float>());
     }
-    gloo::allreduce(opts);
     float scale = average ? 1.0f / float(world) : 1.0f;
     at = 0;
     for (size_t i = 0; i < buffers.size(); ++i) {
@@ -296,23 +302,13 @@ std::shared_ptr<Work> Communicator::all_reduce_raw(void* data, int64_t count, DT
   return submit(label, [=] {
     if (world == 1) return;
 #if KILN_WITH_GLOO
-    gloo::AllreduceOptions opts(impl->context);
-    opts.setTimeout(std::chrono::milliseconds(timeout_ms));
-    using Fn = void (*)(void*, const void*, const void*, size_t);
     if (dtype == DType::f32) {
-      opts.setInput(static_cast<float*>(data), size_t(count));
-      opts.setOutput(static_cast<float*>(data), size_t(count));
-      opts.setReduceFunction(static_cast<Fn>(&gloo::sum<float>));
+      all_reduce_in_place(impl->context, timeout_ms, static_cast<float*>(data), size_t(count), gloo_sum<float>());
     } else if (dtype == DType::f64) {
-      opts.setInput(static_cast<double*>(data), size_t(count));
-      opts.setOutput(static_cast<double*>(data), size_t(count));
-      opts.setReduceFunction(static_cast<Fn>(&gloo::sum<double>));
+      all_reduce_in_place(impl->context, timeout_ms, static_cast<double*>(data), size_t(count), gloo_sum<double>());
     } else {
-      opts.setInput(static_cast<int32_t*>(data), size_t(count));
-      opts.setOutput(static_cast<int32_t*>(data), size_t(count));
-      opts.setReduceFunction(static_cast<Fn>(&gloo::sum<int32_t>));
+      all_reduce_in_place(impl->context, timeout_ms, static_cast<int32_t*>(data), size_t(count), gloo_sum<int32_t>());
     }
-    gloo::allreduce(opts);
     if (average) {
       if (dtype == DType::f32) {
         auto* p = static_cast<float*>(data);
