@@ -15,17 +15,15 @@
  * The machine's load average is recorded with every measurement (shared cores skew them).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
-import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { Communicator, distEnvFromProcess } from '../lib/dist/communicator.js';
 import { freePort } from '../lib/dist/launcher.js';
 import { synchronize, tensor } from '../lib/index.js';
-import { median, runProcess, writeResults } from './harness.js';
+import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -175,8 +173,7 @@ async function main(): Promise<void> {
   const results: unknown[] = [];
   if (only.includes('bandwidth')) results.push(...(await bandwidth([2 ** 20, 25 * 2 ** 20], Number(values.repeats), Number(values.rounds))));
   if (only.includes('scaling')) {
-    const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
-    if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
+    const data = await distBenchData(values.data);
     results.push(...(await scaling(data, Number(values.steps), Number(values.batch), Number(values.rounds))));
   }
   console.log(`wrote ${writeResults(values.out!, 'dist', results)}`);

@@ -23,15 +23,13 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
-import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { freePort } from '../lib/dist/launcher.js';
-import { median, runProcess, writeResults } from './harness.js';
+import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -136,8 +134,7 @@ async function main(): Promise<void> {
   const cores = cpus().length;
   const pinned = !values['no-pin'] && cores >= 2 && sh(['taskset', '-c', '0', 'true'], true);
   const pin = (rank: number): string[] => (pinned ? ['taskset', '-c', String(rank % cores)] : []);
-  const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
-  if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
+  const data = await distBenchData(values.data);
   const steps = values.steps!;
   const common = ['train', '--preset', 'tiny', '--data', data, '--steps', steps, '--batch', values.batch!, '--seq', '128', '--eval-every', steps, '--log-every', '1000', '--dist-timeout', '300'];
   const delayMs = Number(values['delay-ms']);
@@ -201,15 +198,12 @@ async function main(): Promise<void> {
     teardown();
   }
   for (const r of results) console.log(JSON.stringify(r));
-  const local = results.find((r) => String(r.name).startsWith('local'));
   const sync = results.find((r) => String(r.name).startsWith('sync'));
   const diloco = results.find((r) => String(r.name).startsWith('diloco'));
-  const verdictBase = { pinnedToCores: pinned };
-  const verdict: Record<string, unknown> = loopback ? { note, link: 'loopback', steps: Number(steps) } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps) };
-  Object.assign(verdict, verdictBase);
+  const verdict: Record<string, unknown> = loopback ? { note, link: 'loopback', steps: Number(steps), pinnedToCores: pinned } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps), pinnedToCores: pinned };
   if (Number(values['warm-start']) > 0) verdict.warmStartSteps = Number(values['warm-start']);
   const locals = results.filter((r) => String(r.name).startsWith('local'));
-  if (local && diloco) {
+  if (locals.length > 0 && diloco) {
     // against the mean of the lone ranks (rank r of the pair runs on core r), and against each
     const perRank = (diloco.tokensPerSecond as number) / 2;
     const meanLocal = locals.reduce((a, r) => a + (r.tokensPerSecond as number), 0) / locals.length;

@@ -13,17 +13,15 @@
  *   (unsharded, distributed Newton–Schulz alone, ZeRO-1) and its allocated state and workspace
  *   bytes read back (Optimizer.memory(): what the optimizer allocated, no step is taken).
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
-import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { preset } from '../lib/model/config.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { Optimizer, type OptimizerOptions, llamaParamGroups } from '../lib/optim/optimizer.js';
-import { median, runProcess, writeResults } from './harness.js';
+import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'lib', 'cli.js');
@@ -93,8 +91,7 @@ async function main(): Promise<void> {
   const results: unknown[] = [];
   if (only.includes('memory')) results.push(...memory(values.presets!.split(',')));
   if (only.includes('step')) {
-    const data = values.data ?? join(tmpdir(), 'kiln-bench-dist-data');
-    if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
+    const data = await distBenchData(values.data);
     results.push(...(await stepTimes(data, Number(values.rounds), Number(values.steps), Number(values.batch))));
   }
   console.log(`wrote ${writeResults(values.out!, 'dist-zero1', results)}`);

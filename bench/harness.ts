@@ -4,12 +4,15 @@
  * the device, driver, commit and date.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Device, type Tensor, empty, info, synchronize } from '../lib/index.js';
 import { deviceCode } from '../lib/device.js';
 import { atomicWriteFile } from '../lib/io/atomic.js';
+import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
+import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { binding } from '../lib/native.js';
 
 export interface Timing {
@@ -113,4 +116,11 @@ export function runProcess(args: string[], env: NodeJS.ProcessEnv): Promise<{ co
     child.stderr.on('data', (c: Buffer) => (out += c.toString()));
     child.on('exit', (code) => resolve({ code: code ?? 1, out }));
   });
+}
+
+/** The data-parallel benchmarks' training data (bundled corpus, byte tokenizer): `dir` or a shared temp folder, prepared once. */
+export async function distBenchData(dir?: string): Promise<string> {
+  const data = dir ?? join(tmpdir(), 'kiln-bench-dist-data');
+  if (!existsSync(join(data, 'train.bin'))) prepareDocuments(await bundledCorpus(), data, byteTokenizer);
+  return data;
 }

@@ -270,7 +270,7 @@ export class DiLoCo implements TrainParallel {
     this.voteWork = this.comm.allReduce([mine], { average: false, what: 'stop vote all-reduce' });
     if (previous) {
       this.comm.wait(previous);
-      copyInto(stopVotes, this.votes[(step + 1) % 2]);
+      copyInto(stopVotes, this.votes[(step - 1) % 2]); // the previous step's sum
     } else {
       fill(stopVotes, 0);
     }

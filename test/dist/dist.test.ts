@@ -74,6 +74,29 @@ function close(a: number[], b: number[], atol: number, rtol: number, what: strin
   assert.ok(at < 0, `${what}: element ${at} is ${a[at]}, expected ${b[at]}`);
 }
 
+/** The single process on the global batch (2·B rows a step) that a two-rank step must equal; run once per accumulation. */
+const singleProcessRuns = new Map<number, Promise<{ losses: number[]; weights: number[] }>>();
+function singleProcess(accumulation: number): Promise<{ losses: number[]; weights: number[] }> {
+  if (!singleProcessRuns.has(accumulation)) {
+    singleProcessRuns.set(accumulation, (async () => {
+      const single = new Trainer({ ...base, batch: 2 * B, accumulation });
+      const history = await single.run();
+      const weights = await weightsOf(single);
+      single.close();
+      return { losses: history.map((m) => m.loss), weights };
+    })());
+  }
+  return singleProcessRuns.get(accumulation)!;
+}
+
+/** Both ranks hold the same weights, bit for bit, and equal the single process on the global batch (loss and weights). */
+async function assertEqualsSingleProcess(r0: Record<string, any>, r1: Record<string, any>, name: string, accumulation: number): Promise<void> {
+  const single = await singleProcess(accumulation);
+  assert.equal(r0[name].weights, r1[name].weights, `${name}: ranks agree bit for bit`);
+  close(r0[name].losses, single.losses, 1e-5, 1e-5, `${name} loss`);
+  close(r0[name].weights, single.weights, 2e-5, 1e-4, `${name} weights`);
+}
+
 /** A rank's data shard without communication (the reference for DiLoCo's first outer step). */
 function shardOnly(rank: number): TrainParallel {
   return {
@@ -156,14 +179,8 @@ test('sync steps equal the single-process step on the global batch (Muon + AdamW
   if (skip) return console.log('  skipped: no Gloo in this build');
   const [r0, r1] = await worker(['sync', 'sync-accumulation', 'newton-schulz', 'diloco-h1']);
   for (const [name, accumulation] of [['sync', 1], ['sync-accumulation', 2]] as const) {
-    const single = new Trainer({ ...base, batch: 2 * B, accumulation });
-    const history = await single.run();
-    const weights = await weightsOf(single);
-    single.close();
     // both ranks hold the same weights and report the global batch's loss
-    assert.equal(r0[name].weights, r1[name].weights, `${name}: ranks agree bit for bit`);
-    close(r0[name].losses, history.map((m) => m.loss), 1e-5, 1e-5, `${name} loss`);
-    close(r0[name].weights, weights, 2e-5, 1e-4, `${name} weights`);
+    await assertEqualsSingleProcess(r0, r1, name, accumulation);
     assert.ok(r0[name].buckets > 1, 'several gradient buckets');
     const m = r0[name].metrics;
     assert.ok(m.commBytes > 0 && m.commMs > 0 && m.commExposedMs >= 0 && m.algBandwidthGBs > 0 && m.busBandwidthGBs > 0, JSON.stringify(m));
@@ -190,13 +207,7 @@ test('ZeRO-1: a step equals the single-process step and the unsharded step bit f
   if (skip) return console.log('  skipped: no Gloo in this build');
   const [r0, r1] = await worker(['sync', 'zero1', 'sync-accumulation', 'zero1-accumulation', 'zero1-optimizer']);
   for (const [name, accumulation] of [['zero1', 1], ['zero1-accumulation', 2]] as const) {
-    const single = new Trainer({ ...base, batch: 2 * B, accumulation });
-    const history = await single.run();
-    const weights = await weightsOf(single);
-    single.close();
-    assert.equal(r0[name].weights, r1[name].weights, `${name}: ranks agree bit for bit`);
-    close(r0[name].losses, history.map((m) => m.loss), 1e-5, 1e-5, `${name} loss`);
-    close(r0[name].weights, weights, 2e-5, 1e-4, `${name} weights`);
+    await assertEqualsSingleProcess(r0, r1, name, accumulation);
     // the same arithmetic as the unsharded data-parallel step, only on another rank
     const unsharded = name.replace('zero1', 'sync');
     assert.equal(r0[name].weights, r0[unsharded].weights, `${name}: the weights of the unsharded step, bit for bit`);
