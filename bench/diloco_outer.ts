@@ -2,7 +2,7 @@
 /**
  * DiLoCo's outer step on one rank, without the collective: the work every rank does around
  * the exchange, before (host copies of the weights and plain TypeScript loops, as
- * lib/dist/diloco.ts did until the native ops) and after (the native ops on the training
+ * lib/parallel/diloco.ts did until the native ops) and after (the native ops on the training
  * device: lib/ops/outer_step.ts).
  *
  *   node dist/bench/diloco_outer.js [--bits 4] [--repeats 7] [--out bench/results]
@@ -15,7 +15,7 @@
  */
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { dequantizeAdd, packedBytes, quantize } from '../lib/dist/diloco.js';
+import { dequantizeAdd, packedBytes, quantize } from '../lib/parallel/diloco.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { preset } from '../lib/model/config.js';
 import { copyInto } from '../lib/ops/layers.js';

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Data-parallel benchmarks (lib/dist), two local ranks over 127.0.0.1:
+ * Data-parallel benchmarks (lib/parallel), two local ranks over 127.0.0.1:
  *
  *   node dist/bench/dist.js [--only bandwidth,scaling] [--repeats 100] [--rounds 3] [--steps 43] [--out bench/results] [--data DIR]
  *
@@ -20,14 +20,14 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Communicator, distEnvFromProcess } from '../lib/dist/communicator.js';
-import { freePort } from '../lib/dist/launcher.js';
+import { Communicator, distEnvFromProcess } from '../lib/parallel/communicator.js';
+import { freePort } from '../lib/parallel/launcher.js';
 import { synchronize, tensor } from '../lib/index.js';
 import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const cli = join(here, '..', 'lib', 'cli.js');
+const cli = join(here, '..', 'lib', 'cli', 'cli.js');
 
 /** One rank of the kiln all-reduce measurement (spawned by bandwidth()). */
 async function rankBandwidth(sizes: number[], repeats: number): Promise<void> {

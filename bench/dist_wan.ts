@@ -28,12 +28,12 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { freePort } from '../lib/dist/launcher.js';
+import { freePort } from '../lib/parallel/launcher.js';
 import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const cli = join(here, '..', 'lib', 'cli.js');
+const cli = join(here, '..', 'lib', 'cli', 'cli.js');
 const NS = ['kiln_wan_a', 'kiln_wan_b'];
 const ADDR = ['10.231.0.1', '10.231.0.2'];
 const IFNAME = 'kiln_wan0';

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * ZeRO-1 against unsharded synchronous data parallelism (lib/dist):
+ * ZeRO-1 against unsharded synchronous data parallelism (lib/parallel):
  *
  *   node dist/bench/dist_zero1.js [--rounds 3] [--steps 23] [--batch 8] [--presets tiny,125m] [--out bench/results]
  *
@@ -24,7 +24,7 @@ import { Optimizer, type OptimizerOptions, llamaParamGroups } from '../lib/optim
 import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = join(here, '..', 'lib', 'cli.js');
+const cli = join(here, '..', 'lib', 'cli', 'cli.js');
 
 async function stepTimes(data: string, rounds: number, steps: number, batch: number): Promise<unknown[]> {
   const common = ['train', '--preset', 'tiny', '--data', data, '--steps', String(steps), '--batch', String(batch), '--seq', '128', '--eval-every', '0', '--log-every', '1000', '--nproc', '2'];

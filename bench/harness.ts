@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { type Device, type Tensor, empty, info, synchronize } from '../lib/index.js';
 import { deviceCode } from '../lib/device.js';
 import { atomicWriteFile } from '../lib/io/atomic.js';
-import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { binding } from '../lib/native.js';
 

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { preset } from '../lib/model/config.js';
 import { Engine } from '../lib/serve/engine.js';

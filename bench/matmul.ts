@@ -7,7 +7,7 @@
  * (T x out)·(out x in). Weight gradient dW = dyᵀ·x: (out x T)ᵀ... i.e. transA with M = out, K = T.
  */
 import { type Device, type DType, info, ops, randn, zeros } from '../lib/index.js';
-import { type GemmShape, layerShapes } from '../lib/tune.js';
+import { type GemmShape, layerShapes } from '../lib/train/matmul_tuner.js';
 import { measure } from './harness.js';
 import { runPeer } from './peers.js';
 

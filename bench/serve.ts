@@ -25,12 +25,12 @@ import { homedir, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { info } from '../lib/index.js';
 import { fail } from '../lib/errors.js';
-import { bundledCorpus, prepareDocuments, readShardInfo } from '../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments, readShardInfo } from '../lib/io/shards.js';
 import { byteTokenizer, gpt2Tokenizer } from '../lib/data/tokenizer.js';
 import { exportLlamaGguf } from '../lib/io/gguf_llama.js';
 import { type ModelConfig, matmulParameters, preset } from '../lib/model/config.js';
 import { LlamaModel } from '../lib/model/llama.js';
-import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../lib/train/checkpoint.js';
+import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../lib/io/checkpoint.js';
 import type { ServingEngine } from '../lib/serve/types.js';
 import { benchMemory } from './memory.js';
 

@@ -15,7 +15,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { type Device, info, memoryStats } from '../lib/index.js';
 import { preset } from '../lib/model/config.js';
-import { bundledCorpus, prepareDocuments } from '../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer, gpt2Tokenizer } from '../lib/data/tokenizer.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { runPeer } from './peers.js';

@@ -15,7 +15,7 @@ export type * from './serve/types.js';
 export { createServer, toHttpError, HttpError, type ServerOptions, type ServerControl, type ServerState } from './serve/http.js';
 export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, type ChatMessage } from './serve/chat_template.js';
 export { describe } from './errors.js';
-// model, optimizer, training, checkpoints and generation
+// model, optimizer, training and checkpoints
 export {
   PRESETS, preset, validateConfig, toHfConfig, fromHfConfig, matmulParameters, totalParameters, trainingFlopsPerToken,
   MAX_DIM, MAX_LAYERS, MAX_CONTEXT, MAX_PARAMETERS, type ModelConfig,
@@ -24,8 +24,7 @@ export { LlamaModel, type Parameter, type ModelOptions, type BackwardOptions } f
 export {
   Optimizer, llamaParamGroups, type ParamGroup, type MuonGroup, type AdamWGroup, type OptimizedParameter,
 } from './optim/optimizer.js';
-export { CLASSIC, POLAR_EXPRESS, newtonSchulzFlops, type NewtonSchulzOptions } from './optim/newton_schulz.js';
+export { CLASSIC, POLAR_EXPRESS, newtonSchulzFlops, type NewtonSchulzOptions } from './ops/newton_schulz.js';
 export { Trainer, type TrainOptions, type StepMetrics } from './train/trainer.js';
 export { lrMultiplier, type ScheduleConfig } from './train/schedule.js';
-export { saveCheckpoint, loadCheckpoint, resolveCheckpoint, type LoadedCheckpoint, type TrainerState } from './train/checkpoint.js';
-export { generateTokens, loadModel, type SampleOptions } from './generate.js';
+export { saveCheckpoint, loadCheckpoint, resolveCheckpoint, loadModel, type LoadedCheckpoint, type TrainerState } from './io/checkpoint.js';

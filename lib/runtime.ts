@@ -60,3 +60,19 @@ export function defaultDevice(): Device {
   }
   return 'cuda:0';
 }
+
+/** A point in a device's queue (a CUDA event, or the CPU queue's clock when it is reached). */
+export type DeviceTimeMark = ReturnType<ReturnType<typeof binding>['timerMark']>;
+
+/**
+ * Marks the point the queue of `device` has reached: the time is taken when the queued work
+ * before it finishes, not when this returns (the step's forward/backward/optimizer split).
+ */
+export function markDeviceTime(device: DeviceLike): DeviceTimeMark {
+  return binding().timerMark(deviceCode(parseDevice(device)));
+}
+
+/** Milliseconds between two marks of the same device, once both have been reached. */
+export function deviceTimeBetween(start: DeviceTimeMark, end: DeviceTimeMark): Promise<number> {
+  return binding().timerElapsed(start, end);
+}

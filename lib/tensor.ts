@@ -349,3 +349,10 @@ export function rand(shape: number[], options?: RandomOptions & { low?: number; 
 }
 
 export { MAX_NUMEL };
+
+/** `value` as a live kiln Tensor, else ERR_ARG (not a tensor) or ERR_DISPOSED; the argument check every op starts with. */
+export function checkTensor(value: unknown, name: string): Tensor {
+  if (!Tensor.isTensor(value)) fail('ERR_ARG', `${name} must be a kiln Tensor, got ${describe(value)}`);
+  if (value.disposed) fail('ERR_DISPOSED', `${name} was disposed`);
+  return value;
+}

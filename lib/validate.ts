@@ -1,6 +1,6 @@
 /** Argument checks shared by lib/: each failure is a KilnError with the right code. */
 import { describe, fail } from './errors.js';
-import { Tensor } from './tensor.js';
+import type { Tensor } from './tensor.js';
 
 /** Largest element count kiln accepts for one tensor (2^48): beyond it, sizes are bugs. */
 export const MAX_NUMEL = 2 ** 48;
@@ -22,12 +22,6 @@ export function checkShape(shape: unknown, name = 'shape'): number[] {
 
 export function numelOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
-}
-
-export function checkTensor(value: unknown, name: string): Tensor {
-  if (!Tensor.isTensor(value)) fail('ERR_ARG', `${name} must be a kiln Tensor, got ${describe(value)}`);
-  if (value.disposed) fail('ERR_DISPOSED', `${name} was disposed`);
-  return value;
 }
 
 export function checkFiniteNumber(value: unknown, name: string): number {

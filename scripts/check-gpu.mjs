@@ -27,11 +27,11 @@ function step(name, args, env = {}) {
 const node = process.execPath;
 const build = step('build', [node, join(root, 'scripts', 'install.mjs')], { KILN_FORCE_BUILD: '1' });
 step('typescript', [node, join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
-const info = step('info', [node, join(root, 'dist', 'lib', 'cli.js'), 'info', '--json']);
+const info = step('info', [node, join(root, 'dist', 'lib', 'cli', 'cli.js'), 'info', '--json']);
 let cudaOk = false;
 let computeCapability = '';
 try {
-  const parsed = JSON.parse(info.status === 0 ? spawnSync(node, [join(root, 'dist', 'lib', 'cli.js'), 'info', '--json'], { encoding: 'utf8' }).stdout : '{}');
+  const parsed = JSON.parse(info.status === 0 ? spawnSync(node, [join(root, 'dist', 'lib', 'cli', 'cli.js'), 'info', '--json'], { encoding: 'utf8' }).stdout : '{}');
   cudaOk = parsed.cudaCompiled === true && parsed.devices?.length > 0;
   computeCapability = parsed.devices?.[0]?.computeCapability ?? '';
 } catch {}

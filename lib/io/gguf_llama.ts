@@ -25,7 +25,7 @@ import { dirname } from 'node:path';
 import { fail } from '../errors.js';
 import { type Tokenizer, tokenizerByName } from '../data/tokenizer.js';
 import type { ModelConfig } from '../model/config.js';
-import { loadCheckpoint, resolveCheckpoint } from '../train/checkpoint.js';
+import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
 import { type GgufTensor, type GgufTensorDType, type GgufValue, f32ToBf16Bits, f32ToF16Bits, writeGguf } from './gguf.js';
 
 /** llama.cpp's token types (llama_token_type). */

@@ -19,13 +19,13 @@ export interface TrainingPoint {
   forwardMs?: number;
   backwardMs?: number;
   optimizerMs?: number;
-  /** time in collectives when the step has any (data-parallel runs: lib/dist's commMs) */
+  /** time in collectives when the step has any (data-parallel runs: lib/parallel's commMs) */
   communicationMs?: number;
   issueMs?: number;
   achievedTflops?: number;
   mfu?: number;
   peakMemoryBytes?: number;
-  // data parallelism (lib/dist commMetrics), on data-parallel runs only
+  // data parallelism (lib/parallel commMetrics), on data-parallel runs only
   /** ranks in the run */
   worldSize?: number;
   /** 'sync' (gradients all-reduced every step) or 'diloco' */

@@ -14,8 +14,8 @@ import { deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkFiniteNumber, checkOptions, checkSameDevice, checkTensor, sameShape } from '../validate.js';
+import { Tensor, checkTensor } from '../tensor.js';
+import { checkFiniteNumber, checkOptions, checkSameDevice, sameShape } from '../validate.js';
 import { checkNoAlias, output } from './output.js';
 
 function newTensor(like: Tensor, shape: number[], dtype: DType = like.dtype): Tensor {

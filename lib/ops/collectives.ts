@@ -1,6 +1,6 @@
 /**
  * Collective communication ops (native/runtime/communicator.h): argument checks and the binding
- * calls, for lib/dist. Each collective is queued like any op: it starts once the ops queued
+ * calls, for lib/parallel. Each collective is queued like any op: it starts once the ops queued
  * before it (its producers) have run and returns a Work at once; `waitWork(work)` queues the
  * point where later ops need its result, so every op queued in between overlaps the
  * communication. A failed collective (a peer gone, a timeout) surfaces as ERR_DIST at the next
@@ -14,8 +14,7 @@
 import type { DistConnectOptions, DistStats, NativeCommunicator, NativeWork, NcclStatus } from '../../binding.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkTensor } from '../validate.js';
+import { Tensor, checkTensor } from '../tensor.js';
 
 export type { DistStats, NcclStatus };
 export type CommHandle = NativeCommunicator;

@@ -4,8 +4,8 @@ import { deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkFiniteNumber, checkInteger, checkOptions, checkSameDType, checkSameDevice, checkSameShape, checkTensor } from '../validate.js';
+import { Tensor, checkTensor } from '../tensor.js';
+import { checkFiniteNumber, checkInteger, checkOptions, checkSameDType, checkSameDevice, checkSameShape } from '../validate.js';
 import { output } from './output.js';
 
 function like(t: Tensor, shape: readonly number[] = t.shape, dtype: DType = t.dtype): Tensor {

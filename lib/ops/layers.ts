@@ -8,8 +8,8 @@ import { deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkFiniteNumber, checkOptions, checkTensor, sameShape } from '../validate.js';
+import { Tensor, checkTensor } from '../tensor.js';
+import { checkFiniteNumber, checkOptions, sameShape } from '../validate.js';
 import { checkNoAlias, output } from './output.js';
 
 function like(t: Tensor, shape: number[], dtype = t.dtype): Tensor {

@@ -18,9 +18,9 @@ import { type Device, deviceCode } from '../device.js';
 import { dtypeCode } from '../dtype.js';
 import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
-import { loadTuned } from '../tune.js';
-import { Tensor } from '../tensor.js';
-import { checkFiniteNumber, checkOptions, checkSameDevice, checkTensor, sameShape } from '../validate.js';
+import { loadTuned } from './matmul_tuning.js';
+import { Tensor, checkTensor } from '../tensor.js';
+import { checkFiniteNumber, checkOptions, checkSameDevice, sameShape } from '../validate.js';
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -45,7 +45,7 @@ export interface MatmulOptions {
 
 /**
  * One matmul as it reached the binding: the operand dtypes and sizes and the exact params. What
- * `kiln tune` times (lib/tune.ts), so its tune keys are the keys the model's calls look up.
+ * `kiln tune` times (lib/train/matmul_tuner.ts), so its tune keys are the keys the model's calls look up.
  */
 export interface MatmulCall {
   device: Device;

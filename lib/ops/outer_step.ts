@@ -1,6 +1,6 @@
 /**
  * DiLoCo's outer step as ops (native/ops/outer_step.h has the math and the packed format):
- * argument checks, then the binding. lib/dist/diloco.ts composes them; the anchor, outer
+ * argument checks, then the binding. lib/parallel/diloco.ts composes them; the anchor, outer
  * momentum and error-feedback residual live on the training device and never visit the host.
  *
  * Packed pseudo-gradients are f32 tensors of packedBytes(n, bits) / 4 elements (so the
@@ -12,8 +12,8 @@
  */
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
-import type { Tensor } from '../tensor.js';
-import { checkFiniteNumber, checkOptions, checkTensor } from '../validate.js';
+import { type Tensor, checkTensor } from '../tensor.js';
+import { checkFiniteNumber, checkOptions } from '../validate.js';
 
 export const QUANT_BLOCK = 128;
 export type PseudoGradientBits = 0 | 2 | 4 | 8;

@@ -7,8 +7,8 @@ import { type Device, deviceCode } from '../device.js';
 import { type DType, dtypeCode } from '../dtype.js';
 import { fail } from '../errors.js';
 import { binding } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkTensor, numelOf, sameShape } from '../validate.js';
+import { Tensor, checkTensor } from '../tensor.js';
+import { numelOf, sameShape } from '../validate.js';
 
 export function output(value: unknown, name: string, device: Device, dtype: DType, shape: readonly number[]): Tensor {
   if (value === undefined) return new Tensor(binding().empty(deviceCode(device), dtypeCode(dtype), numelOf(shape)), shape);

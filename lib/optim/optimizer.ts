@@ -15,12 +15,12 @@
  * a GPU).
  */
 import { describe, fail } from '../errors.js';
-import { binding } from '../native.js';
 import * as ops from '../ops/elementwise.js';
 import { copyInto } from '../ops/layers.js';
+import * as kernels from '../ops/optimizer.js';
 import { dtypeBytes } from '../dtype.js';
 import { Tensor, empty, tensor, zeros } from '../tensor.js';
-import { type NewtonSchulzOptions, newtonSchulz } from './newton_schulz.js';
+import { type NewtonSchulzOptions, newtonSchulz } from '../ops/newton_schulz.js';
 
 export interface OptimizedParameter {
   name: string;
@@ -59,7 +59,7 @@ export interface AdamWGroup {
 export type ParamGroup = MuonGroup | AdamWGroup;
 
 /**
- * Distributed Muon (lib/dist): each rank runs Newton–Schulz on its share of every shape batch
+ * Distributed Muon (lib/parallel): each rank runs Newton–Schulz on its share of every shape batch
  * (matrices [rank·c, (rank+1)·c), c = ⌈n / worldSize⌉) and the results are all-gathered, so
  * the optimizer's dominant cost shrinks with the world size. `allGather` queues an all-gather of
  * a tensor made of worldSize equal chunks; `wait` queues the point where later ops need it.
@@ -383,7 +383,7 @@ export class Optimizer {
 
   private adamwStep(group: AdamWGroup, plan: GroupPlan, lrMultiplier: number): void {
     const ps = plan.params;
-    binding().adamwMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).m.handle), ps.map((p) => this.state(p).v.handle), ps.map((p) => p.grad.handle), this.adamwParams(group, lrMultiplier));
+    kernels.adamwMulti(ps.map((p) => p.value), ps.map((p) => this.state(p).m), ps.map((p) => this.state(p).v), ps.map((p) => p.grad), this.adamwParams(group, lrMultiplier));
   }
 
   private adamwParams(group: AdamWGroup, lrMultiplier: number) {
@@ -401,7 +401,7 @@ export class Optimizer {
     const sh = this.sharding!;
     const pieces = shard.pieces;
     if (pieces.length > 0) {
-      binding().adamwMulti(pieces.map((x) => x.weight.handle), pieces.map((x) => x.m.handle), pieces.map((x) => x.v.handle), pieces.map((x) => x.grad.handle), this.adamwParams(group, lrMultiplier));
+      kernels.adamwMulti(pieces.map((x) => x.weight), pieces.map((x) => x.m), pieces.map((x) => x.v), pieces.map((x) => x.grad), this.adamwParams(group, lrMultiplier));
       for (const x of pieces) copyInto(x.gathered, x.weight);
     }
     const work = sh.allGather(shard.gather);
@@ -418,8 +418,8 @@ export class Optimizer {
       // back from the extrapolated point to x_t; x_t becomes x_prev for the next step
       for (const p of ps) {
         const s = this.state(p);
-        binding().copy(p.value.handle, s.current.handle);
-        binding().copy(s.previous.handle, s.current.handle);
+        copyInto(p.value, s.current);
+        copyInto(s.previous, s.current);
       }
     }
     const updates = plan.batches.flatMap((b) => b.updates);
@@ -427,7 +427,7 @@ export class Optimizer {
     const nesterov = variant === 'extrapolated' ? false : (group.nesterov ?? true);
     const stepped = plan.stepped;
     if (stepped.length > 0) {
-      binding().muonMomentumMulti(stepped.map((p) => this.state(p).momentum.handle), updates.map((t) => t.handle), stepped.map((p) => p.grad.handle), group.momentum ?? 0.95, nesterov);
+      kernels.muonMomentumMulti(stepped.map((p) => this.state(p).momentum), updates, stepped.map((p) => p.grad), group.momentum ?? 0.95, nesterov);
     }
     const sh = this.sharding;
     if (!sh) {
@@ -440,7 +440,7 @@ export class Optimizer {
         if (this.zero1 && variant === 'normuon') {
           // the row second moments live with the owner: normalize before the gather
           for (let i = b.lo; i < b.hi; i++) {
-            binding().normuonNormalize(b.orthos[i].handle, this.state(b.params[i]).rowSecondMoment.handle, b.rows, b.cols, group.beta2 ?? 0.95, 1e-8);
+            kernels.normuonNormalize(b.orthos[i], this.state(b.params[i]).rowSecondMoment, b.rows, b.cols, group.beta2 ?? 0.95, 1e-8);
           }
         }
         works.push(sh.allGather(b.ortho));
@@ -450,10 +450,10 @@ export class Optimizer {
     if (variant === 'normuon' && !this.zero1) {
       for (const [i, p] of ps.entries()) {
         const [rows, cols] = p.value.shape;
-        binding().normuonNormalize(orthos[i].handle, this.state(p).rowSecondMoment.handle, rows, cols, group.beta2 ?? 0.95, 1e-8);
+        kernels.normuonNormalize(orthos[i], this.state(p).rowSecondMoment, rows, cols, group.beta2 ?? 0.95, 1e-8);
       }
     }
-    binding().muonApplyMulti(ps.map((p) => p.value.handle), orthos.map((t) => t.handle), plan.scales, group.lr * lrMultiplier, group.weightDecay ?? 0);
+    kernels.muonApplyMulti(ps.map((p) => p.value), orthos, plan.scales, group.lr * lrMultiplier, group.weightDecay ?? 0);
   }
 
   /**
@@ -471,11 +471,11 @@ export class Optimizer {
       if (ps.length === 0) continue;
       for (const p of ps) {
         const s = this.state(p);
-        binding().copy(s.current.handle, p.value.handle);
+        copyInto(s.current, p.value);
         ops.scale(s.current, 1 + c, { out: p.value });
       }
       // x̃ = (1 + c)·x − c·x_prev, the subtraction as a Muon apply with lr c, scale 1, no decay
-      binding().muonApplyMulti(ps.map((p) => p.value.handle), ps.map((p) => this.state(p).previous.handle), ps.map(() => 1), c, 0);
+      kernels.muonApplyMulti(ps.map((p) => p.value), ps.map((p) => this.state(p).previous), ps.map(() => 1), c, 0);
     }
   }
 

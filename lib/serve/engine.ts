@@ -19,7 +19,7 @@ import { parseDevice } from '../device.js';
 import { KilnError, fail } from '../errors.js';
 import { readSafetensors } from '../io/safetensors.js';
 import { type ModelConfig, fromHfConfig } from '../model/config.js';
-import { resolveCheckpoint } from '../train/checkpoint.js';
+import { resolveCheckpoint } from '../io/checkpoint.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 import { KvBlockPool, kvBytesPerToken } from './kv_cache.js';
 import { ModelRunner } from './model_runner.js';

@@ -8,22 +8,21 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Device, deviceCode, parseDevice } from '../device.js';
+import { type Device, parseDevice } from '../device.js';
 import { describe, fail } from '../errors.js';
 import { info } from '../info.js';
-import { binding } from '../native.js';
 import * as ops from '../ops/index.js';
-import { memoryStats, resetPeakMemory } from '../runtime.js';
+import { type DeviceTimeMark, deviceTimeBetween, markDeviceTime, memoryStats, resetPeakMemory } from '../runtime.js';
 import { type Tensor, empty, zeros } from '../tensor.js';
 import { type ModelConfig, trainingFlopsPerToken, validateConfig } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
 import { Optimizer, type OptimizerOptions, type OptimizedParameter, llamaParamGroups } from '../optim/optimizer.js';
-import { TokenLoader } from '../data/shards.js';
-import { type TrainerState, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { TokenLoader } from '../io/shards.js';
+import { type TrainerState, loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { type ScheduleConfig, lrMultiplier } from './schedule.js';
 
 /**
- * Data parallelism's hooks into the step (implemented in lib/dist: synchronous all-reduce or
+ * Data parallelism's hooks into the step (implemented in lib/parallel: synchronous all-reduce or
  * DiLoCo). The trainer reads rows [rank·batch, (rank+1)·batch) of each global batch of
  * batch·worldSize rows (the data position stays global), reports gradients as backward
  * finishes them, and leaves checkpoints and metrics.jsonl to rank 0.
@@ -68,7 +67,7 @@ export interface TrainParallel {
 }
 
 export interface TrainOptions {
-  /** data parallelism (lib/dist); batch is then per rank */
+  /** data parallelism (lib/parallel); batch is then per rank */
   parallel?: TrainParallel;
   config: ModelConfig;
   /** directory with train.bin and val.bin (kiln prepare) */
@@ -254,32 +253,31 @@ export class Trainer {
   /** One optimizer step (with accumulation); returns its metrics. */
   async trainStep(): Promise<StepMetrics> {
     const o = this.options;
-    const device = deviceCode(o.device);
-    resetPeakMemory(o.device);
+        resetPeakMemory(o.device);
     await o.parallel?.beforeStep?.(this.step + 1);
     const started = performance.now();
     this.model.zeroGrad();
-    const marks: { forward: unknown[]; backward: unknown[] } = { forward: [], backward: [] };
+    const marks: { forward: [DeviceTimeMark, DeviceTimeMark][]; backward: [DeviceTimeMark, DeviceTimeMark][] } = { forward: [], backward: [] };
     let lossSum = 0;
     for (let micro = 0; micro < o.accumulation; micro++) {
       const count = this.nextBatch(this.train, true);
       if (micro === 0) this.optimizer.prepareGradientPoint();
       // forward = embedding through the final norm; backward includes the fused, chunked classifier
-      const m0 = binding().timerMark(device);
-      let m1: unknown;
+      const m0 = markDeviceTime(o.device);
+      let m1!: DeviceTimeMark;
       const parallel = o.parallel;
       const step = this.step + 1;
       this.model.forwardBackward(this.ids, this.targets, count, 1 / o.accumulation, {
         loss: this.lossSlots[micro],
-        afterForward: () => (m1 = binding().timerMark(device)),
+        afterForward: () => (m1 = markDeviceTime(o.device)),
         gradientsReady: parallel && micro === o.accumulation - 1 ? (params) => parallel.gradientsReady(params, step) : undefined,
       });
-      const m2 = binding().timerMark(device);
+      const m2 = markDeviceTime(o.device);
       marks.forward.push([m0, m1]);
       marks.backward.push([m1, m2]);
     }
     const lr = lrMultiplier(o.schedule, this.step);
-    const m3 = binding().timerMark(device);
+    const m3 = markDeviceTime(o.device);
     if (o.parallel) {
       // written when the step is issued: the ranks' votes are summed with this step's gradients
       this.stopVotes.write(new Float32Array([this.stopRequested ? 1 : 0]));
@@ -287,7 +285,7 @@ export class Trainer {
     }
     ops.gradNormClip(this.model.parameters.map((p) => p.grad), o.gradClip, { out: this.gradNorm });
     this.optimizer.update(lr);
-    const m4 = binding().timerMark(device);
+    const m4 = markDeviceTime(o.device);
     const issueMs = performance.now() - started;
     let gradNorm = 0;
     try {
@@ -298,14 +296,14 @@ export class Trainer {
     } catch (e) {
       throw o.parallel ? await o.parallel.explain(e) : e;
     }
-    const elapsed = async (pairs: unknown[]) => {
+    const elapsed = async (pairs: [DeviceTimeMark, DeviceTimeMark][]) => {
       let total = 0;
-      for (const [a, b] of pairs as [never, never][]) total += await binding().timerElapsed(a, b);
+      for (const [a, b] of pairs) total += await deviceTimeBetween(a, b);
       return total;
     };
     const forwardMs = await elapsed(marks.forward);
     const backwardMs = await elapsed(marks.backward);
-    const optimizerMs = await binding().timerElapsed(m3 as never, m4 as never);
+    const optimizerMs = await deviceTimeBetween(m3, m4);
     const stepMs = performance.now() - started;
     this.step++;
     const tokens = o.batch * o.seqLen * o.accumulation * this.worldSize;

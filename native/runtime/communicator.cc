@@ -1,5 +1,5 @@
 // Communicator on Gloo (see communicator.h). The rendezvous store is rank 0's Node process
-// (lib/dist/store.ts); its client is store_client.h, adapted here to gloo::rendezvous::Store.
+// (lib/parallel/store.ts); its client is store_client.h, adapted here to gloo::rendezvous::Store.
 #include "communicator.h"
 
 #include <cstring>

@@ -1,7 +1,7 @@
 // Collective communication between processes (data-parallel training), on Gloo's TCP transport.
 //
 // A Communicator joins `world_size` ranks through a small key-value store that rank 0's process
-// hosts (lib/dist/store.ts; the wire protocol is in communicator.cc), then runs collectives on
+// hosts (lib/parallel/store.ts; the wire protocol is in communicator.cc), then runs collectives on
 // its own thread, in the order they were issued. The op queue hands a collective over when the
 // ops before it (those that produced its input) have run, and a later "wait" task blocks the
 // queue only when an op needs the result, so communication overlaps every op in between.

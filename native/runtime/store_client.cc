@@ -1,4 +1,4 @@
-// StoreClient (store_client.h): the native side of lib/dist/store.ts's protocol.
+// StoreClient (store_client.h): the native side of lib/parallel/store.ts's protocol.
 #include "store_client.h"
 
 #include <arpa/inet.h>

@@ -1,4 +1,4 @@
-// Client of the run's rendezvous store (rank 0's Node process, lib/dist/store.ts), shared by
+// Client of the run's rendezvous store (rank 0's Node process, lib/parallel/store.ts), shared by
 // Gloo's rendezvous (communicator.cc wraps it as a gloo::rendezvous::Store) and the exchange of
 // NCCL's unique id (nccl.h). Plain POSIX sockets: compiled in every build.
 //

@@ -10,7 +10,7 @@ import { info } from '../../lib/index.js';
 
 const test = suite('addon loading and the CLI');
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const cli = join(root, 'dist', 'lib', 'cli.js');
+const cli = join(root, 'dist', 'lib', 'cli', 'cli.js');
 
 test('the addon loads and computes in a fresh child process', () => {
   const script = `

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { TokenLoader, bundledCorpus, prepareDocuments, prepareFiles, readShardInfo } from '../../lib/data/shards.js';
+import { TokenLoader, bundledCorpus, prepareDocuments, prepareFiles, readShardInfo } from '../../lib/io/shards.js';
 import { byteTokenizer, gpt2Tokenizer, tokenizerByName } from '../../lib/data/tokenizer.js';
 import { readSafetensors, writeSafetensors } from '../../lib/io/safetensors.js';
 import { lrMultiplier } from '../../lib/train/schedule.js';

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Tensor, ops, tensor, zeros } from '../../lib/index.js';
-import { CLASSIC, POLAR_EXPRESS, newtonSchulz, newtonSchulzFlops } from '../../lib/optim/newton_schulz.js';
+import { CLASSIC, POLAR_EXPRESS, newtonSchulz, newtonSchulzFlops } from '../../lib/ops/newton_schulz.js';
 import { Optimizer, llamaParamGroups } from '../../lib/optim/optimizer.js';
 import { assertClose, assertKilnError, seededValues } from '../helpers.js';
 

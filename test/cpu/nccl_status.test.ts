@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Communicator } from '../../lib/dist/communicator.js';
+import { Communicator } from '../../lib/parallel/communicator.js';
 import { formatInfo, info } from '../../lib/info.js';
 import { glooAvailable, ncclStatus } from '../../lib/ops/collectives.js';
 import { synchronize } from '../../lib/runtime.js';

@@ -4,7 +4,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { QUANT_BLOCK, packedBytes, quantize } from '../../lib/dist/diloco.js';
+import { QUANT_BLOCK, packedBytes, quantize } from '../../lib/parallel/diloco.js';
 import { dequantizeMean, outerNesterov, pseudoGradientQuantize } from '../../lib/ops/outer_step.js';
 import { type Tensor, randn, tensor, zeros } from '../../lib/tensor.js';
 import { assertKilnError } from '../helpers.js';

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { ops, zeros } from '../../lib/index.js';
 import type { ModelConfig } from '../../lib/model/config.js';
 import { recordMatmulCalls } from '../../lib/ops/matmul.js';
-import { callName, distinctCalls, modelMatmulCalls, tuneMatmul } from '../../lib/tune.js';
+import { callName, distinctCalls, modelMatmulCalls, tuneMatmul } from '../../lib/train/matmul_tuner.js';
 import { assertKilnError } from '../helpers.js';
 
 const test = suite('kiln tune calls');

@@ -6,7 +6,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { packedBytes } from '../../lib/dist/diloco.js';
+import { packedBytes } from '../../lib/parallel/diloco.js';
 import { dequantizeMean, outerNesterov, pseudoGradientQuantize } from '../../lib/ops/outer_step.js';
 import { type Tensor, randn, tensor } from '../../lib/tensor.js';
 import { assertKilnError, cudaTest } from '../helpers.js';

@@ -12,14 +12,14 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { glooAvailable } from '../../lib/ops/collectives.js';
-import { freePort } from '../../lib/dist/launcher.js';
+import { freePort } from '../../lib/parallel/launcher.js';
 import { preset } from '../../lib/model/config.js';
 import { tensor } from '../../lib/tensor.js';
-import { Communicator } from '../../lib/dist/communicator.js';
+import { Communicator } from '../../lib/parallel/communicator.js';
 import { assertKilnError, cudaTest } from '../helpers.js';
 
 const test = suite('collectives on cuda');
-const worker = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'worker.js');
+const worker = join(dirname(fileURLToPath(import.meta.url)), '..', 'parallel', 'worker.js');
 
 cudaTest(test, 'CUDA collectives are refused unless KILN_CUDA_DIST=1', async () => {
   if (process.env.KILN_CUDA_DIST === '1') return;

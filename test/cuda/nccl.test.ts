@@ -14,15 +14,15 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { glooAvailable, ncclStatus } from '../../lib/ops/collectives.js';
-import { freePort } from '../../lib/dist/launcher.js';
-import { Communicator } from '../../lib/dist/communicator.js';
+import { freePort } from '../../lib/parallel/launcher.js';
+import { Communicator } from '../../lib/parallel/communicator.js';
 import { preset } from '../../lib/model/config.js';
 import { synchronize } from '../../lib/runtime.js';
 import { tensor } from '../../lib/tensor.js';
 import { assertClose, cudaDevices, cudaTest } from '../helpers.js';
 
 const test = suite('collectives on cuda through nccl');
-const worker = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'worker.js');
+const worker = join(dirname(fileURLToPath(import.meta.url)), '..', 'parallel', 'worker.js');
 
 /** Whether NCCL can run here; a missing NCCL fails the test when KILN_REQUIRE_NCCL=1. */
 function ncclHere(): boolean {

@@ -7,7 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Tensor, memoryStats, randn, synchronize, tensor, zeros } from '../../lib/index.js';
 import { binding } from '../../lib/native.js';
-import { newtonSchulz } from '../../lib/optim/newton_schulz.js';
+import { newtonSchulz } from '../../lib/ops/newton_schulz.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { dtypeCode } from '../../lib/dtype.js';
 import { RTOL, assertClose, assertKilnError, cudaTest } from '../helpers.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Completion, Engine, type SamplingParams } from '../../lib/index.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import type { ModelConfig } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { memoryStats, synchronize, tensor } from '../../lib/index.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { LlamaModel } from '../../lib/model/llama.js';
 import type { ModelConfig } from '../../lib/model/config.js';

@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import { tensor } from '../../lib/index.js';
 import { LlamaModel } from '../../lib/model/llama.js';
 import { preset } from '../../lib/model/config.js';
-import { saveCheckpoint } from '../../lib/train/checkpoint.js';
+import { saveCheckpoint } from '../../lib/io/checkpoint.js';
 import { assertClose } from '../helpers.js';
 
 const test = suite('Hugging Face layout');

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { memoryStats, tensor } from '../../lib/index.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
-import { loadModel } from '../../lib/generate.js';
+import { loadModel } from '../../lib/io/checkpoint.js';
 import { type ModelConfig, preset } from '../../lib/model/config.js';
-import { loadCheckpoint } from '../../lib/train/checkpoint.js';
+import { loadCheckpoint } from '../../lib/io/checkpoint.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { assertKilnError } from '../helpers.js';
 

@@ -15,7 +15,7 @@ import { writeReport } from '../../lib/monitor/report.js';
 import { FakeEngine, FakeTrainer, distResultFiles, distStepMetrics, resultFiles, stepMetrics } from './fixtures.js';
 import { openRuns } from '../../lib/monitor/runs.js';
 import { Engine } from '../../lib/serve/engine.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { preset } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
@@ -141,7 +141,7 @@ if (!CHROMIUM) {
       const after = (await p.evaluate('window.kilnDashboard.charts()')) as Charts;
       assert.equal(after.scaling.series.map((s) => s.label), ['dp-sync/scalingEfficiency']);
       const dilocoBytes = after.commBytes.series.find((s) => s.label === 'diloco-run/commBytes')!;
-      assert.is(dilocoBytes.points, 12, 'every step drawn, the quiet ones at the 0 lib/dist reported');
+      assert.is(dilocoBytes.points, 12, 'every step drawn, the quiet ones at the 0 lib/parallel reported');
       assert.is(dilocoBytes.max, distStepMetrics(4, 'diloco').commBytes);
       await p.screenshot({ path: join(ARTIFACTS, 'dashboard-communication.png'), fullPage: true });
       assert.equal(errors, [], 'no console errors');

@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Dashboard, attachServingDashboard, attachTrainingDashboard } from '../../lib/monitor/dashboard.js';
-import { normalizeDashboardFlag, dashboardOptionsFrom } from '../../lib/monitor/commands.js';
+import { normalizeDashboardFlag, dashboardOptionsFrom } from '../../lib/cli/monitor.js';
 import { MetricsFollower, openRuns } from '../../lib/monitor/runs.js';
 import { ServingFeed, percentile } from '../../lib/monitor/serving.js';
 import { COMMUNICATION_FIELDS, TrainingRun, toTrainingPoint } from '../../lib/monitor/training.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { preset } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
@@ -274,13 +274,13 @@ test('data-parallel steps: every communication figure reaches the point exactly,
   for (const field of ['worldSize', 'buckets', 'commExposedMs', 'commBytes', 'commPayloadBytes', 'commBytesPerToken', 'algBandwidthGBs', 'busBandwidthGBs', 'scalingEfficiency'] as const) {
     assert.is(p[field], sync[field], field);
   }
-  assert.is(p.communicationMs, sync.commMs, 'lib/dist\'s commMs is the point\'s communication time');
+  assert.is(p.communicationMs, sync.commMs, 'lib/parallel\'s commMs is the point\'s communication time');
   assert.is(p.syncMode, 'sync');
   assert.ok(p.scalingEfficiency! > 0 && p.algBandwidthGBs! > 0);
   const diloco = toTrainingPoint(distStepMetrics(8, 'diloco'))!;
   assert.equal([diloco.syncMode, diloco.innerSteps, diloco.quantBits, diloco.outerSteps, diloco.worldSize], ['diloco', 4, 4, 2, 2]);
   assert.is(diloco.scalingEfficiency, undefined, 'no baseline given: no efficiency');
-  assert.is(toTrainingPoint(distStepMetrics(9, 'diloco'))!.algBandwidthGBs, 0, 'a step without collectives: lib/dist\'s own 0, kept as it is');
+  assert.is(toTrainingPoint(distStepMetrics(9, 'diloco'))!.algBandwidthGBs, 0, 'a step without collectives: lib/parallel\'s own 0, kept as it is');
   const plain = toTrainingPoint(stepMetrics(5))!;
   for (const field of COMMUNICATION_FIELDS) assert.is(plain[field], undefined, `a one-process step has no ${field}`);
   assert.is(toTrainingPoint({ ...stepMetrics(1), syncMode: '<script>' })!.syncMode, undefined, 'a sync mode is a short name or nothing');

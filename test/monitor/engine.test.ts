@@ -13,7 +13,7 @@ import { Engine } from '../../lib/serve/engine.js';
 import type { RequestRecord } from '../../lib/serve/types.js';
 import { attachServingDashboard } from '../../lib/monitor/dashboard.js';
 import { percentile } from '../../lib/monitor/serving.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { type ModelConfig, preset } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';

@@ -1,6 +1,6 @@
 /** Test doubles and fixtures for the monitor tests: a step source, a serving engine, result files. */
-import { commMetrics } from '../../lib/dist/data_parallel.js';
-import type { Communicator } from '../../lib/dist/communicator.js';
+import { commMetrics } from '../../lib/parallel/data_parallel.js';
+import type { Communicator } from '../../lib/parallel/communicator.js';
 import type { EngineStats, RequestRecord, ServingEngine } from '../../lib/serve/types.js';
 import type { StepMetrics } from '../../lib/train/trainer.js';
 
@@ -30,7 +30,7 @@ export function stepMetrics(step: number, extra: Partial<StepMetrics> = {}): Ste
 }
 
 /**
- * A data-parallel step as lib/dist reports it (its own commMetrics over a communicator stand-in):
+ * A data-parallel step as lib/parallel reports it (its own commMetrics over a communicator stand-in):
  * sync mode all-reduces every step; DiLoCo (H = 4 here, 4-bit) communicates every fourth step only.
  */
 export function distStepMetrics(step: number, mode: 'sync' | 'diloco', baselineTokensPerSecond?: number): StepMetrics {

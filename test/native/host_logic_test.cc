@@ -185,7 +185,7 @@ static void test_nccl_loader(const char* good, const char* old, const char* too_
   EXPECT(contains(st.reason, "has no ncclAllGather") && contains(st.reason, "NCCL 2.19.3"));
 }
 
-// The run's store, in process: get() waits for the key up to its timeout, as lib/dist/store.ts does.
+// The run's store, in process: get() waits for the key up to its timeout, as lib/parallel/store.ts does.
 class FakeStore : public kiln::dist::KeyValueStore {
  public:
   void set(const std::string& key, const std::vector<char>& value) override {

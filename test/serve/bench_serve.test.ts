@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { type RequestTiming, type ServeDriver, SERVE_DEFAULTS, benchServe, decodeBytes, drawPrompts, httpDriver, runScenario, sseData, summarize } from '../../bench/serve.js';
 import { matmulParameters, preset } from '../../lib/model/config.js';

@@ -12,9 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Completion, Engine, type EngineLoadOptions, memoryStats, type SamplingParams, type StreamEnd, type TokenEvent } from '../../lib/index.js';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
-import { generateTokens, loadModel } from '../../lib/generate.js';
+import { loadModel } from '../../lib/io/checkpoint.js';
+import { generateTokens } from '../oracles/generate_reference.js';
 import { type ModelConfig, preset } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { assertKilnError } from '../helpers.js';
@@ -284,7 +285,7 @@ test('the loop leaves the event loop free: other callbacks run between iteration
 });
 
 test('kiln generate streams through the engine and reports tokens/s', async () => {
-  const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'lib', 'cli.js');
+  const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'lib', 'cli', 'cli.js');
   const r = spawnSync(process.execPath, [cli, 'generate', '--checkpoint', join(root, 'run'), '--prompt', 'The film was', '--tokens', '40', '--temperature', '0'], { encoding: 'utf8' });
   assert.is(r.status, 0, r.stderr);
   const expected = await withEngine({}, (engine) => engine.generate('The film was', { maxTokens: 40, temperature: 0 }));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Engine } from '../../lib/index.js';
-import { generateTokens } from '../../lib/generate.js';
+import { generateTokens } from '../oracles/generate_reference.js';
 import { type RawTensor, writeSafetensors } from '../../lib/io/safetensors.js';
 import { type ModelConfig, toHfConfig } from '../../lib/model/config.js';
 import { LlamaModel } from '../../lib/model/llama.js';

@@ -7,7 +7,7 @@ import OpenAI from 'openai';
 import { raw, trainedCheckpoint, waitFor } from './http_fixture.js';
 
 const test = suite('serve: kiln serve');
-const cli = join(process.cwd(), 'dist', 'lib', 'cli.js');
+const cli = join(process.cwd(), 'dist', 'lib', 'cli', 'cli.js');
 
 interface Proc {
   child: ChildProcess;

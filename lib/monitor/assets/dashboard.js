@@ -10,7 +10,7 @@
   const COLORS = ['#d9480f', '#1c7ed6', '#2b8a3e', '#7048e8', '#e8590c', '#0c8599', '#c2255c', '#5c940d', '#495057'];
   const RUN_FIELDS = ['step', 'loss', 'valLoss', 'gradNorm', 'lr', 'tokensPerSecond', 'stepMs', 'forwardMs', 'backwardMs', 'optimizerMs',
     'communicationMs', 'mfu', 'peakMemoryBytes',
-    // data-parallel runs (lib/dist): drawn in the Communication panel
+    // data-parallel runs (lib/parallel): drawn in the Communication panel
     'commExposedMs', 'commBytes', 'commPayloadBytes', 'commBytesPerToken', 'algBandwidthGBs', 'busBandwidthGBs', 'scalingEfficiency'];
   // what a data-parallel run says of itself (the latest value of each is shown in its row)
   const DIST_FIELDS = ['worldSize', 'syncMode', 'buckets', 'innerSteps', 'quantBits', 'outerSteps'];
@@ -50,7 +50,7 @@
     { id: 'lr', title: 'Learning-rate multiplier', fields: [{ key: 'lr', label: 'lr×' }], fmt: num },
     { id: 'memory', title: 'Peak memory', fields: [{ key: 'peakMemoryBytes', label: 'peak' }], fmt: mib },
   ];
-  // the Communication panel: data-parallel runs only (a run whose steps carry lib/dist's figures)
+  // the Communication panel: data-parallel runs only (a run whose steps carry lib/parallel's figures)
   const COMMUNICATION_CHARTS = [
     { id: 'commTime', title: 'Communication per step: time in collectives / exposed (not hidden under compute)', fmt: ms,
       fields: [{ key: 'communicationMs', label: 'comm' }, { key: 'commExposedMs', label: 'exposed', dash: [6, 4] }] },

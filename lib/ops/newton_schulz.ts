@@ -8,8 +8,8 @@ import type { DType } from '../dtype.js';
 import { dtypeCode } from '../dtype.js';
 import { describe, fail } from '../errors.js';
 import { binding } from '../native.js';
-import { Tensor, empty } from '../tensor.js';
-import { checkOptions, checkTensor, sameShape } from '../validate.js';
+import { Tensor, empty, checkTensor } from '../tensor.js';
+import { checkOptions, sameShape } from '../validate.js';
 
 export const CLASSIC: readonly [number, number, number] = [3.4445, -4.775, 2.0315];
 export const POLAR_EXPRESS: readonly (readonly [number, number, number])[] = [

@@ -15,7 +15,7 @@
  * Events (status 2) go to every hello connection: {"gone": r} when rank r's connection closed.
  *
  * Binds 127.0.0.1 unless told otherwise; any other address needs a token (checked in
- * lib/dist/launcher.ts before this is reached and again here).
+ * lib/parallel/launcher.ts before this is reached and again here).
  */
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { fail } from '../errors.js';

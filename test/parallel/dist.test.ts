@@ -1,6 +1,6 @@
 /**
  * Data parallelism across processes: two ranks over Gloo's TCP transport on 127.0.0.1, each a
- * child process (test/dist/worker.ts or the kiln CLI), against the single-process trainer.
+ * child process (test/parallel/worker.ts or the kiln CLI), against the single-process trainer.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -9,25 +9,25 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
+import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
-import { freePort, joinRun } from '../../lib/dist/launcher.js';
-import { SyncDataParallel } from '../../lib/dist/data_parallel.js';
+import { freePort, joinRun } from '../../lib/parallel/launcher.js';
+import { SyncDataParallel } from '../../lib/parallel/data_parallel.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
-import { Communicator, distEnvFromProcess } from '../../lib/dist/communicator.js';
-import { DiLoCo, QUANT_BLOCK, dequantizeAdd, fragmentStarts, packedBytes, quantize } from '../../lib/dist/diloco.js';
-import { loadCheckpoint } from '../../lib/train/checkpoint.js';
+import { Communicator, distEnvFromProcess } from '../../lib/parallel/communicator.js';
+import { DiLoCo, QUANT_BLOCK, dequantizeAdd, fragmentStarts, packedBytes, quantize } from '../../lib/parallel/diloco.js';
+import { loadCheckpoint } from '../../lib/io/checkpoint.js';
 import { assertKilnError } from '../helpers.js';
 import { glooAvailable } from '../../lib/ops/collectives.js';
 import { preset } from '../../lib/model/config.js';
 import { type Tensor, zeros } from '../../lib/tensor.js';
 import { type TrainOptions, type TrainParallel, Trainer } from '../../lib/train/trainer.js';
-import { trainDevice } from '../../lib/train/commands.js';
+import { trainDevice } from '../../lib/cli/train.js';
 import { smallConfig, weightsOf } from './common.js';
 
 const test = suite('data parallel (2 ranks, Gloo over 127.0.0.1)');
 const here = dirname(fileURLToPath(import.meta.url));
-const cli = join(here, '..', '..', 'lib', 'cli.js');
+const cli = join(here, '..', '..', 'lib', 'cli', 'cli.js');
 const root = mkdtempSync(join(tmpdir(), 'kiln-dist-'));
 const data = join(root, 'data');
 const B = 4;
@@ -54,7 +54,7 @@ async function ranks(args: (rank: number) => string[], env: (rank: number) => No
   return [0, 1].map((rank) => start(args(rank), { MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: '2', ...env(rank) }));
 }
 
-/** Results of both ranks of test/dist/worker.ts for these scenarios. */
+/** Results of both ranks of test/parallel/worker.ts for these scenarios. */
 async function worker(scenarios: string[], options: TrainOptions = base): Promise<Record<string, any>[]> {
   const out = mkdtempSync(join(root, 'w-'));
   const children = await ranks(() => [join(here, 'worker.js')], () => ({ KILN_TEST_OUT: out, KILN_TEST_SCENARIOS: scenarios.join(','), KILN_TEST_OPTIONS: JSON.stringify(options) }));

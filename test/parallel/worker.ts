@@ -1,13 +1,13 @@
 /**
- * One rank of the data-parallel tests (test/dist/dist.test.ts starts two of these with
+ * One rank of the data-parallel tests (test/parallel/dist.test.ts starts two of these with
  * torchrun's variables set). KILN_TEST_SCENARIOS names what to run; the results (losses,
  * weights, figures) go to KILN_TEST_OUT/rank-<r>.json.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Communicator, distEnvFromProcess } from '../../lib/dist/communicator.js';
-import { SyncDataParallel } from '../../lib/dist/data_parallel.js';
-import { DiLoCo } from '../../lib/dist/diloco.js';
+import { Communicator, distEnvFromProcess } from '../../lib/parallel/communicator.js';
+import { SyncDataParallel } from '../../lib/parallel/data_parallel.js';
+import { DiLoCo } from '../../lib/parallel/diloco.js';
 import { Optimizer, type OptimizedParameter, type OptimizerOptions, type ParamGroup } from '../../lib/optim/optimizer.js';
 import { type Tensor, randn, tensor, zeros } from '../../lib/tensor.js';
 import { copyInto } from '../../lib/ops/layers.js';

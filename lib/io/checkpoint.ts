@@ -13,10 +13,12 @@ import { basename, dirname, join } from 'node:path';
 import { types } from 'node:util';
 import type { DType } from '../dtype.js';
 import { describe, fail } from '../errors.js';
-import { atomicWriteFile } from '../io/atomic.js';
-import { type RawTensor, readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { atomicWriteFile } from './atomic.js';
+import { type RawTensor, readSafetensors, writeSafetensors } from './safetensors.js';
 import { Tensor } from '../tensor.js';
 import { type ModelConfig, fromHfConfig, toHfConfig, validateConfig } from '../model/config.js';
+import { LlamaModel } from '../model/llama.js';
+import type { Device } from '../device.js';
 
 async function raw(t: Tensor): Promise<RawTensor> {
   const values = await t.toArray();
@@ -129,4 +131,12 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
     if (!loaded.trainer || typeof loaded.trainer !== 'object' || Array.isArray(loaded.trainer)) fail('ERR_CHECKPOINT', `${dir}/trainer.json is not an object`);
   }
   return loaded;
+}
+
+/** A LlamaModel on `device` holding the weights of `checkpoint` (resolved as loadCheckpoint resolves it). */
+export function loadModel(checkpoint: string, device: Device = 'cpu'): LlamaModel {
+  const c = loadCheckpoint(checkpoint);
+  const model = new LlamaModel(c.config, { device });
+  model.loadWeights(c.weights);
+  return model;
 }

@@ -1,9 +1,9 @@
 /** `kiln dashboard` and `kiln report`, and the `--dashboard [PORT]` options train and serve share. */
 import { parseArgs } from 'node:util';
 import { fail } from '../errors.js';
-import { DEFAULT_DASHBOARD_PORT, type DashboardOptions, dashboardToken, startDashboard } from './dashboard.js';
-import { openRuns } from './runs.js';
-import { writeReport } from './report.js';
+import { DEFAULT_DASHBOARD_PORT, type DashboardOptions, dashboardToken, startDashboard } from '../monitor/dashboard.js';
+import { openRuns } from '../monitor/runs.js';
+import { writeReport } from '../monitor/report.js';
 
 /**
  * `--dashboard` takes an optional port: `--dashboard`, `--dashboard 9000`, `--dashboard=9000`.

@@ -13,8 +13,8 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { KilnError, fail } from '../errors.js';
-import { atomicWrite } from '../io/atomic.js';
-import type { Tokenizer } from './tokenizer.js';
+import { atomicWrite } from './atomic.js';
+import type { Tokenizer } from '../data/tokenizer.js';
 
 const MAGIC = 'KILNTOK1';
 const HEADER_BYTES = 64;

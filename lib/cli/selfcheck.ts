@@ -3,10 +3,10 @@
  * few ops, and CUDA compared with the CPU reference. `npm start` runs it until the training
  * job lands; `kiln selfcheck` runs it any time.
  */
-import type { Device } from './device.js';
-import { info } from './info.js';
-import { add, mul, sum } from './ops/elementwise.js';
-import { randn } from './tensor.js';
+import type { Device } from '../device.js';
+import { info } from '../info.js';
+import { add, mul, sum } from '../ops/elementwise.js';
+import { randn } from '../tensor.js';
 
 export interface SelfCheckResult {
   device: Device;

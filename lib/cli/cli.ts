@@ -2,18 +2,18 @@
 /** The `kiln` command line. */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { KilnError } from './errors.js';
-import { formatInfo, info } from './info.js';
+import { KilnError } from '../errors.js';
+import { formatInfo, info } from '../info.js';
 import { selfCheck } from './selfcheck.js';
-import { generate, start, train } from './train/commands.js';
-import { parseDevice } from './device.js';
-import { parseDType } from './dtype.js';
-import { modelMatmulCalls, tuneMatmul } from './tune.js';
-import { preset } from './model/config.js';
-import { bundledCorpus, prepareDocuments, prepareFiles } from './data/shards.js';
-import { tokenizerByName } from './data/tokenizer.js';
-import { exportLlamaGguf } from './io/gguf_llama.js';
-import { dashboardCommand, reportCommand } from './monitor/commands.js';
+import { generate, start, train } from './train.js';
+import { parseDevice } from '../device.js';
+import { parseDType } from '../dtype.js';
+import { modelMatmulCalls, tuneMatmul } from '../train/matmul_tuner.js';
+import { preset } from '../model/config.js';
+import { bundledCorpus, prepareDocuments, prepareFiles } from '../io/shards.js';
+import { tokenizerByName } from '../data/tokenizer.js';
+import { exportLlamaGguf } from '../io/gguf_llama.js';
+import { dashboardCommand, reportCommand } from './monitor.js';
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -87,7 +87,7 @@ async function main(argv: string[]): Promise<number> {
     case 'generate':
       return generate(rest);
     case 'serve': {
-      const { serveCommand } = await import('./serve/serve_command.js');
+      const { serveCommand } = await import('./serve.js');
       return serveCommand(rest);
     }
     case 'dashboard':
@@ -164,7 +164,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'bench': {
       // the benchmarks live in the repository (bench/, with the PyTorch/numpy peers), not in the npm package
-      const runner = new URL('../bench/run.js', import.meta.url);
+      const runner = new URL('../../bench/run.js', import.meta.url);
       if (!existsSync(runner)) throw new KilnError('ERR_ARG', 'kiln bench runs from a kiln repository checkout (bench/ is not part of the npm package)');
       const { runBench } = (await import(runner.href)) as { runBench: (args: string[]) => Promise<number> };
       return runBench(rest);

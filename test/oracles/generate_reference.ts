@@ -1,13 +1,12 @@
 /**
- * Text generation from a checkpoint: greedy, temperature and top-k sampling (seeded). Each new
- * token runs the model over the window of the last `context` tokens; the paged-KV serving
- * engine (ops.attentionDecode) is the serving issue's work.
+ * The reference decoder the serving engine is tested against: greedy, temperature and top-k
+ * sampling (seeded, its own RNG and defaults). Each new token runs the full model forward over
+ * the window of the last `context` tokens, with no KV cache, so it shares no code with the
+ * engine's paged-KV decode (ops.attentionDecode) and greedy outputs must agree token for token.
  */
-import { type Device } from './device.js';
-import { describe, fail } from './errors.js';
-import { tensor } from './tensor.js';
-import { LlamaModel } from './model/llama.js';
-import { loadCheckpoint } from './train/checkpoint.js';
+import { describe, fail } from '../../lib/errors.js';
+import { tensor } from '../../lib/tensor.js';
+import { LlamaModel } from '../../lib/model/llama.js';
 
 export interface SampleOptions {
   maxTokens?: number;
@@ -74,11 +73,4 @@ export async function generateTokens(model: LlamaModel, prompt: number[], option
     if (next === options.stopToken) break;
   }
   return ids.slice(prompt.length);
-}
-
-export function loadModel(checkpoint: string, device: Device = 'cpu'): LlamaModel {
-  const c = loadCheckpoint(checkpoint);
-  const model = new LlamaModel(c.config, { device });
-  model.loadWeights(c.weights);
-  return model;
 }

@@ -9,15 +9,15 @@ import { fail } from '../errors.js';
 import { formatInfo } from '../info.js';
 import { defaultDevice } from '../runtime.js';
 import { preset } from '../model/config.js';
-import { bundledCorpus, prepareDocuments, readShardInfo } from '../data/shards.js';
+import { bundledCorpus, prepareDocuments, readShardInfo } from '../io/shards.js';
 import { byteTokenizer } from '../data/tokenizer.js';
 import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
-import { type StepMetrics, Trainer, type TrainOptions } from './trainer.js';
+import { type StepMetrics, Trainer, type TrainOptions } from '../train/trainer.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
-import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from '../monitor/commands.js';
-import { distEnvFromProcess } from '../dist/communicator.js';
-import { type ParallelFlags, checkZero1, joinRun, launchLocal } from '../dist/launcher.js';
+import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { distEnvFromProcess } from '../parallel/communicator.js';
+import { type ParallelFlags, checkZero1, joinRun, launchLocal } from '../parallel/launcher.js';
 
 function int(value: string | undefined, name: string): number {
   const n = Number(value);
@@ -85,7 +85,7 @@ export async function train(args: string[]): Promise<number> {
       'eval-every': { type: 'string', default: '50' }, 'checkpoint-every': { type: 'string', default: '0' }, resume: { type: 'string' },
       seed: { type: 'string', default: '0' }, 'log-every': { type: 'string', default: '10' },
       'grad-clip': { type: 'string', default: '1' }, recompute: { type: 'boolean', default: false },
-      // data parallelism (lib/dist)
+      // data parallelism (lib/parallel)
       nproc: { type: 'string' }, sync: { type: 'string', default: 'sync' }, 'inner-steps': { type: 'string', default: '50' },
       'outer-lr': { type: 'string', default: '0.7' }, 'outer-momentum': { type: 'string', default: '0.9' }, 'quant-bits': { type: 'string', default: '0' },
       'stream-fragments': { type: 'string', default: '1' }, 'overlap-steps': { type: 'string' }, 'mix-alpha': { type: 'string', default: '0.5' },

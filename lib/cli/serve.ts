@@ -7,11 +7,11 @@
 import { parseArgs } from 'node:util';
 import { parseDevice } from '../device.js';
 import { fail } from '../errors.js';
-import { Engine, type EngineLoadOptions } from './engine.js';
-import { createServer } from './http.js';
-import type { ServingEngine } from './types.js';
+import { Engine, type EngineLoadOptions } from '../serve/engine.js';
+import { createServer } from '../serve/http.js';
+import type { ServingEngine } from '../serve/types.js';
 import { attachServingDashboard } from '../monitor/dashboard.js';
-import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from '../monitor/commands.js';
+import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {

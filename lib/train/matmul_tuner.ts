@@ -1,23 +1,22 @@
 /**
- * `kiln tune`: times every CUDA GEMM candidate on the matmuls a model's training step issues
- * (recorded from the model's own calls: dtypes, layouts, beta, epilogues and sizes, so every
- * tune key the step looks up gets a winner) and records the winner per (device, key) in a cache
- * file that the matmul dispatcher loads on first use.
- * Winners are stored by configuration name, so a rebuild that renumbers candidates keeps them.
+ * `kiln tune`'s library half: times every CUDA GEMM candidate on the matmuls a model's training
+ * step issues (recorded from the model's own calls: dtypes, layouts, beta, epilogues and sizes, so
+ * every tune key the step looks up gets a winner) and records the winner per (device, key) in
+ * the tuning table (ops/matmul_tuning.ts) that the matmul dispatcher loads on first use.
+ * It lives above the model because it runs the model's step to record its calls.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { type Device, deviceCode } from './device.js';
-import type { DType } from './dtype.js';
-import { KilnError, fail } from './errors.js';
-import { info } from './info.js';
-import { atomicWriteFile } from './io/atomic.js';
-import { binding } from './native.js';
-import type { ModelConfig } from './model/config.js';
-import { LlamaModel } from './model/llama.js';
-import { type MatmulCall, recordMatmulCalls } from './ops/matmul.js';
-import { randn, zeros } from './tensor.js';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Device } from '../device.js';
+import type { DType } from '../dtype.js';
+import { KilnError, fail } from '../errors.js';
+import { atomicWriteFile } from '../io/atomic.js';
+import type { ModelConfig } from '../model/config.js';
+import { LlamaModel } from '../model/llama.js';
+import { type MatmulCall, recordMatmulCalls } from '../ops/matmul.js';
+import { type TuneTable, matmulCandidates, matmulWithConfig, readTuneTable, setTunedConfig, tuneDeviceId, tuneTableFile } from '../ops/matmul_tuning.js';
+import { deviceTimeBetween, markDeviceTime } from '../runtime.js';
+import { randn, zeros } from '../tensor.js';
 
 export interface GemmShape {
   name: string;
@@ -52,50 +51,11 @@ export function layerShapes(tokens: number, dModel = 2048, kvDim = 1024, ffn = 5
   return shapes;
 }
 
-function cacheFile(): string {
-  const dir = process.env.KILN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kiln');
-  return join(dir, 'matmul-tune.json');
-}
-
-type TuneCache = Record<string, Record<string, string>>; // device id -> tune key -> config name
-
-function deviceId(device: Device): string {
-  const d = info().devices.find((x) => x.device === device);
-  if (!d) fail('ERR_DEVICE', `${device} is not present`);
-  return `${d.name} sm${d.computeCapability.replace('.', '')}`;
-}
-
-function readCache(): TuneCache {
-  const path = cacheFile();
-  if (!existsSync(path)) return {};
-  try {
-    const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
-    return parsed && typeof parsed === 'object' ? (parsed as TuneCache) : {};
-  } catch {
-    return {}; // a damaged cache only costs the tuned speed: the heuristic still runs
-  }
-}
-
-function writeCache(cache: TuneCache): string {
-  const path = cacheFile();
+function writeTable(table: TuneTable): string {
+  const path = tuneTableFile();
   mkdirSync(dirname(path), { recursive: true });
-  atomicWriteFile(path, JSON.stringify(cache, null, 2) + '\n');
+  atomicWriteFile(path, JSON.stringify(table, null, 2) + '\n');
   return path;
-}
-
-const loaded = new Set<Device>();
-
-/** Hands the cached winners of `device` to the dispatcher (once per process). */
-export function loadTuned(device: Device): void {
-  if (loaded.has(device) || device === 'cpu') return;
-  loaded.add(device);
-  const entries = readCache()[deviceId(device)];
-  if (!entries) return;
-  const names = binding().matmulConfigNames();
-  for (const [key, name] of Object.entries(entries)) {
-    const config = names.indexOf(name);
-    if (config >= 0) binding().matmulSetTuned(deviceCode(device), key, config);
-  }
 }
 
 export interface TuneResult {
@@ -167,12 +127,11 @@ export function modelMatmulCalls(config: ModelConfig, options: ModelCallOptions)
 /** Times every candidate for each call on its device and saves the winners under the call's tune key. */
 export async function tuneMatmul(calls: MatmulCall[], repeats = 10): Promise<{ results: TuneResult[]; file: string }> {
   const results: TuneResult[] = [];
-  const cache = readCache();
+  const cache = readTuneTable();
   for (const call of distinctCalls(calls)) {
     const device = call.device;
     if (device === 'cpu') fail('ERR_DEVICE', 'kiln tune measures CUDA GEMM candidates: pass a CUDA device');
-    const code = deviceCode(device);
-    const id = deviceId(device);
+    const id = tuneDeviceId(device);
     cache[id] ??= {};
     // operands of the recorded sizes and dtypes, the recorded params: the same tune key
     using a = randn([call.aNumel], { seed: 1, device, dtype: call.abDType });
@@ -180,18 +139,17 @@ export async function tuneMatmul(calls: MatmulCall[], repeats = 10): Promise<{ r
     using out = randn([call.outNumel], { seed: 3, device, dtype: call.outDType, std: 0.01 });
     using residual = call.residualNumel === null ? null : randn([call.residualNumel], { seed: 4, device, dtype: call.outDType });
     const params = { ...call.params, reference: false };
-    const r = residual?.handle ?? null;
-    const { key, defaultConfig, candidates } = binding().matmulCandidates(out.handle, a.handle, b.handle, r, params);
+    const { key, defaultConfig, candidates } = matmulCandidates(out, a, b, residual, params);
     const timed: { name: string; config: number; medianMs: number }[] = [];
     for (const c of candidates) {
-      const run = () => binding().matmul(out.handle, a.handle, b.handle, r, { ...params, config: c.config });
+      const run = () => matmulWithConfig(out, a, b, residual, params, c.config);
       for (let i = 0; i < 2; i++) run();
       const times: number[] = [];
       for (let i = 0; i < repeats; i++) {
-        const start = binding().timerMark(code);
+        const start = markDeviceTime(device);
         run();
-        const end = binding().timerMark(code);
-        times.push(await binding().timerElapsed(start, end));
+        const end = markDeviceTime(device);
+        times.push(await deviceTimeBetween(start, end));
       }
       times.sort((x, y) => x - y);
       timed.push({ name: c.name, config: c.config, medianMs: times[Math.floor(times.length / 2)] });
@@ -201,12 +159,12 @@ export async function tuneMatmul(calls: MatmulCall[], repeats = 10): Promise<{ r
     timed.sort((x, y) => x.medianMs - y.medianMs);
     const best = timed[0];
     const fallback = timed.find((t) => t.config === defaultConfig) ?? best;
-    binding().matmulSetTuned(code, key, best.config);
+    setTunedConfig(device, key, best.config);
     cache[id][key] = best.name;
     results.push({
       name, call, key, winner: best.name, winnerMs: best.medianMs, defaultName: fallback.name, defaultMs: fallback.medianMs,
       candidates: timed.map(({ name: n, medianMs }) => ({ name: n, medianMs })),
     });
   }
-  return { results, file: writeCache(cache) };
+  return { results, file: writeTable(cache) };
 }
