@@ -1,5 +1,5 @@
 /**
- * What the live dashboard costs a training step (issue 12's target: under 1% on the tiny preset,
+ * What the live dashboard costs a training step (target: under 1% on the tiny preset,
  * 2-core CPU). One Trainer runs the tiny preset; after a warm-up, phases of steps alternate
  * between no dashboard and a dashboard with a connected client draining its event stream, so
  * drifting machine load hits both alike. Two figures:

@@ -8,7 +8,7 @@
  *        [--requests 96] [--tokens 64] [--rounds 3] [--out bench/results]
  *
  * Reports output tokens/s, TTFT p50/p99 and inter-token latency p50 for both, and the ratios the
- * issue targets (tokens/s within 5%, TTFT p50 within 5 ms).
+ * targets (tokens/s within 5%, TTFT p50 within 5 ms).
  */
 import { mkdtempSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';

@@ -16,9 +16,9 @@
  *              same thread count, one context with a sequence per concurrent request (its own
  *              batching across sequences)
  *
- * Targets (issue 10, 2-core CPU, 125m preset): concurrency-1 decode >= 1.0x llama.cpp tokens/s
+ * Targets (2-core CPU, 125m preset): concurrency-1 decode >= 1.0x llama.cpp tokens/s
  * in the same dtype; concurrency-32 output tokens/s >= 2x llama.cpp; TTFT p99 <= 3x p50 under
- * the rate sweep. Issue 11: HTTP overhead at concurrency 32 within 5% tokens/s and 5 ms TTFT p50.
+ * the rate sweep. HTTP overhead at concurrency 32 within 5% tokens/s and 5 ms TTFT p50.
  */
 import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';

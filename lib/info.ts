@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { binding } from './native.js';
 import { KilnError, describe, fail } from './errors.js';
 
-/** Dense datasheet figures (shared/REFERENCE.md). Leads, not measurements: benchmarks measure. */
+/** Dense (not sparse) datasheet figures from each vendor's spec sheet. Leads, not measurements: benchmarks measure. */
 export interface GpuPeak {
   name: string;
   bf16Tflops: number;

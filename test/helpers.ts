@@ -31,7 +31,7 @@ export const RTOL: Record<DType, number> = { f64: 1e-12, f32: 2e-6, bf16: 8e-3, 
 
 /**
  * |actual - expected| <= atol + rtol * |expected| elementwise; on failure, reports the max
- * error and the first bad elements (DESIGN.md's tolerance rule).
+ * error and the first bad elements (the project's tolerance rule for every kernel test).
  */
 export function assertClose(
   actual: ArrayLike<number>,

@@ -158,7 +158,7 @@ export function sm90Cases(): Case[] {
   ];
 }
 
-/** Every layout, dtype, epilogue and odd size the issue asks for, sized for a 2-core CPU. */
+/** Every layout, dtype, epilogue and odd size the dispatcher must handle, sized for a 2-core CPU. */
 export function matmulCases(): Case[] {
   const cases: Case[] = [];
   const sizes: [number, number, number][] = [

@@ -1,7 +1,6 @@
 /**
  * A short end-to-end check of the runtime on every device present: seeded random tensors, a
- * few ops, and CUDA compared with the CPU reference. `npm start` runs it until the training
- * job lands; `kiln selfcheck` runs it any time.
+ * few ops, and CUDA compared with the CPU reference. `kiln selfcheck` runs it any time.
  */
 import type { Device } from '../device.js';
 import { info } from '../info.js';

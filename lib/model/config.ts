@@ -1,5 +1,5 @@
 /**
- * LLaMA-style model configuration and presets (REFERENCE.md). Field names follow the Hugging
+ * LLaMA-style model configuration and the presets (tiny, 125m, 350m, 760m, 1.4b). Field names follow the Hugging
  * Face LlamaConfig in config.json, so checkpoints load in transformers unchanged.
  */
 import { describe, fail } from '../errors.js';

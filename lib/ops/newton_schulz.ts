@@ -1,6 +1,6 @@
 /**
  * ops.newtonSchulz: the quintic Newton–Schulz orthogonalization Muon applies to each update
- * (REFERENCE.md). X = G / (‖G‖_F·normScale + eps), tall matrices transposed; then per step
+ * (Jordan et al.'s Muon). X = G / (‖G‖_F·normScale + eps), tall matrices transposed; then per step
  * A = X·Xᵀ, B = b·A + c·A·A, X = a·X + B·X. The result's singular values land roughly in
  * (0.5, 1.5) by design (classic coefficients), not exactly 1.
  */

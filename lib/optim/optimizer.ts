@@ -1,5 +1,5 @@
 /**
- * The Muon + AdamW optimizer (REFERENCE.md, "Muon"). Each parameter group names its update
+ * The Muon + AdamW optimizer. Each parameter group names its update
  * rule: 'muon' (momentum, then the spectral-norm LMO = Newton–Schulz, then a scaled step with
  * decoupled weight decay) for 2-D hidden matrices, 'adamw' for embeddings, the output head and
  * norms. A new rule is one more plan/step pair in Optimizer.

@@ -4,7 +4,7 @@ import { datasheetPeak } from '../../lib/index.js';
 
 const test = suite('datasheet peaks');
 
-test('known GPUs map to their REFERENCE.md figures', () => {
+test('known GPUs map to their datasheet figures', () => {
   const cases: [string, string, number, number][] = [
     ['NVIDIA A40', 'A40', 149.7, 696],
     ['NVIDIA A100-SXM4-80GB', 'A100 SXM 80GB', 312, 2039],

@@ -1,5 +1,5 @@
 /**
- * The hostile-input fuzz suite (issue 17), bounded for `npm test`: seeded batches over every
+ * The hostile-input fuzz suite, bounded for `npm test`: seeded batches over every
  * binding entry point and every public function, each batch in a child process with a watchdog
  * so a crash or hang fails the test instead of killing the runner. Long runs:
  * `npm run fuzz -- --runs 50000 --seed 1`.

@@ -1,5 +1,5 @@
 /**
- * The hostile-input fuzzer (issue 17): seeded, property-based (fast-check) calls of every binding
+ * The hostile-input fuzzer: seeded, property-based (fast-check) calls of every binding
  * entry point and every public function, each starting from a valid call that is then mutated
  * with hostile values: getters and Proxy traps that dispose tensors mid-call (and reallocate the
  * freed memory as canaries), BigInt, symbols, NaN, huge and negative sizes, SharedArrayBuffer
@@ -549,7 +549,7 @@ export function judgeError(error: unknown): string | undefined {
   return `not a KilnError: ${text}`;
 }
 
-/** Entry points that must refuse one tensor in two places: they update every tensor of their lists (issue 17). */
+/** Entry points that must refuse one tensor in two places: they update every tensor of their lists. */
 const MUST_REFUSE_ALIAS = new Set(['gradNormClip', 'adamw', 'adamwMulti', 'muonMomentumMulti', 'muonApplyMulti', 'ops.gradNormClip']);
 
 export async function runCase(target: Target, mutations: Mutation[]): Promise<string | undefined> {

@@ -1,7 +1,7 @@
 /**
  * The dashboard server in Node: SSE snapshot and step events, /metrics, the token and host
- * rules, the serving feed's percentiles (against a ServingEngine test double: the engine has not
- * landed on this branch), metrics.jsonl following, and the Trainer's onStep hook on a real run.
+ * rules, the serving feed's percentiles (against a ServingEngine test double, so the feed's math
+ * is checked on scripted figures; test/monitor/engine.test.ts drives the real engine), metrics.jsonl following, and the Trainer's onStep hook on a real run.
  */
 import { appendFileSync, mkdtempSync, truncateSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
