@@ -21,7 +21,7 @@ import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { preset } from '../lib/model/config.js';
 import { Engine } from '../lib/serve/engine.js';
-import { createServer } from '../lib/serve/http.js';
+import { createServer } from '../lib/serve/http/index.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { writeResults } from './harness.js';
 
