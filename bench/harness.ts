@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { type Device, type Tensor, empty, info, synchronize } from '../lib/index.js';
 import { deviceCode } from '../lib/device.js';
 import { atomicWriteFile } from '../lib/io/atomic.js';
+import type { BenchmarkName, ResultFile, ResultRows } from '../lib/monitor/results_schema.js';
 import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { binding } from '../lib/native.js';
@@ -77,18 +78,10 @@ export function gitCommit(): string {
   }
 }
 
-export interface ResultFile {
-  benchmark: string;
-  date: string;
-  commit: string;
-  kiln: ReturnType<typeof info>;
-  results: unknown[];
-}
-
-/** Writes results atomically (temp file, fsync, rename) and returns the path. */
-export function writeResults(outDir: string, benchmark: string, results: unknown[]): string {
+/** Writes a result file (lib/monitor/results_schema.ts) atomically (temp file, fsync, rename) and returns the path. */
+export function writeResults<B extends BenchmarkName>(outDir: string, benchmark: B, results: ResultRows[B][]): string {
   mkdirSync(outDir, { recursive: true });
-  const file: ResultFile = { benchmark, date: new Date().toISOString(), commit: gitCommit(), kiln: info(), results };
+  const file: ResultFile<B> = { benchmark, date: new Date().toISOString(), commit: gitCommit(), kiln: info(), results };
   const stamp = file.date.slice(0, 19).replace(/[:T]/g, '-');
   const path = join(outDir, `${benchmark}-${stamp}.json`);
   atomicWriteFile(path, JSON.stringify(file, null, 2) + '\n');

@@ -20,6 +20,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { preset } from '../lib/model/config.js';
+import type { HttpOverheadRow } from '../lib/monitor/results_schema.js';
 import { Engine } from '../lib/serve/engine.js';
 import { createServer } from '../lib/serve/http/index.js';
 import { Trainer } from '../lib/train/trainer.js';
@@ -224,13 +225,12 @@ async function main(): Promise<void> {
   await engine.close('cancel');
   const a = summary(inProcess);
   const b = summary(http);
-  const result = {
+  const result: HttpOverheadRow = {
     checkpoint, model: { layers: engine.config.layers, dModel: engine.config.dModel, vocabSize: engine.config.vocabSize, context: engine.contextLength },
     concurrency, requests: prompts.length, outputTokens: tokens,
     inProcess: a, http: b,
     httpTokensPerSecondRatio: b.tokensPerSecond / a.tokensPerSecond,
     httpTtftP50ExtraMs: b.ttftP50Ms - a.ttftP50Ms,
-    /** main-thread busy time the HTTP layer adds per streamed token (contention-independent) */
     httpMainThreadExtraMsPerToken: b.mainThreadMsPerToken - a.mainThreadMsPerToken,
     loadAverage: loadavg(),
   };

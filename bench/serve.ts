@@ -31,6 +31,7 @@ import { exportLlamaGguf } from '../lib/io/gguf_llama.js';
 import { type ModelConfig, matmulParameters, preset } from '../lib/model/config.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../lib/io/checkpoint.js';
+import type { ServeDriverResult, ServeRow, ServeScenario, ServeVerdicts } from '../lib/monitor/results_schema.js';
 import type { ServingEngine } from '../lib/serve/types.js';
 import { benchMemory } from './memory.js';
 
@@ -331,32 +332,8 @@ function quantile(values: number[], q: number): number {
 }
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
 
-export interface ScenarioResult {
-  scenario: string;
-  concurrency?: number;
-  rate?: number;
-  requests: number;
-  completed: number;
-  failed: number;
-  errors: string[];
-  durationS: number;
-  promptTokens: number;
-  outputTokens: number;
-  requestsPerSecond: number;
-  outputTokensPerSecond: number;
-  totalTokensPerSecond: number;
-  ttftMs: { mean: number; p50: number; p99: number };
-  tpotMs: { mean: number; p50: number; p99: number };
-  itlMs: { mean: number; p50: number; p99: number };
-  e2eMs: { mean: number; p50: number; p99: number };
-  /** decode tokens/s of one request: 1000 / TPOT p50 */
-  decodeTokensPerSecond: number;
-  kvUsage?: { mean: number; max: number };
-  prefixCacheHitRate?: number;
-  /** 1-minute load average of the machine when the scenario ended (other processes share the cores) */
-  loadAverage: number;
-  serverProfile?: Record<string, number>;
-}
+/** One scenario's figures, as the result file holds them. */
+export type ScenarioResult = ServeScenario;
 
 /** Summarizes client-side timings the way vLLM's benchmark does. */
 export function summarize(timings: RequestTiming[], durationMs: number): Omit<ScenarioResult, 'scenario' | 'requests' | 'loadAverage'> {
@@ -521,7 +498,7 @@ function fmt(r: ScenarioResult): string {
     (r.failed ? `  FAILED ${r.failed}: ${r.errors.join('; ')}` : '') + `  (load ${r.loadAverage.toFixed(1)})`;
 }
 
-export async function benchServe(o: ServeBenchOptions): Promise<Record<string, unknown>> {
+export async function benchServe(o: ServeBenchOptions): Promise<ServeRow> {
   for (const d of o.drivers) if (!['kiln', 'llama.cpp', 'http'].includes(d)) fail('ERR_ARG', `unknown serving driver '${d}' (known: kiln, llama.cpp, http)`);
   if (o.drivers.includes('http') && !o.url) fail('ERR_ARG', 'the http driver needs --url');
   if (!(o.promptMin >= 1 && o.promptMax >= o.promptMin)) fail('ERR_ARG', '--prompt-min and --prompt-max must satisfy 1 <= min <= max');
@@ -541,22 +518,21 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     taken += n;
   }
   const weightBytes = o.dtype === 'f32' ? 4 : 2;
-  const row: Record<string, unknown> = {
+  const run = {
     checkpoint: o.checkpoint ?? `random ${o.preset} (seeded init, untrained)`, config, dtype: o.dtype, threads: o.threads, shard,
     prompts: { count: prompts.length, min: o.promptMin, max: o.promptMax, mean: mean(prompts.map((p) => p.length)) }, outputTokens: o.outputTokens,
     loadAverageAtStart: loadavg(),
   };
-  console.log(`serve: ${row.checkpoint}, ${o.dtype}, ${o.threads} threads, prompts ${o.promptMin}-${o.promptMax} tokens (mean ${(row.prompts as { mean: number }).mean.toFixed(0)}), ${o.outputTokens} output tokens; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`serve: ${run.checkpoint}, ${o.dtype}, ${o.threads} threads, prompts ${o.promptMin}-${o.promptMax} tokens (mean ${run.prompts.mean.toFixed(0)}), ${o.outputTokens} output tokens; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 
   let copyGBs: number | undefined;
   if (o.bandwidth) {
-    const memory = (await benchMemory(['cpu'])) as { op: string; achievedGBs: number }[];
+    const memory = await benchMemory(['cpu']);
     copyGBs = memory.find((m) => m.op === 'copy')?.achievedGBs;
-    row.copyBandwidthGBs = copyGBs;
   }
 
   let rates = o.rates;
-  const perDriver: Record<string, unknown>[] = [];
+  const perDriver: ServeDriverResult[] = [];
   let temp: string | undefined;
   for (const name of o.drivers) {
     let driver: ServeDriver;
@@ -596,7 +572,7 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     } finally {
       await driver.close();
     }
-    const entry: Record<string, unknown> = { ...driver.description, driver: driver.name, scenarios };
+    const entry: ServeDriverResult = { ...driver.description, driver: driver.name, scenarios };
     const single = scenarios.find((s) => s.concurrency === 1);
     if (single && copyGBs && name !== 'http') {
       // mean context while decoding: the prompt plus half the output
@@ -609,20 +585,19 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     perDriver.push(entry);
   }
   if (temp) rmSync(temp, { recursive: true, force: true });
-  row.drivers = perDriver;
-  row.targets = targets(perDriver);
-  for (const [k, v] of Object.entries(row.targets as Record<string, unknown>)) console.log(`target ${k}: ${JSON.stringify(v)}`);
+  const row: ServeRow = { ...run, ...(o.bandwidth ? { copyBandwidthGBs: copyGBs } : {}), drivers: perDriver, targets: targets(perDriver) };
+  for (const [k, v] of Object.entries(row.targets)) console.log(`target ${k}: ${JSON.stringify(v)}`);
   return row;
 }
 
 /** The issues' targets, as measured (hits and misses both recorded). */
-export function targets(drivers: Record<string, unknown>[]): Record<string, unknown> {
-  const find = (name: string) => drivers.find((d) => d.driver === name) as { scenarios: ScenarioResult[] } | undefined;
+export function targets(drivers: ServeDriverResult[]): ServeVerdicts {
+  const find = (name: string) => drivers.find((d) => d.driver === name);
   const kiln = find('kiln');
   const peer = find('llama.cpp');
   const http = find('http');
-  const out: Record<string, unknown> = {};
-  const at = (d: { scenarios: ScenarioResult[] } | undefined, c: number) => d?.scenarios.find((s) => s.concurrency === c);
+  const out: ServeVerdicts = {};
+  const at = (d: ServeDriverResult | undefined, c: number) => d?.scenarios.find((s) => s.concurrency === c);
   if (kiln && peer) {
     const k1 = at(kiln, 1);
     const p1 = at(peer, 1);
