@@ -1,6 +1,6 @@
 /**
- * What the live dashboard costs a training step (issue 12's target: under 1% on the tiny preset,
- * 2-core CPU). One Trainer runs the tiny preset; after a warm-up, phases of steps alternate
+ * What the live dashboard costs a training step (target, bench/targets.ts: under 1% on the tiny
+ * preset, 2-core CPU). One Trainer runs the tiny preset; after a warm-up, phases of steps alternate
  * between no dashboard and a dashboard with a connected client draining its event stream, so
  * drifting machine load hits both alike. Two figures:
  *   - publishUs: the time the step hook spends publishing (point, ETA, Prometheus gauges, JSON,

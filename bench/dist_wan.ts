@@ -31,6 +31,7 @@ import { parseArgs } from 'node:util';
 import type { WanRelayCountersRow, WanRunRow, WanVerdictRow } from '../lib/monitor/results_schema.js';
 import { freePort } from '../lib/parallel/launcher.js';
 import { distBenchData, median, runProcess, writeResults } from './harness.js';
+import { DIST_TARGETS } from './targets.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -214,7 +215,8 @@ async function main(): Promise<void> {
   }
   if (sync && diloco) verdict.dilocoValLossVsSync = diloco.valLoss / sync.valLoss - 1;
   console.log(JSON.stringify(verdict));
-  console.log(`wrote ${writeResults(values.out!, 'dist-wan', [...results, verdict])}`);
+  const { dilocoTokensOfLocal, dilocoValLossVsSync } = DIST_TARGETS;
+  console.log(`wrote ${writeResults(values.out!, 'dist-wan', [...results, verdict], { dilocoTokensOfLocal, dilocoValLossVsSync })}`);
 }
 
 main().catch((e) => {

@@ -1,5 +1,5 @@
 /**
- * GEMM throughput on the 1.4B preset's shapes (REFERENCE.md), in the three layouts of a
+ * GEMM throughput on the 1.4B preset's shapes, in the three layouts of a
  * training step, plus square 4096 and 8192, next to a peer measured in the same run:
  * cuBLAS through PyTorch on CUDA, numpy/OpenBLAS on the CPU (scaled-down token counts).
  *

@@ -16,9 +16,9 @@
  *              same thread count, one context with a sequence per concurrent request (its own
  *              batching across sequences)
  *
- * Targets (issue 10, 2-core CPU, 125m preset): concurrency-1 decode >= 1.0x llama.cpp tokens/s
- * in the same dtype; concurrency-32 output tokens/s >= 2x llama.cpp; TTFT p99 <= 3x p50 under
- * the rate sweep. Issue 11: HTTP overhead at concurrency 32 within 5% tokens/s and 5 ms TTFT p50.
+ * Targets (bench/targets.ts; 2-core CPU, 125m preset): concurrency-1 decode >= 1.0x llama.cpp
+ * tokens/s in the same dtype; concurrency-32 output tokens/s >= 2x llama.cpp; TTFT p99 <= 3x p50
+ * under the rate sweep; HTTP overhead at concurrency 32 within 5% tokens/s and 5 ms TTFT p50.
  */
 import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';
@@ -34,6 +34,7 @@ import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../lib/io/che
 import type { ServeDriverResult, ServeRow, ServeScenario, ServeVerdicts } from '../lib/monitor/results_schema.js';
 import type { ServingEngine } from '../lib/serve/types.js';
 import { benchMemory } from './memory.js';
+import { HTTP_OVERHEAD_TARGETS, SERVE_TARGETS } from './targets.js';
 
 // ---------------------------------------------------------------------------------------------
 // What one request looks like from the client
@@ -590,7 +591,7 @@ export async function benchServe(o: ServeBenchOptions): Promise<ServeRow> {
   return row;
 }
 
-/** The issues' targets, as measured (hits and misses both recorded). */
+/** The targets (bench/targets.ts), as measured (hits and misses both recorded). */
 export function targets(drivers: ServeDriverResult[]): ServeVerdicts {
   const find = (name: string) => drivers.find((d) => d.driver === name);
   const kiln = find('kiln');
@@ -603,25 +604,25 @@ export function targets(drivers: ServeDriverResult[]): ServeVerdicts {
     const p1 = at(peer, 1);
     if (k1 && p1) {
       const ratio = k1.decodeTokensPerSecond / p1.decodeTokensPerSecond;
-      out.decodeC1VsLlamaCpp = { kiln: k1.decodeTokensPerSecond, llamaCpp: p1.decodeTokensPerSecond, ratio, target: 1.0, met: ratio >= 1.0 };
+      out.decodeC1VsLlamaCpp = { kiln: k1.decodeTokensPerSecond, llamaCpp: p1.decodeTokensPerSecond, ratio, target: SERVE_TARGETS.decodeC1VsLlamaCpp, met: ratio >= SERVE_TARGETS.decodeC1VsLlamaCpp };
     }
     const k32 = at(kiln, 32);
     const p32 = at(peer, 32);
     if (k32 && p32) {
       const ratio = k32.outputTokensPerSecond / p32.outputTokensPerSecond;
-      out.throughputC32VsLlamaCpp = { kiln: k32.outputTokensPerSecond, llamaCpp: p32.outputTokensPerSecond, ratio, target: 2.0, met: ratio >= 2.0 };
+      out.throughputC32VsLlamaCpp = { kiln: k32.outputTokensPerSecond, llamaCpp: p32.outputTokensPerSecond, ratio, target: SERVE_TARGETS.throughputC32VsLlamaCpp, met: ratio >= SERVE_TARGETS.throughputC32VsLlamaCpp };
     }
   }
   if (kiln) {
     const sweep = kiln.scenarios.filter((s) => s.rate !== undefined).map((s) => ({ rate: s.rate, p50: s.ttftMs.p50, p99: s.ttftMs.p99, ratio: s.ttftMs.p99 / s.ttftMs.p50 }));
-    if (sweep.length) out.ttftP99OverP50UnderRateSweep = { sweep, target: 3.0, met: sweep.every((s) => s.ratio <= 3.0) };
+    if (sweep.length) out.ttftP99OverP50UnderRateSweep = { sweep, target: SERVE_TARGETS.ttftP99OverP50UnderRateSweep, met: sweep.every((s) => s.ratio <= SERVE_TARGETS.ttftP99OverP50UnderRateSweep) };
   }
   if (kiln && http) {
     const k = at(kiln, 32);
     const h = at(http, 32);
     if (k && h) {
       const share = h.outputTokensPerSecond / k.outputTokensPerSecond;
-      out.httpOverheadC32 = { tokensPerSecondShare: share, ttftP50DeltaMs: h.ttftMs.p50 - k.ttftMs.p50, met: share >= 0.95 && h.ttftMs.p50 - k.ttftMs.p50 <= 5 };
+      out.httpOverheadC32 = { tokensPerSecondShare: share, ttftP50DeltaMs: h.ttftMs.p50 - k.ttftMs.p50, met: share >= HTTP_OVERHEAD_TARGETS.tokensPerSecondShare && h.ttftMs.p50 - k.ttftMs.p50 <= HTTP_OVERHEAD_TARGETS.ttftP50ExtraMs };
     }
   }
   return out;

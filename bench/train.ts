@@ -7,8 +7,8 @@
  * CUDA) in the same run.
  *
  * Default set: the tiny preset on the CPU (with and without activation recomputation), and the
- * 1.4B preset at 16,384 tokens per step (8 x 2048) on each GPU. Issue 6's targets: tiny on a
- * 2-core CPU >= 1.0x PyTorch; 1.4B on an H100: MFU >= 50%, >= 1.2x PyTorch, p99 within 5% of p50.
+ * 1.4B preset at 16,384 tokens per step (8 x 2048) on each GPU. Targets (bench/targets.ts): tiny
+ * on a 2-core CPU >= 1.0x PyTorch; 1.4B on an H100: MFU >= 50%, >= 1.2x PyTorch, p99 within 5% of p50.
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';

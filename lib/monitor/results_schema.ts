@@ -22,6 +22,8 @@ export interface ResultFile<B extends BenchmarkName = BenchmarkName> {
   commit: string;
   /** the machine and build (info()) */
   kiln: KilnInfo;
+  /** the thresholds this run's figures are judged against (the benchmarks' own; absent in older files) */
+  targets?: Partial<DataParallelTargets>;
   results: ResultRows[B][];
 }
 
@@ -40,6 +42,21 @@ export interface ResultRows {
 }
 
 export type BenchmarkName = keyof ResultRows;
+
+/**
+ * The data-parallel targets: met or missed is worked out in the report from the figure beside
+ * each. bench/targets.ts holds the values; the files record them (`targets`).
+ */
+export interface DataParallelTargets {
+  /** loopback all-reduce: kiln's bandwidth at least this fraction of the Gloo driver's on the same buffers */
+  allReduceOfGloo: number;
+  /** two 1-thread ranks against one: scaling efficiency at least this */
+  scalingEfficiency: number;
+  /** DiLoCo over the emulated link: per-rank tokens/s at least this fraction of one local rank's */
+  dilocoTokensOfLocal: number;
+  /** DiLoCo's final validation loss at most this fraction above synchronous training's at equal tokens */
+  dilocoValLossVsSync: number;
+}
 
 // ---- kernels and memory -------------------------------------------------------------------
 

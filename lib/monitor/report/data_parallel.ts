@@ -4,25 +4,16 @@ import { escapeXml } from '../svg.js';
 import { cell, day, fmt, ratio, shortCommit, table, textCell } from './cells.js';
 import { type Row, pick, text } from './fields.js';
 import type { LoadedResult } from './load.js';
+import type { TARGET_NAMES, Targets } from './targets.js';
+
+type TargetName = (typeof TARGET_NAMES)[number];
 
 /**
- * The issue's targets (benchmarks, not tests). The verdict beside each figure is worked out here
- * from the figure in the JSON; a missing figure has no verdict.
+ * met / missed for a figure against its target ('min': at least, 'max': at most), worked out here
+ * from the figure in the JSON; a gap without the figure or without a target.
  */
-export const DIST_TARGETS = {
-  /** loopback all-reduce: kiln's bandwidth at least 80% of the Gloo driver's on the same buffers */
-  allReduceOfGloo: 0.8,
-  /** two 1-thread ranks against one: scaling efficiency at least 90% */
-  scalingEfficiency: 0.9,
-  /** DiLoCo over the emulated link: per-rank tokens/s at least 95% of one local rank's */
-  dilocoTokensOfLocal: 0.95,
-  /** DiLoCo's final validation loss at most 2% above synchronous training's at equal tokens */
-  dilocoValLossVsSync: 0.02,
-} as const;
-
-/** met / missed for a figure against a bound ('min': at least, 'max': at most); a gap without the figure. */
-function verdictCell(value: number | undefined, bound: number, kind: 'min' | 'max', field: string): string {
-  if (value === undefined || !Number.isFinite(value)) return `<td class="gap" data-field="${field}" data-value="">—</td>`;
+function verdictCell(value: number | undefined, bound: number | undefined, kind: 'min' | 'max', field: string): string {
+  if (value === undefined || !Number.isFinite(value) || bound === undefined) return `<td class="gap" data-field="${field}" data-value="">—</td>`;
   const met = kind === 'min' ? value >= bound : value <= bound;
   return `<td class="verdict ${met ? 'met' : 'missed'}" data-field="${field}" data-value="${met ? 1 : 0}" data-bound="${bound}">${met ? 'met' : 'missed'}</td>`;
 }
@@ -62,12 +53,20 @@ function provenance(f: LoadedResult, load: string | undefined): string {
   return `${textCell(basename(f.file), 'file')}${textCell(day(f.date), 'date')}${textCell(shortCommit(f.commit), 'commit')}${textCell(load, 'loadAverage')}`;
 }
 
-export function distSection(results: LoadedResult[]): string {
+/** `fallback`: the targets for files that record none. */
+export function distSection(results: LoadedResult[], fallback: Targets | undefined): string {
   const dist = results.filter((f) => f.benchmark === 'dist');
   const wan = results.filter((f) => f.benchmark === 'dist-wan');
   if (dist.length === 0 && wan.length === 0) return '';
-  const T = DIST_TARGETS;
   const pctOf = (x: number) => `${+(100 * x).toPrecision(3)}%`;
+  // a row is judged against its file's own target, else the fallback's; a table's header names the targets its rows were judged against
+  const judged: Record<TargetName, Set<number>> = { allReduceOfGloo: new Set(), scalingEfficiency: new Set(), dilocoTokensOfLocal: new Set(), dilocoValLossVsSync: new Set() };
+  const targetOf = (f: LoadedResult, name: TargetName) => {
+    const bound = f.targets?.[name] ?? fallback?.[name];
+    if (bound !== undefined) judged[name].add(bound);
+    return bound;
+  };
+  const targetHead = (name: TargetName, sign: '≥' | '≤', show = pctOf) => (judged[name].size ? `target ${sign} ${[...judged[name]].map(show).join(' / ')}` : 'target');
   const parts: string[] = [];
 
   // loopback all-reduce: kiln against the Gloo driver
@@ -86,13 +85,13 @@ export function distSection(results: LoadedResult[]): string {
         `${textCell(rounds !== undefined || repeats !== undefined ? `${rounds ?? 1} × ${repeats ?? '?'}` : undefined, 'rounds')}` +
         `${roundsCell({ value: pick(k, 'medianMs'), rounds: kr }, 'ms', 'kiln.medianMs')}${cell(pick(k, 'algBandwidthGBs'), 'GB/s', { field: 'kiln.algBandwidthGBs' })}${cell(pick(k, 'busBandwidthGBs'), 'GB/s', { field: 'kiln.busBandwidthGBs' })}` +
         `${roundsCell({ value: pick(g, 'medianMs'), rounds: gr }, 'ms', 'gloo.medianMs')}${cell(pick(g, 'algBandwidthGBs'), 'GB/s', { field: 'gloo.algBandwidthGBs' })}${cell(pick(g, 'busBandwidthGBs'), 'GB/s', { field: 'gloo.busBandwidthGBs' })}` +
-        `${cell(ofGloo, '%', { scale: 100, field: 'ratioOfGloo', cls: 'ratio' })}${verdictCell(ofGloo, T.allReduceOfGloo, 'min', 'target.ratioOfGloo')}` +
+        `${cell(ofGloo, '%', { scale: 100, field: 'ratioOfGloo', cls: 'ratio' })}${verdictCell(ofGloo, targetOf(f, 'allReduceOfGloo'), 'min', 'target.ratioOfGloo')}` +
         `${textCell(text(row, 'note'), 'notes')}</tr>`);
     }
   }
   if (ar.length) {
     parts.push(`<h3>Loopback all-reduce: kiln and the Gloo driver</h3><div class="scroll">${table('dist-allreduce-table',
-      ['file', 'date (UTC)', 'commit', 'load average', 'ranks', 'buffer', 'rounds × repeats', 'kiln median', 'kiln algbw', 'kiln busbw', 'Gloo median', 'Gloo algbw', 'Gloo busbw', 'kiln ÷ Gloo', `target ≥ ${pctOf(T.allReduceOfGloo)}`, 'notes'], ar)}</div>`);
+      ['file', 'date (UTC)', 'commit', 'load average', 'ranks', 'buffer', 'rounds × repeats', 'kiln median', 'kiln algbw', 'kiln busbw', 'Gloo median', 'Gloo algbw', 'Gloo busbw', 'kiln ÷ Gloo', targetHead('allReduceOfGloo', '≥'), 'notes'], ar)}</div>`);
   }
 
   // scaling efficiency: two ranks against one
@@ -111,7 +110,7 @@ export function distSection(results: LoadedResult[]): string {
         `${roundsCell(roundsFigure(row.one, 'tokensPerSecond'), 'tok/s', 'one.tokensPerSecond')}${roundsCell(roundsFigure(row.two, 'tokensPerSecond'), 'tok/s', 'two.tokensPerSecond')}` +
         `${roundsCell(roundsFigure(row.two, 'stepMs'), 'ms', 'two.stepMs')}${roundsCell(roundsFigure(row.two, 'commMs'), 'ms', 'two.commMs')}${roundsCell(roundsFigure(row.two, 'commExposedMs'), 'ms', 'two.commExposedMs')}` +
         `${roundsCell(roundsFigure(row.two, 'commBytes'), 'B', 'two.commBytes')}` +
-        `${cell(eff, '%', { scale: 100, field: 'scalingEfficiency', cls: 'ratio' })}${verdictCell(eff, T.scalingEfficiency, 'min', 'target.scalingEfficiency')}` +
+        `${cell(eff, '%', { scale: 100, field: 'scalingEfficiency', cls: 'ratio' })}${verdictCell(eff, targetOf(f, 'scalingEfficiency'), 'min', 'target.scalingEfficiency')}` +
         `${roundsCell(roundsFigure(row.twoWithoutDistributedMuon, 'tokensPerSecond'), 'tok/s', 'twoWithoutDistributedMuon.tokensPerSecond')}` +
         `${cell(plainEff, '%', { scale: 100, field: 'scalingEfficiencyWithoutDistributedMuon', cls: 'ratio' })}</tr>`);
     }
@@ -119,7 +118,7 @@ export function distSection(results: LoadedResult[]): string {
   if (sc.length) {
     parts.push(`<h3>Scaling efficiency: two 1-thread ranks against one</h3><div class="scroll">${table('dist-scaling-table',
       ['file', 'date (UTC)', 'commit', 'load average', 'preset', 'batch×seq per rank', 'steps', 'rounds', '1 rank', '2 ranks', '2 ranks: step', 'communication', 'exposed', 'bytes sent',
-        'efficiency', `target ≥ ${pctOf(T.scalingEfficiency)}`, '2 ranks, no distributed Muon', 'efficiency, no distributed Muon'], sc)}</div>`);
+        'efficiency', targetHead('scalingEfficiency', '≥'), '2 ranks, no distributed Muon', 'efficiency, no distributed Muon'], sc)}</div>`);
   }
 
   // the emulated WAN link: local, synchronous and DiLoCo runs
@@ -141,14 +140,16 @@ export function distSection(results: LoadedResult[]): string {
       const lossRatio = diloco && sync ? ratio(pick(row, 'valLoss'), pick(sync, 'valLoss')) : undefined;
       const vsSync = stored ?? (lossRatio !== undefined ? lossRatio - 1 : undefined);
       const bits = pick(row, 'quantBits');
+      const tokensTarget = targetOf(f, 'dilocoTokensOfLocal');
+      const lossTarget = targetOf(f, 'dilocoValLossVsSync');
       wr.push(`<tr data-file="${escapeXml(basename(f.file))}" data-run="${escapeXml(name)}">${provenance(f, loadAverages(row))}${textCell(link || undefined, 'link')}${textCell(name || undefined, 'name')}` +
         `${textCell(diloco ? `H = ${text(row, 'innerSteps') ?? '?'}, ${bits === undefined ? '?' : bits === 0 ? 'f32' : `${bits}-bit`}` : undefined, 'settings')}` +
         `${cell(pick(row, 'steps'), '', { field: 'steps' })}${cell(pick(row, 'tokens'), '', { field: 'tokens' })}${cell(pick(row, 'tokensPerSecond'), 'tok/s', { field: 'tokensPerSecond' })}` +
         `${cell(pick(row, 'medianStepMs'), 'ms', { field: 'medianStepMs' })}${cell(pick(row, 'commExposedPerStepMs'), 'ms', { field: 'commExposedPerStepMs' })}` +
         `${cell(pick(row, 'commBytesPerStep'), 'B', { field: 'commBytesPerStep' })}${cell(pick(row, 'commBytesPerToken'), 'B', { field: 'commBytesPerToken' })}` +
         `${cell(pick(row, 'valLoss'), '', { field: 'valLoss' })}` +
-        `${cell(ofLocal, '%', { scale: 100, field: 'dilocoPerRankTokensPerSecondOfLocal', cls: 'ratio' })}${diloco ? verdictCell(ofLocal, T.dilocoTokensOfLocal, 'min', 'target.dilocoTokensOfLocal') : '<td class="na" data-field="target.dilocoTokensOfLocal" data-value="">n/a</td>'}` +
-        `${cell(vsSync, '%', { scale: 100, field: 'dilocoValLossVsSync', cls: 'ratio', signed: true })}${diloco ? verdictCell(vsSync, T.dilocoValLossVsSync, 'max', 'target.dilocoValLossVsSync') : '<td class="na" data-field="target.dilocoValLossVsSync" data-value="">n/a</td>'}</tr>`);
+        `${cell(ofLocal, '%', { scale: 100, field: 'dilocoPerRankTokensPerSecondOfLocal', cls: 'ratio' })}${diloco ? verdictCell(ofLocal, tokensTarget, 'min', 'target.dilocoTokensOfLocal') : '<td class="na" data-field="target.dilocoTokensOfLocal" data-value="">n/a</td>'}` +
+        `${cell(vsSync, '%', { scale: 100, field: 'dilocoValLossVsSync', cls: 'ratio', signed: true })}${diloco ? verdictCell(vsSync, lossTarget, 'max', 'target.dilocoValLossVsSync') : '<td class="na" data-field="target.dilocoValLossVsSync" data-value="">n/a</td>'}</tr>`);
     }
     const counters = f.results.find((r) => r.counters !== undefined)?.counters;
     const runLoads = runs.map((r) => pick(r, 'loadAverage')).filter((x): x is number => x !== undefined).map((x) => x.toFixed(2)).join(' / ') || undefined;
@@ -164,7 +165,7 @@ export function distSection(results: LoadedResult[]): string {
     const notes = [...new Set(wan.map((f) => text(f.results.find((r) => typeof r.note === 'string'), 'note')).filter((x): x is string => !!x))];
     parts.push(`<h3>Emulated WAN link: one rank alone, synchronous, DiLoCo</h3>${notes.map((n) => `<p class="note">${escapeXml(n)}</p>`).join('')}<div class="scroll">${table('dist-wan-table',
       ['file', 'date (UTC)', 'commit', 'load average', 'link', 'run', 'DiLoCo', 'steps', 'tokens', 'tokens/s', 'step p50', 'exposed comm / step', 'bytes / step', 'bytes / token', 'val loss',
-        'per-rank tok/s ÷ local', `target ≥ ${pctOf(T.dilocoTokensOfLocal)}`, 'val loss vs sync', `target ≤ +${pctOf(T.dilocoValLossVsSync)}`], wr)}</div>`);
+        'per-rank tok/s ÷ local', targetHead('dilocoTokensOfLocal', '≥'), 'val loss vs sync', targetHead('dilocoValLossVsSync', '≤', (x) => `+${pctOf(x)}`)], wr)}</div>`);
   }
   if (links.length) {
     parts.push(`<h3>The link relay's counters</h3><div class="scroll">${table('dist-link-table',

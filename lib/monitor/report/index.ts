@@ -15,10 +15,11 @@
  *   normalized.ts     each figure over its device's peaks
  *   serving.ts        throughput against latency, latency percentiles
  * and page.ts (the page around them, writeReport), load.ts (reading files), fields.ts (reading
- * rows), cells.ts (table cells), machines.ts (machines and their roofs).
+ * rows), cells.ts (table cells), machines.ts (machines and their roofs), targets.ts (what the
+ * verdicts judge against).
  */
 export { type LoadedResult, loadResults } from './load.js';
 export { pick } from './fields.js';
 export { type Machine, machineOf } from './machines.js';
-export { DIST_TARGETS } from './data_parallel.js';
 export { type ReportOptions, renderReport, writeReport } from './page.js';
+export type { Targets } from './targets.js';

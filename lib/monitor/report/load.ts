@@ -3,6 +3,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../../errors.js';
 import type { Row } from './fields.js';
+import { type Targets, readTargets } from './targets.js';
 
 export interface LoadedResult {
   file: string;
@@ -13,6 +14,8 @@ export interface LoadedResult {
     platform?: string; cpuThreads?: number; cpuIsa?: string; cudaDriverVersion?: string; cudaToolkit?: string;
     devices?: { device: string; name: string; peak?: { name: string; bf16Tflops: number; fp32Tflops: number; memoryBandwidthGBs: number } }[];
   };
+  /** the targets the file records (finite numbers only), for the verdicts */
+  targets?: Targets;
   results: Row[];
 }
 
@@ -44,9 +47,11 @@ export function loadResults(paths: string[]): { results: LoadedResult[]; skipped
       skipped.push({ file, reason: 'not a kiln benchmark result (needs "benchmark" and "results")' });
       continue;
     }
+    const targets = readTargets(r.targets);
     results.push({
       file, benchmark: r.benchmark, date: typeof r.date === 'string' ? r.date : undefined, commit: typeof r.commit === 'string' ? r.commit : undefined,
-      kiln: typeof r.kiln === 'object' && r.kiln !== null ? r.kiln : undefined, results: r.results.filter((x): x is Row => typeof x === 'object' && x !== null),
+      kiln: typeof r.kiln === 'object' && r.kiln !== null ? r.kiln : undefined, ...(targets ? { targets } : {}),
+      results: r.results.filter((x): x is Row => typeof x === 'object' && x !== null),
     });
   }
   results.sort((a, b) => (a.date ?? '').localeCompare(b.date ?? '') || a.file.localeCompare(b.file));

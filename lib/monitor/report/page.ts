@@ -12,6 +12,7 @@ import { machineOf, roofsByMachine } from './machines.js';
 import { normalizedSection } from './normalized.js';
 import { runsSection } from './runs.js';
 import { servingSection } from './serving.js';
+import { CHECKOUT_TARGETS, TARGET_NAMES, type Targets, isTargets } from './targets.js';
 import { trainingSection } from './training.js';
 
 const STYLE = `
@@ -34,6 +35,12 @@ const SCRIPT = `document.querySelectorAll('table.sortable th').forEach(function(
 
 export interface ReportOptions {
   title?: string;
+  /**
+   * Data-parallel targets for result files that record none (written before the benchmarks
+   * recorded them): each one given replaces bench/targets.ts's, the default when the report runs
+   * from a kiln checkout (an installed package has none: no verdict). A file's own targets come first.
+   */
+  targets?: Targets;
 }
 
 /** The report's HTML from loaded results. */
@@ -41,8 +48,8 @@ export function renderReport(results: LoadedResult[], skipped: { file: string; r
   // the shape loadResults produces; anything else is a typed error rather than a TypeError deep inside
   const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
   if (!Array.isArray(results) || !results.every((r) => isObject(r) && typeof r.file === 'string' && typeof r.benchmark === 'string' && Array.isArray(r.results) && r.results.every(isObject)
-    && (r.date === undefined || typeof r.date === 'string') && (r.commit === undefined || typeof r.commit === 'string'))) {
-    fail('ERR_ARG', `renderReport needs loaded results ({ file, benchmark, date?, commit?: strings, results: rows[] }[], as loadResults returns), got ${describe(results)}`);
+    && (r.date === undefined || typeof r.date === 'string') && (r.commit === undefined || typeof r.commit === 'string') && (r.targets === undefined || isTargets(r.targets)))) {
+    fail('ERR_ARG', `renderReport needs loaded results ({ file, benchmark, date?, commit?: strings, targets?: numbers, results: rows[] }[], as loadResults returns), got ${describe(results)}`);
   }
   if (!Array.isArray(skipped) || !skipped.every((x) => isObject(x) && typeof x.file === 'string' && typeof x.reason === 'string')) {
     fail('ERR_ARG', `skipped must be { file, reason }[] (strings), got ${describe(skipped)}`);
@@ -50,7 +57,11 @@ export function renderReport(results: LoadedResult[], skipped: { file: string; r
   checkReportOptions(options);
   const kernels = kernelPoints(results);
   const roofs = roofsByMachine(results, kernels);
-  const sections = [runsSection(results), trainingSection(results), distSection(results), kernelsSection(kernels, roofs), normalizedSection(results, kernels, roofs), servingSection(results)].filter(Boolean);
+  const fallbackTargets = { ...CHECKOUT_TARGETS, ...options.targets }; // for files that record none
+  const sections = [
+    runsSection(results), trainingSection(results), distSection(results, fallbackTargets), kernelsSection(kernels, roofs),
+    normalizedSection(results, kernels, roofs), servingSection(results),
+  ].filter(Boolean);
   const nav = sections.map((s) => /<section id="([^"]+)"><h2>([^<]+)<\/h2>/.exec(s)!).map((m) => `<a href="#${m[1]}">${m[2]}</a>`).join('');
   const machines = new Set(results.flatMap((f) => f.results.map((r) => machineOf(f, text(r, 'device')).key)));
   const title = options.title ?? 'kiln benchmark report';
@@ -65,8 +76,9 @@ export function renderReport(results: LoadedResult[], skipped: { file: string; r
 
 function checkReportOptions(options: unknown): void {
   if (!options || typeof options !== 'object' || Array.isArray(options)) fail('ERR_ARG', `report options must be an object, got ${describe(options)}`);
-  const title = (options as ReportOptions).title;
+  const { title, targets } = options as ReportOptions;
   if (title !== undefined && typeof title !== 'string') fail('ERR_ARG', `the report title must be a string, got ${describe(title)}`);
+  if (targets !== undefined && !isTargets(targets)) fail('ERR_ARG', `the report targets must be an object of finite numbers (${TARGET_NAMES.join(', ')}), got ${describe(targets)}`);
 }
 
 /** Reads result files and writes the report atomically; returns what it read. */
