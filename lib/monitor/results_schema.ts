@@ -43,6 +43,9 @@ export interface ResultRows {
 
 export type BenchmarkName = keyof ResultRows;
 
+/** A row of any result file: a benchmark's above, a kernel timing of another benchmark, a flat serving row. */
+export type ResultRow = ResultRows[BenchmarkName] | KernelRow | FlatServeRow;
+
 /**
  * The data-parallel targets: met or missed is worked out in the report from the figure beside
  * each. bench/targets.ts holds the values; the files record them (`targets`).

@@ -2,7 +2,8 @@
 import { basename } from 'node:path';
 import { escapeXml } from '../svg.js';
 import { cell, day, fmt, ratio, shortCommit, table, textCell } from './cells.js';
-import { type Row, pick, text } from './fields.js';
+import type { AllReduceFigures, AllReduceRow, LinkCounters, ScalingRow, ScalingRun, WanRelayCountersRow, WanRunRow, WanVerdictRow } from '../results_schema.js';
+import { type NumberPath, type Row, type Unchecked, pick, rows, text } from './fields.js';
 import type { LoadedResult } from './load.js';
 import type { TARGET_NAMES, Targets } from './targets.js';
 
@@ -26,12 +27,12 @@ function median(xs: number[]): number | undefined {
 }
 
 /** A figure of one run or of one run per round (newer files): the value, or the median over rounds, with the round values. */
-function roundsFigure(v: unknown, path: string): { value?: number; rounds: number[] } {
+function roundsFigure(v: unknown, path: NumberPath<ScalingRun>): { value?: number; rounds: number[] } {
   if (Array.isArray(v)) {
-    const rounds = v.map((x) => pick(x, path)).filter((x): x is number => x !== undefined);
+    const rounds = v.map((x) => pick(x as Unchecked<ScalingRun>, path)).filter((x): x is number => x !== undefined);
     return { value: median(rounds), rounds };
   }
-  const value = pick(v, path);
+  const value = pick(v as Unchecked<ScalingRun>, path);
   return { value, rounds: value !== undefined ? [value] : [] };
 }
 
@@ -72,9 +73,9 @@ export function distSection(results: LoadedResult[], fallback: Targets | undefin
   // loopback all-reduce: kiln against the Gloo driver
   const ar: string[] = [];
   for (const f of dist) {
-    for (const row of f.results.filter((r) => text(r, 'benchmark') === 'allreduce-loopback')) {
-      const k = (row.kiln ?? {}) as Row;
-      const g = (row.gloo ?? undefined) as Row | undefined;
+    for (const row of rows<AllReduceRow | ScalingRow>(f).filter((r) => text(r, 'benchmark') === 'allreduce-loopback') as Unchecked<AllReduceRow>[]) {
+      const k = (row.kiln ?? {}) as Unchecked<AllReduceFigures>;
+      const g = (row.gloo ?? undefined) as Unchecked<AllReduceFigures> | undefined;
       const ofGloo = pick(row, 'ratioOfGloo') ?? ratio(pick(g, 'medianMs'), pick(k, 'medianMs'));
       const kr = Array.isArray(k.roundMedianMs) ? (k.roundMedianMs as unknown[]).filter((x): x is number => typeof x === 'number') : [];
       const gr = Array.isArray(g?.roundMedianMs) ? (g!.roundMedianMs as unknown[]).filter((x): x is number => typeof x === 'number') : [];
@@ -97,13 +98,14 @@ export function distSection(results: LoadedResult[], fallback: Targets | undefin
   // scaling efficiency: two ranks against one
   const sc: string[] = [];
   for (const f of dist) {
-    for (const row of f.results.filter((r) => pick(r, 'scalingEfficiency') !== undefined || /^scaling/.test(text(r, 'benchmark') ?? ''))) {
+    for (const row of rows<AllReduceRow | ScalingRow>(f).filter((r) => pick(r, 'scalingEfficiency') !== undefined || /^scaling/.test(text(r, 'benchmark') ?? '')) as Unchecked<ScalingRow>[]) {
       const eff = pick(row, 'scalingEfficiency');
       const plainEff = pick(row, 'scalingEfficiencyWithoutDistributedMuon');
       const loads = [row.one, row.two, row.twoWithoutDistributedMuon].flatMap((x) => (Array.isArray(x) ? x : x !== undefined ? [x] : []))
-        .map((x) => pick(x, 'loadAverageBefore')).filter((x): x is number => x !== undefined);
+        .map((x) => pick(x as Unchecked<ScalingRun>, 'loadAverageBefore')).filter((x): x is number => x !== undefined);
       const load = loads.length ? `${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}` : loadAverages(row);
-      const preset = /^scaling-(.+)$/.exec(text(row, 'benchmark') ?? '')?.[1] ?? text(row, 'preset');
+      // a preset field: no benchmark writes one (the name says it: scaling-tiny)
+      const preset = /^scaling-(.+)$/.exec(text(row, 'benchmark') ?? '')?.[1] ?? text(row as Row, 'preset');
       const batch = pick(row, 'batchPerRank');
       sc.push(`<tr data-file="${escapeXml(basename(f.file))}">${provenance(f, load)}${textCell(preset, 'preset')}` +
         `${textCell(batch !== undefined ? `${batch}×${pick(row, 'seqLen') ?? '?'}` : undefined, 'shape')}${cell(pick(row, 'steps'), '', { field: 'steps' })}${cell(pick(row, 'rounds'), '', { field: 'rounds' })}` +
@@ -125,8 +127,9 @@ export function distSection(results: LoadedResult[], fallback: Targets | undefin
   const wr: string[] = [];
   const links: string[] = [];
   for (const f of wan) {
-    const verdict = f.results.find((r) => typeof r.note === 'string' || typeof r.rate === 'string') ?? {};
-    const runs = f.results.filter((r) => pick(r, 'tokensPerSecond') !== undefined);
+    const wanRows = rows<WanRunRow | WanRelayCountersRow | WanVerdictRow>(f);
+    const verdict = (wanRows.find((r) => typeof r.note === 'string' || typeof r.rate === 'string') ?? {}) as Unchecked<WanVerdictRow>;
+    const runs = wanRows.filter((r) => pick(r, 'tokensPerSecond') !== undefined) as Unchecked<WanRunRow>[];
     const sync = runs.find((r) => (text(r, 'name') ?? '').startsWith('sync'));
     const delay = pick(verdict, 'delayMs');
     const queue = pick(verdict, 'queueMs');
@@ -151,9 +154,10 @@ export function distSection(results: LoadedResult[], fallback: Targets | undefin
         `${cell(ofLocal, '%', { scale: 100, field: 'dilocoPerRankTokensPerSecondOfLocal', cls: 'ratio' })}${diloco ? verdictCell(ofLocal, tokensTarget, 'min', 'target.dilocoTokensOfLocal') : '<td class="na" data-field="target.dilocoTokensOfLocal" data-value="">n/a</td>'}` +
         `${cell(vsSync, '%', { scale: 100, field: 'dilocoValLossVsSync', cls: 'ratio', signed: true })}${diloco ? verdictCell(vsSync, lossTarget, 'max', 'target.dilocoValLossVsSync') : '<td class="na" data-field="target.dilocoValLossVsSync" data-value="">n/a</td>'}</tr>`);
     }
-    const counters = f.results.find((r) => r.counters !== undefined)?.counters;
+    // the relay's counters by direction, or its output when that was not JSON
+    const counters = wanRows.find((r) => r.counters !== undefined)?.counters;
     const runLoads = runs.map((r) => pick(r, 'loadAverage')).filter((x): x is number => x !== undefined).map((x) => x.toFixed(2)).join(' / ') || undefined;
-    const directions: [string, unknown][] = typeof counters === 'object' && counters !== null ? Object.entries(counters as Row) : [];
+    const directions = (typeof counters === 'object' && counters !== null ? Object.entries(counters) : []) as [string, Unchecked<LinkCounters>][];
     for (const [direction, c] of directions) {
       links.push(`<tr data-file="${escapeXml(basename(f.file))}">${provenance(f, runLoads)}${textCell(link || undefined, 'link')}${textCell(direction === 'aToB' ? 'rank 0 → rank 1' : direction === 'bToA' ? 'rank 1 → rank 0' : direction, 'direction')}` +
         `${cell(pick(c, 'packets'), '', { field: 'packets' })}${cell(pick(c, 'bytes'), 'MiB', { scale: 2 ** -20, field: 'bytes' })}${cell(pick(c, 'dropped'), '', { field: 'dropped' })}` +
@@ -162,7 +166,7 @@ export function distSection(results: LoadedResult[], fallback: Targets | undefin
     if (typeof counters === 'string') links.push(`<tr data-file="${escapeXml(basename(f.file))}">${provenance(f, runLoads)}${textCell(link || undefined, 'link')}<td colspan="6">${escapeXml(counters)}</td></tr>`);
   }
   if (wr.length) {
-    const notes = [...new Set(wan.map((f) => text(f.results.find((r) => typeof r.note === 'string'), 'note')).filter((x): x is string => !!x))];
+    const notes = [...new Set(wan.map((f) => text(rows<WanVerdictRow>(f).find((r) => typeof r.note === 'string'), 'note')).filter((x): x is string => !!x))];
     parts.push(`<h3>Emulated WAN link: one rank alone, synchronous, DiLoCo</h3>${notes.map((n) => `<p class="note">${escapeXml(n)}</p>`).join('')}<div class="scroll">${table('dist-wan-table',
       ['file', 'date (UTC)', 'commit', 'load average', 'link', 'run', 'DiLoCo', 'steps', 'tokens', 'tokens/s', 'step p50', 'exposed comm / step', 'bytes / step', 'bytes / token', 'val loss',
         'per-rank tok/s ÷ local', targetHead('dilocoTokensOfLocal', '≥'), 'val loss vs sync', targetHead('dilocoValLossVsSync', '≤', (x) => `+${pctOf(x)}`)], wr)}</div>`);

@@ -2,7 +2,8 @@
 import { basename } from 'node:path';
 import { type ChartSeries, PALETTE, type Roof, escapeXml, lineChart } from '../svg.js';
 import { cell, fmt, ratio, table, textCell } from './cells.js';
-import { type Row, pick, text } from './fields.js';
+import type { KernelRow } from '../results_schema.js';
+import { type Unchecked, pick, rows, text } from './fields.js';
 import type { LoadedResult } from './load.js';
 import { type Machine, type Roofs, machineOf } from './machines.js';
 
@@ -10,7 +11,7 @@ const ELEMENT_BYTES: Record<string, number> = { f64: 8, f32: 4, tf32: 4, bf16: 2
 
 export interface KernelPoint {
   file: LoadedResult;
-  row: Row;
+  row: Unchecked<KernelRow>;
   machine: Machine;
   family: string;
   name: string;
@@ -23,11 +24,12 @@ export interface KernelPoint {
   peerTflops?: number;
 }
 
+/** The kernel timings of every file: its rows with `flops` (training, memory and serving rows are not kernels). */
 export function kernelPoints(results: LoadedResult[]): KernelPoint[] {
   const out: KernelPoint[] = [];
   for (const f of results) {
     if (f.benchmark === 'train' || f.benchmark === 'memory' || f.benchmark === 'serve') continue;
-    for (const row of f.results) {
+    for (const row of rows<KernelRow>(f)) {
       const flops = pick(row, 'flops');
       if (flops === undefined) continue;
       const dtype = text(row, 'dtype');

@@ -1,6 +1,7 @@
 /** The machine each row ran on, and its roofs: datasheet peaks where kiln knows the GPU, else the best figures measured on it. */
 import { datasheetPeak } from '../../info.js';
-import { pick, text } from './fields.js';
+import type { MemoryRow, ResultRow } from '../results_schema.js';
+import { type Unchecked, pick, rows, text } from './fields.js';
 import type { KernelPoint } from './kernels.js';
 import type { LoadedResult } from './load.js';
 
@@ -48,11 +49,11 @@ export function roofsByMachine(results: LoadedResult[], kernels: KernelPoint[]):
     return r;
   };
   for (const f of results) {
-    for (const row of f.results) {
+    for (const row of rows<ResultRow>(f)) {
       const m = machineOf(f, text(row, 'device'));
       get(m);
       if (f.benchmark === 'memory') {
-        const gbs = pick(row, 'achievedGBs');
+        const gbs = pick(row as Unchecked<MemoryRow>, 'achievedGBs');
         const r = get(m);
         if (gbs !== undefined && gbs > (r.measuredBandwidthGBs ?? 0)) r.measuredBandwidthGBs = gbs;
       }

@@ -2,7 +2,8 @@
 import { basename } from 'node:path';
 import { escapeXml } from '../svg.js';
 import { cell, day, ratio, table, textCell } from './cells.js';
-import { pick, text } from './fields.js';
+import type { MemoryRow, ResultRow, TrainRow } from '../results_schema.js';
+import { type Unchecked, pick, rows as rowsOf, text } from './fields.js';
 import type { KernelPoint } from './kernels.js';
 import type { LoadedResult } from './load.js';
 import { type Machine, type Roofs, machineOf } from './machines.js';
@@ -25,14 +26,16 @@ export function normalizedSection(results: LoadedResult[], kernels: KernelPoint[
       `${cell(perBandwidth, unitB, { scale: unitB === '%' ? 100 : 1, field: 'perPeakBandwidth' })}</tr>`);
   };
   for (const f of results) {
-    for (const row of f.results) {
-      const m = machineOf(f, text(row, 'device'));
+    for (const r of rowsOf<ResultRow>(f)) {
+      const m = machineOf(f, text(r, 'device'));
       if (f.benchmark === 'train') {
+        const row = r as Unchecked<TrainRow>;
         const name = `train ${text(row, 'preset') ?? ''}${row.recompute === true ? ' (recompute)' : ''}, ${day(f.date)}`;
         add(m, `${name}: tokens/s`, pick(row, 'tokensPerSecond'), 'tok/s', f, 'throughput');
         const g = pick(row, 'gflops');
         add(m, `${name}: achieved FLOP/s`, g !== undefined ? g / 1e3 : undefined, 'TFLOP/s', f, 'flops');
       } else if (f.benchmark === 'memory') {
+        const row = r as Unchecked<MemoryRow>;
         add(m, `memory ${text(row, 'op') ?? ''}`, pick(row, 'achievedGBs'), 'GB/s', f, 'bandwidth');
       }
     }

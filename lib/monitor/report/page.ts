@@ -5,7 +5,8 @@ import { atomicWriteFile } from '../../io/atomic.js';
 import { escapeXml } from '../svg.js';
 import { day } from './cells.js';
 import { distSection } from './data_parallel.js';
-import { text } from './fields.js';
+import type { ResultRow } from '../results_schema.js';
+import { rows, text } from './fields.js';
 import { kernelPoints, kernelsSection } from './kernels.js';
 import { type LoadedResult, loadResults } from './load.js';
 import { machineOf, roofsByMachine } from './machines.js';
@@ -63,7 +64,7 @@ export function renderReport(results: LoadedResult[], skipped: { file: string; r
     normalizedSection(results, kernels, roofs), servingSection(results),
   ].filter(Boolean);
   const nav = sections.map((s) => /<section id="([^"]+)"><h2>([^<]+)<\/h2>/.exec(s)!).map((m) => `<a href="#${m[1]}">${m[2]}</a>`).join('');
-  const machines = new Set(results.flatMap((f) => f.results.map((r) => machineOf(f, text(r, 'device')).key)));
+  const machines = new Set(results.flatMap((f) => rows<ResultRow>(f).map((r) => machineOf(f, text(r, 'device')).key)));
   const title = options.title ?? 'kiln benchmark report';
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">` +
     `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">` +

@@ -2,12 +2,15 @@
 import { basename } from 'node:path';
 import { type ChartSeries, PALETTE, escapeXml, lineChart } from '../svg.js';
 import { cell, fmt, minute, table, textCell } from './cells.js';
-import { type Row, pick, text } from './fields.js';
+import type { FlatServeRow, ServeDriverResult, ServeRow, ServeScenario } from '../results_schema.js';
+import { type Row, type Unchecked, pick, rows, text } from './fields.js';
 import type { LoadedResult } from './load.js';
 import { type Machine, machineOf } from './machines.js';
 
 const Q = [50, 90, 95, 99] as const;
-function latency(row: unknown, metric: 'ttft' | 'tpot' | 'itl' | 'e2e', q: number): number | undefined {
+
+/** A latency percentile under any of the spellings serving benchmarks use (ttftP50Ms, ttft.p50Ms, ttftMs.p50 as bench/serve.ts writes it, ...). */
+function latency(row: Row, metric: 'ttft' | 'tpot' | 'itl' | 'e2e', q: number): number | undefined {
   const cap = metric[0].toUpperCase() + metric.slice(1);
   return pick(row, `${metric}P${q}Ms`, `${metric}.p${q}Ms`, `${metric}.p${q}`, `${metric}Ms.p${q}`, `p${q}${cap}Ms`, ...(q === 50 ? [`median${cap}Ms`, `${metric}.medianMs`] : []));
 }
@@ -23,10 +26,11 @@ interface ServePoint {
   kvUsage?: number;
   prefixHitRate?: number;
   mbu?: number;
-  row: Row;
+  row: Unchecked<ServeScenario | FlatServeRow>;
 }
 
-function serveRow(f: LoadedResult, row: Row, inherit: Row | undefined): ServePoint {
+/** A serving point of a row: a scenario of bench/serve.ts, or a flat row (`inherit`: the row a peer's figures sit in). */
+function serveRow(f: LoadedResult, row: Unchecked<ServeScenario | FlatServeRow>, inherit: Unchecked<FlatServeRow> | undefined): ServePoint {
   const concurrency = pick(row, 'concurrency', 'maxConcurrency') ?? pick(inherit, 'concurrency', 'maxConcurrency');
   const rate = pick(row, 'requestRate', 'rate') ?? pick(inherit, 'requestRate', 'rate');
   const load = rate !== undefined ? `${fmt(rate)} req/s` : concurrency !== undefined ? `concurrency ${concurrency}` : (text(row, 'name') ?? text(inherit, 'name') ?? '—');
@@ -48,25 +52,27 @@ function serveRow(f: LoadedResult, row: Row, inherit: Row | undefined): ServePoi
  */
 export function servePoints(f: LoadedResult): (ServePoint & { f: LoadedResult; m: Machine; model?: string })[] {
   const points: (ServePoint & { f: LoadedResult; m: Machine; model?: string })[] = [];
-  for (const row of f.results) {
+  for (const row of rows<ServeRow | FlatServeRow>(f)) {
     const m = machineOf(f, text(row, 'device'));
     const model = text(row, 'preset') ?? text(row, 'model') ?? text(row, 'checkpoint');
     if (Array.isArray(row.drivers)) {
-      for (const d of row.drivers as Row[]) {
+      for (const d of row.drivers as Unchecked<ServeDriverResult>[]) {
         if (typeof d !== 'object' || d === null || !Array.isArray(d.scenarios)) continue;
         const utilization = pick(d, 'bandwidth.utilization');
-        for (const sc of d.scenarios as Row[]) {
+        for (const sc of d.scenarios as Unchecked<ServeScenario>[]) {
           if (typeof sc !== 'object' || sc === null) continue;
           const p = serveRow(f, sc, undefined);
-          points.push({ ...p, system: text(d, 'driver') ?? text(d, 'name') ?? 'kiln', mbu: p.mbu ?? (p.concurrency === 1 ? utilization : undefined), f, m, model });
+          // a driver's `name`: no benchmark writes one (bench/serve.ts names it `driver`)
+          points.push({ ...p, system: text(d, 'driver') ?? text(d as Row, 'name') ?? 'kiln', mbu: p.mbu ?? (p.concurrency === 1 ? utilization : undefined), f, m, model });
         }
       }
       continue;
     }
-    points.push({ ...serveRow(f, row, undefined), f, m, model });
+    const flat = row as Unchecked<FlatServeRow>;
+    points.push({ ...serveRow(f, flat, undefined), f, m, model });
     if (typeof row.peer === 'object' && row.peer !== null && !('error' in (row.peer as Row))) {
-      const peer = row.peer as Row;
-      points.push({ ...serveRow(f, peer, row), system: text(peer, 'name') ?? text(peer, 'system') ?? 'peer', f, m, model: text(peer, 'model') });
+      const peer = row.peer as Unchecked<FlatServeRow>;
+      points.push({ ...serveRow(f, peer, flat), system: text(peer, 'name') ?? text(peer, 'system') ?? 'peer', f, m, model: text(peer, 'model') });
     }
   }
   return points;

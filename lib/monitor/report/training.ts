@@ -2,17 +2,18 @@
 import { basename } from 'node:path';
 import { type BarRow, PALETTE, escapeXml, stackedBars } from '../svg.js';
 import { cell, day, fmt, ratio, table, textCell } from './cells.js';
-import { type Row, pick, text } from './fields.js';
+import type { TrainPeer, TrainRow } from '../results_schema.js';
+import { type Unchecked, pick, rows as rowsOf, text } from './fields.js';
 import type { LoadedResult } from './load.js';
 import { machineOf } from './machines.js';
 
 export function trainingSection(results: LoadedResult[]): string {
-  const train = results.filter((f) => f.benchmark === 'train').flatMap((f) => f.results.map((row) => ({ f, row, m: machineOf(f, text(row, 'device')) })));
+  const train = results.filter((f) => f.benchmark === 'train').flatMap((f) => rowsOf<TrainRow>(f).map((row) => ({ f, row, m: machineOf(f, text(row, 'device')) })));
   if (train.length === 0) return '';
   const rows: string[] = [];
   const bars: BarRow[] = [];
   for (const { f, row, m } of train) {
-    const peer = (typeof row.peer === 'object' && row.peer !== null ? row.peer : {}) as Row;
+    const peer = (typeof row.peer === 'object' && row.peer !== null ? row.peer : {}) as Unchecked<TrainPeer | { error: string }>;
     const tps = pick(row, 'tokensPerSecond');
     const peerTps = pick(peer, 'tokensPerSecond');
     const p50 = pick(row, 'p50Ms');
