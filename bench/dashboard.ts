@@ -1,6 +1,6 @@
 /**
- * What the live dashboard costs a training step (target: under 1% on the tiny preset,
- * 2-core CPU). One Trainer runs the tiny preset; after a warm-up, phases of steps alternate
+ * What the live dashboard costs a training step (target, bench/targets.ts: under 1% on the tiny
+ * preset, 2-core CPU). One Trainer runs the tiny preset; after a warm-up, phases of steps alternate
  * between no dashboard and a dashboard with a connected client draining its event stream, so
  * drifting machine load hits both alike. Two figures:
  *   - publishUs: the time the step hook spends publishing (point, ETA, Prometheus gauges, JSON,
@@ -18,6 +18,7 @@ import type { Device } from '../lib/index.js';
 import { info } from '../lib/index.js';
 import { preset } from '../lib/model/config.js';
 import { Dashboard } from '../lib/monitor/dashboard.js';
+import type { DashboardRow } from '../lib/monitor/results_schema.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { corpusFor } from './train.js';
 
@@ -26,7 +27,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-export async function benchDashboard(devices: Device[]): Promise<unknown[]> {
+export async function benchDashboard(devices: Device[]): Promise<DashboardRow[]> {
   if (!devices.includes('cpu')) return [];
   const warmup = 5, phaseSteps = 10, phases = 8;
   const config = preset('tiny');
@@ -78,7 +79,7 @@ export async function benchDashboard(devices: Device[]): Promise<unknown[]> {
   await dashboard.close();
   const off = median(intervals.off);
   const on = median(intervals.on);
-  const row = {
+  const row: DashboardRow = {
     device: 'cpu', preset: 'tiny', batch: 16, seqLen: 128, threads: info().cpuThreads, warmup, phaseSteps, phases,
     stepsWithout: intervals.off.length, stepsWith: intervals.on.length,
     publishUsMedian: median(publishMs) * 1e3, publishUsMax: Math.max(...publishMs) * 1e3, stepMsMedian: median(stepMs),

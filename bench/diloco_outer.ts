@@ -17,6 +17,7 @@ import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { dequantizeAdd, packedBytes, quantize } from '../lib/parallel/diloco.js';
 import { LlamaModel } from '../lib/model/llama.js';
+import type { DilocoOuterStepRow } from '../lib/monitor/results_schema.js';
 import { preset } from '../lib/model/config.js';
 import { copyInto } from '../lib/ops/layers.js';
 import { dequantizeMean, outerNesterov, pseudoGradientQuantize } from '../lib/ops/outer_step.js';
@@ -60,7 +61,7 @@ async function main(): Promise<void> {
     { name: 'tiny preset', params: tiny.parameters.map((p) => p.value) },
     { name: '10M values', params: [randn([2500, 2000], { seed: 1 }), randn([5_000_000], { seed: 2 })] },
   ];
-  const results: Record<string, unknown>[] = [];
+  const results: DilocoOuterStepRow[] = [];
   for (const { name, params } of cases) {
     const total = params.reduce((a, p) => a + p.numel, 0);
     // before: host arrays
@@ -95,7 +96,7 @@ async function main(): Promise<void> {
     }
     const before = median(hostTimes);
     const after = median(opTimes);
-    const row = { name, values: total, bits, hostLoopsMedianMs: before, nativeOpsMedianMs: after, speedup: before / after, repeats, loadAverage: loadavg()[0], threads: process.env.KILN_NUM_THREADS ?? 'default' };
+    const row: DilocoOuterStepRow = { name, values: total, bits, hostLoopsMedianMs: before, nativeOpsMedianMs: after, speedup: before / after, repeats, loadAverage: loadavg()[0], threads: process.env.KILN_NUM_THREADS ?? 'default' };
     console.log(JSON.stringify(row));
     results.push(row);
   }

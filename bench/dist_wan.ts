@@ -28,8 +28,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { WanRelayCountersRow, WanRunRow, WanVerdictRow } from '../lib/monitor/results_schema.js';
 import { freePort } from '../lib/parallel/launcher.js';
 import { distBenchData, median, runProcess, writeResults } from './harness.js';
+import { DIST_TARGETS } from './targets.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -91,7 +93,7 @@ async function setup(rate: string, delayMs: number, queueMs: number): Promise<vo
   }
 }
 
-async function stopRelay(): Promise<unknown> {
+async function stopRelay(): Promise<WanRelayCountersRow['counters'] | undefined> {
   const child = relay;
   if (!child) return undefined;
   const exited = new Promise((resolve) => child.on('exit', resolve));
@@ -105,7 +107,7 @@ async function stopRelay(): Promise<unknown> {
   }
 }
 
-function summarize(out: string, name: string, warmup: number): Record<string, number | string> {
+function summarize(out: string, name: string, warmup: number): Omit<WanRunRow, 'loadAverage'> {
   const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   const steady = lines.slice(warmup);
   const sum = (k: string) => lines.reduce((a, m) => a + (m[k] ?? 0), 0);
@@ -143,7 +145,7 @@ async function main(): Promise<void> {
   // --loopback: the same runs over 127.0.0.1 with no link (what is trained does not depend on the link: for loss comparisons of long runs)
   const loopback = values.loopback!;
   if (!loopback) await setup(values.rate!, delayMs, queueMs);
-  const results: Record<string, unknown>[] = [];
+  const results: (WanRunRow | WanRelayCountersRow)[] = [];
   const linkName = loopback ? 'loopback' : values.rate!;
   const note = loopback ? 'link: loopback (127.0.0.1), no emulated link: the runs measure what is trained, not the network' : `link: emulated by bench/peers/wan_link.cc between TUN devices in two network namespaces: ${values.rate} each way, ${delayMs} ms one-way delay (RTT ${2 * delayMs} ms), ${queueMs} ms sender buffer with tail drop (tc has no netem on our kernels)`;
   console.log(note);
@@ -198,21 +200,23 @@ async function main(): Promise<void> {
     teardown();
   }
   for (const r of results) console.log(JSON.stringify(r));
-  const sync = results.find((r) => String(r.name).startsWith('sync'));
-  const diloco = results.find((r) => String(r.name).startsWith('diloco'));
-  const verdict: Record<string, unknown> = loopback ? { note, link: 'loopback', steps: Number(steps), pinnedToCores: pinned } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps), pinnedToCores: pinned };
+  const runs = results.filter((r): r is WanRunRow => !('counters' in r));
+  const sync = runs.find((r) => String(r.name).startsWith('sync'));
+  const diloco = runs.find((r) => String(r.name).startsWith('diloco'));
+  const verdict: WanVerdictRow = loopback ? { note, link: 'loopback', steps: Number(steps), pinnedToCores: pinned } : { note, rate: values.rate, delayMs, queueMs, steps: Number(steps), pinnedToCores: pinned };
   if (Number(values['warm-start']) > 0) verdict.warmStartSteps = Number(values['warm-start']);
-  const locals = results.filter((r) => String(r.name).startsWith('local'));
+  const locals = runs.filter((r) => String(r.name).startsWith('local'));
   if (locals.length > 0 && diloco) {
     // against the mean of the lone ranks (rank r of the pair runs on core r), and against each
-    const perRank = (diloco.tokensPerSecond as number) / 2;
-    const meanLocal = locals.reduce((a, r) => a + (r.tokensPerSecond as number), 0) / locals.length;
+    const perRank = diloco.tokensPerSecond / 2;
+    const meanLocal = locals.reduce((a, r) => a + r.tokensPerSecond, 0) / locals.length;
     verdict.dilocoPerRankTokensPerSecondOfLocal = perRank / meanLocal;
-    for (const r of locals) if (r.core !== undefined) verdict[`dilocoPerRankTokensPerSecondOfLocalCore${r.core}`] = perRank / (r.tokensPerSecond as number);
+    for (const r of locals) if (r.core !== undefined) verdict[`dilocoPerRankTokensPerSecondOfLocalCore${r.core}`] = perRank / r.tokensPerSecond;
   }
-  if (sync && diloco) verdict.dilocoValLossVsSync = (diloco.valLoss as number) / (sync.valLoss as number) - 1;
+  if (sync && diloco) verdict.dilocoValLossVsSync = diloco.valLoss / sync.valLoss - 1;
   console.log(JSON.stringify(verdict));
-  console.log(`wrote ${writeResults(values.out!, 'dist-wan', [...results, verdict])}`);
+  const { dilocoTokensOfLocal, dilocoValLossVsSync } = DIST_TARGETS;
+  console.log(`wrote ${writeResults(values.out!, 'dist-wan', [...results, verdict], { dilocoTokensOfLocal, dilocoValLossVsSync })}`);
 }
 
 main().catch((e) => {

@@ -20,15 +20,16 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { preset } from '../lib/model/config.js';
 import { LlamaModel } from '../lib/model/llama.js';
-import { Optimizer, type OptimizerOptions, llamaParamGroups } from '../lib/optim/optimizer.js';
+import type { Zero1MemoryRow, Zero1Run, Zero1StepRow, Zero1StepSummary } from '../lib/monitor/results_schema.js';
+import { Optimizer, type OptimizerMemory, type OptimizerOptions, llamaParamGroups } from '../lib/optim/optimizer.js';
 import { distBenchData, median, runProcess, writeResults } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'lib', 'cli', 'cli.js');
 
-async function stepTimes(data: string, rounds: number, steps: number, batch: number): Promise<unknown[]> {
+async function stepTimes(data: string, rounds: number, steps: number, batch: number): Promise<Zero1StepRow[]> {
   const common = ['train', '--preset', 'tiny', '--data', data, '--steps', String(steps), '--batch', String(batch), '--seq', '128', '--eval-every', '0', '--log-every', '1000', '--nproc', '2'];
-  const runs: Record<string, number>[] = [];
+  const runs: Zero1Run[] = [];
   for (let round = 0; round < rounds; round++) {
     for (const zero1 of [false, true]) {
       const out = mkdtempSync(join(tmpdir(), `kiln-zero1-${zero1 ? 'on' : 'off'}-`));
@@ -37,7 +38,7 @@ async function stepTimes(data: string, rounds: number, steps: number, batch: num
       if (r.code !== 0) throw new Error(`kiln train --nproc 2${zero1 ? ' --zero1' : ''} failed:\n${r.out}`);
       const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).slice(3);
       const m = (key: string) => median(lines.map((l) => l[key] as number));
-      const run = {
+      const run: Zero1Run = {
         zero1: zero1 ? 1 : 0, round, stepMs: m('stepMs'), optimizerMs: m('optimizerMs'), tokensPerSecond: m('tokensPerSecond'), commMs: m('commMs'),
         commExposedMs: m('commExposedMs'), commBytes: m('commBytes'), optimizerStateBytes: m('optimizerStateBytes'), optimizerWorkspaceBytes: m('optimizerWorkspaceBytes'),
         loadAverageBefore, loadAverageAfter: loadavg()[0],
@@ -47,9 +48,10 @@ async function stepTimes(data: string, rounds: number, steps: number, batch: num
       runs.push(run);
     }
   }
-  const summary = (zero1: number) => {
+  const summary = (zero1: number): Zero1StepSummary => {
     const rs = runs.filter((r) => r.zero1 === zero1);
-    return Object.fromEntries(['stepMs', 'optimizerMs', 'tokensPerSecond', 'commBytes', 'commExposedMs', 'optimizerStateBytes', 'optimizerWorkspaceBytes'].map((k) => [k, median(rs.map((r) => r[k]))]));
+    const keys = ['stepMs', 'optimizerMs', 'tokensPerSecond', 'commBytes', 'commExposedMs', 'optimizerStateBytes', 'optimizerWorkspaceBytes'] as const;
+    return Object.fromEntries(keys.map((k) => [k, median(rs.map((r) => r[k]))])) as Record<(typeof keys)[number], number>;
   };
   const plain = summary(0);
   const zero1 = summary(1);
@@ -58,22 +60,23 @@ async function stepTimes(data: string, rounds: number, steps: number, batch: num
   return [{ benchmark: 'zero1-step-tiny', batchPerRank: batch, seqLen: 128, steps, rounds, plain, zero1, runs }];
 }
 
-function memory(presets: string[]): unknown[] {
-  const out: unknown[] = [];
+function memory(presets: string[]): Zero1MemoryRow[] {
+  const out: Zero1MemoryRow[] = [];
   for (const name of presets) {
     const config = preset(name);
     const model = new LlamaModel(config, { device: 'cpu', seed: 0 });
     const sharding = { rank: 0, worldSize: 2, allGather: () => undefined, wait: () => {} };
-    const row: Record<string, unknown> = { benchmark: 'zero1-memory', preset: name, worldSize: 2, rank: 0, parameters: model.parameters.reduce((n, p) => n + p.value.numel, 0) };
-    for (const [mode, options] of [['plain', {}], ['distributedMuon', { newtonSchulzSharding: sharding }], ['zero1', { newtonSchulzSharding: sharding, zero1: true }]] as [string, OptimizerOptions][]) {
+    const bytes = {} as Record<'plain' | 'distributedMuon' | 'zero1', OptimizerMemory>;
+    for (const [mode, options] of [['plain', {}], ['distributedMuon', { newtonSchulzSharding: sharding }], ['zero1', { newtonSchulzSharding: sharding, zero1: true }]] as [keyof typeof bytes, OptimizerOptions][]) {
       const opt = new Optimizer(llamaParamGroups(model.parameters), options);
-      row[mode] = opt.memory();
+      bytes[mode] = opt.memory();
       opt.dispose();
     }
-    const plain = row.plain as { stateBytes: number };
-    const zero1 = row.zero1 as { stateBytes: number };
-    row.stateRatio = zero1.stateBytes / plain.stateBytes;
-    console.log(`${name} (${row.parameters} parameters), rank 0 of 2: ${JSON.stringify({ plain: row.plain, distributedMuon: row.distributedMuon, zero1: row.zero1 })}; state ratio ${(row.stateRatio as number).toFixed(3)}`);
+    const row: Zero1MemoryRow = {
+      benchmark: 'zero1-memory', preset: name, worldSize: 2, rank: 0, parameters: model.parameters.reduce((n, p) => n + p.value.numel, 0),
+      plain: bytes.plain, distributedMuon: bytes.distributedMuon, zero1: bytes.zero1, stateRatio: bytes.zero1.stateBytes / bytes.plain.stateBytes,
+    };
+    console.log(`${name} (${row.parameters} parameters), rank 0 of 2: ${JSON.stringify({ plain: row.plain, distributedMuon: row.distributedMuon, zero1: row.zero1 })}; state ratio ${row.stateRatio.toFixed(3)}`);
     model.dispose();
     out.push(row);
   }
@@ -88,7 +91,7 @@ async function main(): Promise<void> {
     },
   });
   const only = values.only!.split(',');
-  const results: unknown[] = [];
+  const results: (Zero1MemoryRow | Zero1StepRow)[] = [];
   if (only.includes('memory')) results.push(...memory(values.presets!.split(',')));
   if (only.includes('step')) {
     const data = await distBenchData(values.data);

@@ -1,5 +1,5 @@
 /**
- * Benchmark harness (METHOD.md): device-side timing marks around the measured ops, a warm-up,
+ * Benchmark harness: device-side timing marks around the measured ops, a warm-up,
  * an L2 flush before every repeat on CUDA, medians over repeats, and JSON results that name
  * the device, driver, commit and date.
  */
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { type Device, type Tensor, empty, info, synchronize } from '../lib/index.js';
 import { deviceCode } from '../lib/device.js';
 import { atomicWriteFile } from '../lib/io/atomic.js';
+import type { BenchmarkName, DataParallelTargets, ResultFile, ResultRows } from '../lib/monitor/results_schema.js';
 import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer } from '../lib/data/tokenizer.js';
 import { binding } from '../lib/native.js';
@@ -77,18 +78,13 @@ export function gitCommit(): string {
   }
 }
 
-export interface ResultFile {
-  benchmark: string;
-  date: string;
-  commit: string;
-  kiln: ReturnType<typeof info>;
-  results: unknown[];
-}
-
-/** Writes results atomically (temp file, fsync, rename) and returns the path. */
-export function writeResults(outDir: string, benchmark: string, results: unknown[]): string {
+/**
+ * Writes a result file (lib/monitor/results_schema.ts) atomically (temp file, fsync, rename) and
+ * returns the path; `targets` (bench/targets.ts) go with the figures they judge.
+ */
+export function writeResults<B extends BenchmarkName>(outDir: string, benchmark: B, results: ResultRows[B][], targets?: Partial<DataParallelTargets>): string {
   mkdirSync(outDir, { recursive: true });
-  const file: ResultFile = { benchmark, date: new Date().toISOString(), commit: gitCommit(), kiln: info(), results };
+  const file: ResultFile<B> = { benchmark, date: new Date().toISOString(), commit: gitCommit(), kiln: info(), targets, results };
   const stamp = file.date.slice(0, 19).replace(/[:T]/g, '-');
   const path = join(outDir, `${benchmark}-${stamp}.json`);
   atomicWriteFile(path, JSON.stringify(file, null, 2) + '\n');

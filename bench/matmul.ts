@@ -7,6 +7,7 @@
  * (T x out)·(out x in). Weight gradient dW = dyᵀ·x: (out x T)ᵀ... i.e. transA with M = out, K = T.
  */
 import { type Device, type DType, info, ops, randn, zeros } from '../lib/index.js';
+import type { MatmulRow, MatmulSummaryRow } from '../lib/monitor/results_schema.js';
 import { type GemmShape, layerShapes } from '../lib/train/matmul_tuner.js';
 import { measure } from './harness.js';
 import { runPeer } from './peers.js';
@@ -33,8 +34,8 @@ async function timeKiln(device: Device, s: Shape, dtype: DType, outDtype: DType)
   return t.medianMs;
 }
 
-export async function benchMatmul(devices: Device[]): Promise<unknown[]> {
-  const results: unknown[] = [];
+export async function benchMatmul(devices: Device[]): Promise<(MatmulRow | MatmulSummaryRow)[]> {
+  const results: (MatmulRow | MatmulSummaryRow)[] = [];
   for (const device of devices) {
     const gpu = info().devices.find((d) => d.device === device);
     const shapes =
@@ -64,7 +65,7 @@ export async function benchMatmul(devices: Device[]): Promise<unknown[]> {
         if (!s.name.startsWith('square')) presetRatios.push(ratio);
       }
       const peak = gpu?.peak?.bf16Tflops;
-      const row = {
+      const row: MatmulRow = {
         device, dtype, ...s, flops, medianMs: ms, tflops,
         peer: peerName, peerMs, peerTflops: peerMs ? flops / (peerMs / 1e3) / 1e12 : undefined,
         speedupVsPeer: ratio, percentOfDatasheetPeak: peak ? (100 * tflops) / peak : undefined,
@@ -77,7 +78,7 @@ export async function benchMatmul(devices: Device[]): Promise<unknown[]> {
       );
     }
     const peerInfo = 'error' in peer ? { error: peer.error } : Object.fromEntries(Object.entries(peer).filter(([k]) => k !== 'results'));
-    const summary = { device, summary: true, peer: peerName, peerInfo, medianSpeedupVsPeer: median(ratios), medianSpeedupVsPeerPresetShapes: median(presetRatios) };
+    const summary: MatmulSummaryRow = { device, summary: true, peer: peerName, peerInfo, medianSpeedupVsPeer: median(ratios), medianSpeedupVsPeerPresetShapes: median(presetRatios) };
     console.log(`matmul ${device}: median ${(100 * summary.medianSpeedupVsPeer).toFixed(0)}% of ${peerName} (preset shapes ${(100 * summary.medianSpeedupVsPeerPresetShapes).toFixed(0)}%)`);
     results.push(summary);
   }

@@ -3,11 +3,12 @@
  * memory-bound kernels (decode, optimizer, norms) are judged against. Bytes = read + written.
  */
 import { type Device, info, ops, randn } from '../lib/index.js';
+import type { MemoryRow } from '../lib/monitor/results_schema.js';
 import { binding } from '../lib/native.js';
 import { measure } from './harness.js';
 
-export async function benchMemory(devices: Device[]): Promise<unknown[]> {
-  const results: unknown[] = [];
+export async function benchMemory(devices: Device[]): Promise<MemoryRow[]> {
+  const results: MemoryRow[] = [];
   for (const device of devices) {
     const numel = device === 'cpu' ? 1 << 24 : 1 << 28; // 64 MiB / 1 GiB of f32
     using a = randn([numel], { seed: 1, device });
@@ -21,7 +22,7 @@ export async function benchMemory(devices: Device[]): Promise<unknown[]> {
     for (const [name, bytes, run] of cases) {
       const t = await measure(device, run, { repeats: device === 'cpu' ? 10 : 30 });
       const gbs = bytes / (t.medianMs / 1e3) / 1e9;
-      const row = {
+      const row: MemoryRow = {
         device,
         op: name,
         bytes,

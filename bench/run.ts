@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { KilnError, formatInfo, info } from '../lib/index.js';
 import { parseDevice } from '../lib/device.js';
 import { preset } from '../lib/model/config.js';
+import type { ResultRows } from '../lib/monitor/results_schema.js';
 import { devicesToBenchmark, writeResults } from './harness.js';
 import { benchMatmul } from './matmul.js';
 import { benchMemory } from './memory.js';
@@ -17,7 +18,8 @@ import { benchTrain, benchTrainRun } from './train.js';
 import { SERVE_DEFAULTS, type ServeBenchOptions, benchServe } from './serve.js';
 import { benchDashboard } from './dashboard.js';
 
-const BENCHMARKS: Record<string, (devices: ReturnType<typeof devicesToBenchmark>) => Promise<unknown[]>> = {
+type DefaultBenchmark = 'memory' | 'matmul' | 'train' | 'dashboard';
+const BENCHMARKS: { [B in DefaultBenchmark]: (devices: ReturnType<typeof devicesToBenchmark>) => Promise<ResultRows[B][]> } = {
   memory: benchMemory,
   matmul: benchMatmul,
   train: benchTrain,
@@ -53,7 +55,7 @@ export async function runBench(args: string[]): Promise<number> {
   const custom = values.preset !== undefined || values.device !== undefined || values.batch !== undefined || values.seq !== undefined || values.steps !== undefined;
   if (custom && (selected.length !== 1 || selected[0] !== 'train')) throw new KilnError('ERR_ARG', '--preset, --device, --batch, --seq and --steps apply to `bench train` alone');
   for (const name of selected) {
-    if (!BENCHMARKS[name]) throw new KilnError('ERR_ARG', `unknown benchmark '${name}' (known: ${Object.keys(BENCHMARKS).join(', ')})`);
+    if (!BENCHMARKS[name as DefaultBenchmark]) throw new KilnError('ERR_ARG', `unknown benchmark '${name}' (known: ${Object.keys(BENCHMARKS).join(', ')})`);
   }
   let trainSettings: Parameters<typeof benchTrainRun>[0] | undefined;
   if (custom) {
@@ -68,9 +70,9 @@ export async function runBench(args: string[]): Promise<number> {
     preset(trainSettings.preset); // an unknown preset is an error before anything runs
   }
   console.log(formatInfo() + '\n');
-  for (const name of selected) {
+  for (const name of selected as DefaultBenchmark[]) {
     const bench = BENCHMARKS[name];
-    let results: unknown[];
+    let results: ResultRows[DefaultBenchmark][];
     if (trainSettings) {
       results = [await benchTrainRun(trainSettings)];
     } else {

@@ -16,9 +16,9 @@
  *              same thread count, one context with a sequence per concurrent request (its own
  *              batching across sequences)
  *
- * Targets (2-core CPU, 125m preset): concurrency-1 decode >= 1.0x llama.cpp tokens/s
- * in the same dtype; concurrency-32 output tokens/s >= 2x llama.cpp; TTFT p99 <= 3x p50 under
- * the rate sweep. HTTP overhead at concurrency 32 within 5% tokens/s and 5 ms TTFT p50.
+ * Targets (bench/targets.ts; 2-core CPU, 125m preset): concurrency-1 decode >= 1.0x llama.cpp
+ * tokens/s in the same dtype; concurrency-32 output tokens/s >= 2x llama.cpp; TTFT p99 <= 3x p50
+ * under the rate sweep; HTTP overhead at concurrency 32 within 5% tokens/s and 5 ms TTFT p50.
  */
 import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';
@@ -31,8 +31,10 @@ import { exportLlamaGguf } from '../lib/io/gguf_llama.js';
 import { type ModelConfig, matmulParameters, preset } from '../lib/model/config.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../lib/io/checkpoint.js';
+import type { ServeDriverResult, ServeRow, ServeScenario, ServeVerdicts } from '../lib/monitor/results_schema.js';
 import type { ServingEngine } from '../lib/serve/types.js';
 import { benchMemory } from './memory.js';
+import { HTTP_OVERHEAD_TARGETS, SERVE_TARGETS } from './targets.js';
 
 // ---------------------------------------------------------------------------------------------
 // What one request looks like from the client
@@ -331,32 +333,8 @@ function quantile(values: number[], q: number): number {
 }
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
 
-export interface ScenarioResult {
-  scenario: string;
-  concurrency?: number;
-  rate?: number;
-  requests: number;
-  completed: number;
-  failed: number;
-  errors: string[];
-  durationS: number;
-  promptTokens: number;
-  outputTokens: number;
-  requestsPerSecond: number;
-  outputTokensPerSecond: number;
-  totalTokensPerSecond: number;
-  ttftMs: { mean: number; p50: number; p99: number };
-  tpotMs: { mean: number; p50: number; p99: number };
-  itlMs: { mean: number; p50: number; p99: number };
-  e2eMs: { mean: number; p50: number; p99: number };
-  /** decode tokens/s of one request: 1000 / TPOT p50 */
-  decodeTokensPerSecond: number;
-  kvUsage?: { mean: number; max: number };
-  prefixCacheHitRate?: number;
-  /** 1-minute load average of the machine when the scenario ended (other processes share the cores) */
-  loadAverage: number;
-  serverProfile?: Record<string, number>;
-}
+/** One scenario's figures, as the result file holds them. */
+export type ScenarioResult = ServeScenario;
 
 /** Summarizes client-side timings the way vLLM's benchmark does. */
 export function summarize(timings: RequestTiming[], durationMs: number): Omit<ScenarioResult, 'scenario' | 'requests' | 'loadAverage'> {
@@ -521,7 +499,7 @@ function fmt(r: ScenarioResult): string {
     (r.failed ? `  FAILED ${r.failed}: ${r.errors.join('; ')}` : '') + `  (load ${r.loadAverage.toFixed(1)})`;
 }
 
-export async function benchServe(o: ServeBenchOptions): Promise<Record<string, unknown>> {
+export async function benchServe(o: ServeBenchOptions): Promise<ServeRow> {
   for (const d of o.drivers) if (!['kiln', 'llama.cpp', 'http'].includes(d)) fail('ERR_ARG', `unknown serving driver '${d}' (known: kiln, llama.cpp, http)`);
   if (o.drivers.includes('http') && !o.url) fail('ERR_ARG', 'the http driver needs --url');
   if (!(o.promptMin >= 1 && o.promptMax >= o.promptMin)) fail('ERR_ARG', '--prompt-min and --prompt-max must satisfy 1 <= min <= max');
@@ -541,22 +519,21 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     taken += n;
   }
   const weightBytes = o.dtype === 'f32' ? 4 : 2;
-  const row: Record<string, unknown> = {
+  const run = {
     checkpoint: o.checkpoint ?? `random ${o.preset} (seeded init, untrained)`, config, dtype: o.dtype, threads: o.threads, shard,
     prompts: { count: prompts.length, min: o.promptMin, max: o.promptMax, mean: mean(prompts.map((p) => p.length)) }, outputTokens: o.outputTokens,
     loadAverageAtStart: loadavg(),
   };
-  console.log(`serve: ${row.checkpoint}, ${o.dtype}, ${o.threads} threads, prompts ${o.promptMin}-${o.promptMax} tokens (mean ${(row.prompts as { mean: number }).mean.toFixed(0)}), ${o.outputTokens} output tokens; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`serve: ${run.checkpoint}, ${o.dtype}, ${o.threads} threads, prompts ${o.promptMin}-${o.promptMax} tokens (mean ${run.prompts.mean.toFixed(0)}), ${o.outputTokens} output tokens; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 
   let copyGBs: number | undefined;
   if (o.bandwidth) {
-    const memory = (await benchMemory(['cpu'])) as { op: string; achievedGBs: number }[];
+    const memory = await benchMemory(['cpu']);
     copyGBs = memory.find((m) => m.op === 'copy')?.achievedGBs;
-    row.copyBandwidthGBs = copyGBs;
   }
 
   let rates = o.rates;
-  const perDriver: Record<string, unknown>[] = [];
+  const perDriver: ServeDriverResult[] = [];
   let temp: string | undefined;
   for (const name of o.drivers) {
     let driver: ServeDriver;
@@ -596,7 +573,7 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     } finally {
       await driver.close();
     }
-    const entry: Record<string, unknown> = { ...driver.description, driver: driver.name, scenarios };
+    const entry: ServeDriverResult = { ...driver.description, driver: driver.name, scenarios };
     const single = scenarios.find((s) => s.concurrency === 1);
     if (single && copyGBs && name !== 'http') {
       // mean context while decoding: the prompt plus half the output
@@ -609,44 +586,43 @@ export async function benchServe(o: ServeBenchOptions): Promise<Record<string, u
     perDriver.push(entry);
   }
   if (temp) rmSync(temp, { recursive: true, force: true });
-  row.drivers = perDriver;
-  row.targets = targets(perDriver);
-  for (const [k, v] of Object.entries(row.targets as Record<string, unknown>)) console.log(`target ${k}: ${JSON.stringify(v)}`);
+  const row: ServeRow = { ...run, ...(o.bandwidth ? { copyBandwidthGBs: copyGBs } : {}), drivers: perDriver, targets: targets(perDriver) };
+  for (const [k, v] of Object.entries(row.targets)) console.log(`target ${k}: ${JSON.stringify(v)}`);
   return row;
 }
 
-/** The issues' targets, as measured (hits and misses both recorded). */
-export function targets(drivers: Record<string, unknown>[]): Record<string, unknown> {
-  const find = (name: string) => drivers.find((d) => d.driver === name) as { scenarios: ScenarioResult[] } | undefined;
+/** The targets (bench/targets.ts), as measured (hits and misses both recorded). */
+export function targets(drivers: ServeDriverResult[]): ServeVerdicts {
+  const find = (name: string) => drivers.find((d) => d.driver === name);
   const kiln = find('kiln');
   const peer = find('llama.cpp');
   const http = find('http');
-  const out: Record<string, unknown> = {};
-  const at = (d: { scenarios: ScenarioResult[] } | undefined, c: number) => d?.scenarios.find((s) => s.concurrency === c);
+  const out: ServeVerdicts = {};
+  const at = (d: ServeDriverResult | undefined, c: number) => d?.scenarios.find((s) => s.concurrency === c);
   if (kiln && peer) {
     const k1 = at(kiln, 1);
     const p1 = at(peer, 1);
     if (k1 && p1) {
       const ratio = k1.decodeTokensPerSecond / p1.decodeTokensPerSecond;
-      out.decodeC1VsLlamaCpp = { kiln: k1.decodeTokensPerSecond, llamaCpp: p1.decodeTokensPerSecond, ratio, target: 1.0, met: ratio >= 1.0 };
+      out.decodeC1VsLlamaCpp = { kiln: k1.decodeTokensPerSecond, llamaCpp: p1.decodeTokensPerSecond, ratio, target: SERVE_TARGETS.decodeC1VsLlamaCpp, met: ratio >= SERVE_TARGETS.decodeC1VsLlamaCpp };
     }
     const k32 = at(kiln, 32);
     const p32 = at(peer, 32);
     if (k32 && p32) {
       const ratio = k32.outputTokensPerSecond / p32.outputTokensPerSecond;
-      out.throughputC32VsLlamaCpp = { kiln: k32.outputTokensPerSecond, llamaCpp: p32.outputTokensPerSecond, ratio, target: 2.0, met: ratio >= 2.0 };
+      out.throughputC32VsLlamaCpp = { kiln: k32.outputTokensPerSecond, llamaCpp: p32.outputTokensPerSecond, ratio, target: SERVE_TARGETS.throughputC32VsLlamaCpp, met: ratio >= SERVE_TARGETS.throughputC32VsLlamaCpp };
     }
   }
   if (kiln) {
     const sweep = kiln.scenarios.filter((s) => s.rate !== undefined).map((s) => ({ rate: s.rate, p50: s.ttftMs.p50, p99: s.ttftMs.p99, ratio: s.ttftMs.p99 / s.ttftMs.p50 }));
-    if (sweep.length) out.ttftP99OverP50UnderRateSweep = { sweep, target: 3.0, met: sweep.every((s) => s.ratio <= 3.0) };
+    if (sweep.length) out.ttftP99OverP50UnderRateSweep = { sweep, target: SERVE_TARGETS.ttftP99OverP50UnderRateSweep, met: sweep.every((s) => s.ratio <= SERVE_TARGETS.ttftP99OverP50UnderRateSweep) };
   }
   if (kiln && http) {
     const k = at(kiln, 32);
     const h = at(http, 32);
     if (k && h) {
       const share = h.outputTokensPerSecond / k.outputTokensPerSecond;
-      out.httpOverheadC32 = { tokensPerSecondShare: share, ttftP50DeltaMs: h.ttftMs.p50 - k.ttftMs.p50, met: share >= 0.95 && h.ttftMs.p50 - k.ttftMs.p50 <= 5 };
+      out.httpOverheadC32 = { tokensPerSecondShare: share, ttftP50DeltaMs: h.ttftMs.p50 - k.ttftMs.p50, met: share >= HTTP_OVERHEAD_TARGETS.tokensPerSecondShare && h.ttftMs.p50 - k.ttftMs.p50 <= HTTP_OVERHEAD_TARGETS.ttftP50ExtraMs };
     }
   }
   return out;

@@ -7,8 +7,8 @@
  * CUDA) in the same run.
  *
  * Default set: the tiny preset on the CPU (with and without activation recomputation), and the
- * 1.4B preset at 16,384 tokens per step (8 x 2048) on each GPU. Targets: tiny on a
- * 2-core CPU >= 1.0x PyTorch; 1.4B on an H100: MFU >= 50%, >= 1.2x PyTorch, p99 within 5% of p50.
+ * 1.4B preset at 16,384 tokens per step (8 x 2048) on each GPU. Targets (bench/targets.ts): tiny
+ * on a 2-core CPU >= 1.0x PyTorch; 1.4B on an H100: MFU >= 50%, >= 1.2x PyTorch, p99 within 5% of p50.
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -17,6 +17,7 @@ import { type Device, info, memoryStats } from '../lib/index.js';
 import { preset } from '../lib/model/config.js';
 import { bundledCorpus, prepareDocuments } from '../lib/io/shards.js';
 import { byteTokenizer, gpt2Tokenizer } from '../lib/data/tokenizer.js';
+import type { TrainPeer, TrainRow } from '../lib/monitor/results_schema.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { runPeer } from './peers.js';
 
@@ -44,9 +45,9 @@ export async function corpusFor(vocabSize: number): Promise<string> {
   return dir;
 }
 
-export async function benchTrainRun(o: TrainBenchOptions): Promise<Record<string, unknown>> {
+export async function benchTrainRun(o: TrainBenchOptions): Promise<TrainRow> {
   const config = preset(o.preset);
-  const row: Record<string, unknown> = {
+  const row: TrainRow = {
     device: o.device, preset: o.preset, batch: o.batch, seqLen: o.seqLen, tokensPerStep: o.batch * o.seqLen, warmup: o.warmup, steps: o.steps, recompute: o.recompute,
   };
   const label = `train ${o.device} ${o.preset}${o.recompute ? ' (recompute)' : ''}`;
@@ -85,7 +86,8 @@ export async function benchTrainRun(o: TrainBenchOptions): Promise<Record<string
     const cpu = o.device === 'cpu';
     const peer = runPeer('torch_train.py', { config, batch: o.batch, seqLen: o.seqLen, steps: o.steps, warmup: o.warmup, device: cpu ? 'cpu' : 'cuda', compile: !cpu },
       cpu ? { OMP_NUM_THREADS: String(info().cpuThreads) } : {});
-    row.peer = 'error' in peer ? peer : { name: cpu ? 'PyTorch (CPU, eager)' : 'PyTorch (CUDA, torch.compile)', ...peer };
+    // torch_train.py's figures, as it printed them
+    row.peer = 'error' in peer ? (peer as { error: string }) : ({ name: cpu ? 'PyTorch (CPU, eager)' : 'PyTorch (CUDA, torch.compile)', ...peer } as unknown as TrainPeer);
     const peerTps = 'error' in peer ? undefined : (peer as unknown as { tokensPerSecond: number }).tokensPerSecond;
     if (peerTps && typeof row.tokensPerSecond === 'number') row.speedupVsPeer = row.tokensPerSecond / peerTps;
   }
@@ -103,8 +105,8 @@ export async function benchTrainRun(o: TrainBenchOptions): Promise<Record<string
 }
 
 /** The default set for `npm run bench` / check:gpu. */
-export async function benchTrain(devices: Device[]): Promise<unknown[]> {
-  const results: unknown[] = [];
+export async function benchTrain(devices: Device[]): Promise<TrainRow[]> {
+  const results: TrainRow[] = [];
   for (const device of devices) {
     if (device === 'cpu') {
       const base = { preset: 'tiny', device, batch: 16, seqLen: 128, warmup: 5, steps: 40 } as const;

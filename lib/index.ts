@@ -12,7 +12,7 @@ export * as ops from './ops/index.js';
 export { Dashboard, attachServingDashboard, attachTrainingDashboard, startDashboard, renderReport, writeReport, type DashboardOptions } from './monitor/index.js';
 export { Engine, type EngineLoadOptions } from './serve/engine.js';
 export type * from './serve/types.js';
-export { createServer, toHttpError, HttpError, type ServerOptions, type ServerControl, type ServerState } from './serve/http.js';
+export { createServer, toHttpError, HttpError, type ServerOptions, type ServerControl, type ServerState } from './serve/http/index.js';
 export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, type ChatMessage } from './serve/chat_template.js';
 export { describe } from './errors.js';
 // model, optimizer, training and checkpoints

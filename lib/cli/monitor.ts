@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { fail } from '../errors.js';
 import { DEFAULT_DASHBOARD_PORT, type DashboardOptions, dashboardToken, startDashboard } from '../monitor/dashboard.js';
 import { openRuns } from '../monitor/runs.js';
-import { writeReport } from '../monitor/report.js';
+import { writeReport } from '../monitor/report/index.js';
 
 /**
  * `--dashboard` takes an optional port: `--dashboard`, `--dashboard 9000`, `--dashboard=9000`.

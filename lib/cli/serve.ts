@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { parseDevice } from '../device.js';
 import { fail } from '../errors.js';
 import { Engine, type EngineLoadOptions } from '../serve/engine.js';
-import { createServer } from '../serve/http.js';
+import { createServer } from '../serve/http/index.js';
 import type { ServingEngine } from '../serve/types.js';
 import { attachServingDashboard } from '../monitor/dashboard.js';
 import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';

@@ -4,4 +4,4 @@ export { DashboardMetrics } from './prometheus.js';
 export { ServingFeed, type ServingSample, type ServingSource, percentile } from './serving.js';
 export { type RunStatus, type TrainingPoint, TrainingRun, toTrainingPoint } from './training.js';
 export { MetricsFollower, openRuns, plannedSteps } from './runs.js';
-export { type LoadedResult, loadResults, renderReport, writeReport } from './report.js';
+export { type LoadedResult, loadResults, renderReport, writeReport } from './report/index.js';

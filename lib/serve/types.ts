@@ -1,6 +1,6 @@
 /**
  * The serving engine's public contract, fixed first so that the engine (lib/serve/engine.ts),
- * the HTTP server (lib/serve/http.ts), the dashboard (lib/monitor/) and the serving benchmark
+ * the HTTP server (lib/serve/http/), the dashboard (lib/monitor/) and the serving benchmark
  * (bench/serve.ts) can be written against it at the same time. The engine implements
  * `ServingEngine`; everything else only uses this interface.
  */

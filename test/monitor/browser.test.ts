@@ -11,7 +11,7 @@ import type { Browser, Page } from 'playwright-core';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Dashboard, attachServingDashboard, attachTrainingDashboard } from '../../lib/monitor/dashboard.js';
-import { writeReport } from '../../lib/monitor/report.js';
+import { writeReport } from '../../lib/monitor/report/index.js';
 import { FakeEngine, FakeTrainer, distResultFiles, distStepMetrics, resultFiles, stepMetrics } from './fixtures.js';
 import { openRuns } from '../../lib/monitor/runs.js';
 import { Engine } from '../../lib/serve/engine.js';

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DIST_TARGETS, loadResults, pick, renderReport, writeReport } from '../../lib/monitor/report.js';
+import { loadResults, pick, renderReport, writeReport } from '../../lib/monitor/report/index.js';
+import { DIST_TARGETS } from '../../bench/targets.js';
 import { assertKilnError } from '../helpers.js';
 import { distResultFiles, resultFiles } from './fixtures.js';
 

@@ -231,7 +231,7 @@ test('a full queue is 429 with Retry-After (RateLimitError), and only that', asy
 test('/health is 503 while the model loads, then 200', async () => {
   let resolve!: (e: ServingEngine) => void;
   const pending = new Promise<ServingEngine>((r) => (resolve = r));
-  const { createServer } = await import('../../lib/serve/http.js');
+  const { createServer } = await import('../../lib/serve/http/index.js');
   const server = createServer(pending);
   await server.listen({ host: '127.0.0.1', port: 0 });
   const port = (server.server.address() as { port: number }).port;

@@ -9,7 +9,7 @@ import { bundledCorpus, prepareDocuments } from '../../lib/io/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
 import { type ModelConfig, preset } from '../../lib/model/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
-import { createServer, type ServerOptions } from '../../lib/serve/http.js';
+import { createServer, type ServerOptions } from '../../lib/serve/http/index.js';
 import type { EngineOptions, ServingEngine } from '../../lib/serve/types.js';
 import { Engine } from '../../lib/serve/engine.js';
 import { randn } from '../../lib/tensor.js';
