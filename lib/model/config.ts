@@ -5,7 +5,7 @@
  */
 import { describe, fail } from '../errors.js';
 import { type RopeScaling, validateRopeScaling } from './arch/rope_scaling.js';
-import { architecture, architectureOfHfConfig, layoutParameters, modelLayout } from './arch/index.js';
+import { type ModelLayout, architecture, architectureOfHfConfig, layoutParameters, modelLayout } from './arch/index.js';
 
 export interface ModelConfig {
   vocabSize: number;
@@ -111,6 +111,11 @@ function totalParametersOf(c: ModelConfig): number {
 }
 
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** The parameters of a model with this config, as its architecture declares them (names, shapes, kinds, HF and GGUF tensors). */
+export function parameterLayout(config: ModelConfig): ModelLayout {
+  return modelLayout(validateConfig(config));
+}
 
 /** Training FLOPs per token: 6·N + 12·L·H·Q·T (PaLM appendix B; attention counted dense). */
 export function trainingFlopsPerToken(config: ModelConfig, seqLen: number): number {

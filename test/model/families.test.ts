@@ -16,9 +16,10 @@ import { Engine, ops, tensor } from '../../lib/index.js';
 import { loadCheckpoint, loadModel, saveCheckpoint } from '../../lib/io/checkpoint.js';
 import { exportLlamaGguf } from '../../lib/io/gguf_llama.js';
 import { type RawTensor, writeSafetensors } from '../../lib/io/safetensors.js';
-import { type ModelConfig, fromHfConfig, toHfConfig, totalParameters } from '../../lib/model/config.js';
+import { type ModelConfig, fromHfConfig, parameterLayout, toHfConfig, totalParameters } from '../../lib/model/config.js';
 import { LlamaModel } from '../../lib/model/llama.js';
 import { binding } from '../../lib/native.js';
+import { layerWeights } from '../../lib/train/matmul_tuner.js';
 import { Optimizer, llamaParamGroups } from '../../lib/optim/optimizer.js';
 import { generateTokens } from '../oracles/generate_reference.js';
 import { type ReferenceModel, hfInverseFrequencies, referenceLogProbs } from '../oracles/hf_decoder_reference.js';
@@ -209,6 +210,14 @@ test('config.json of each family reads back as it was written, and checkpoints k
   assert.equal(loaded.config, model.config);
   assert.ok(loaded.weights.has('model.layers.1.self_attn.k_norm.weight'));
   model.dispose();
+});
+
+test("the tuner's layer GEMMs and the parameter kinds follow the declaration", () => {
+  const qwen3 = fromHfConfig(FAMILIES[3].hf);
+  // q is 64 wide (4 heads of 16) on a 32-wide model, so q and o are distinct GEMMs
+  assert.equal(layerWeights(qwen3), [['q', 64, 32], ['k/v', 32, 32], ['o', 32, 64], ['gate+up', 96, 32], ['down', 32, 48]]);
+  const layer = parameterLayout(fromHfConfig(FAMILIES[2].hf)).layers[0];
+  assert.equal(layer.filter((p) => p.kind === 'bias').map((p) => p.name), ['q_proj', 'k_proj', 'v_proj'].map((n) => `model.layers.0.self_attn.${n}.bias`));
 });
 
 test('what kiln does not implement is refused, naming the field', async () => {

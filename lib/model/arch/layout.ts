@@ -71,8 +71,3 @@ export function decoderLayout(c: ModelConfig, features: LayerFeatures): ModelLay
 export function layoutParameters(layout: ModelLayout): ParameterSpec[] {
   return [layout.embed, ...layout.layers.flat(), layout.finalNorm, ...(layout.head ? [layout.head] : [])];
 }
-
-/** A layer's parameters by role (the optional ones absent unless their feature is on). */
-export function byRole(layer: ParameterSpec<LayerRole>[]): Partial<Record<LayerRole, ParameterSpec<LayerRole>>> {
-  return Object.fromEntries(layer.map((s) => [s.role, s]));
-}
