@@ -205,8 +205,11 @@ export interface KilnBinding {
     q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, dout: NativeTensor,
     dims: AttentionDims,
   ): void;
-  /** y may be x (in place). */
-  rope(y: NativeTensor, x: NativeTensor, positions: NativeTensor, dims: { B: number; T: number; H: number; D: number; base: number; backward: boolean }): void;
+  /** y may be x (in place); invFreq (D/2) f32 replaces base^(-2j/D) (scaled RoPE). */
+  rope(
+    y: NativeTensor, x: NativeTensor, positions: NativeTensor, dims: { B: number; T: number; H: number; D: number; base: number; backward: boolean },
+    invFreq?: NativeTensor | null,
+  ): void;
   kvAppend(
     kCache: NativeTensor, vCache: NativeTensor, kNew: NativeTensor, vNew: NativeTensor, blockTable: NativeTensor, start: NativeTensor,
     dims: { B: number; Tnew: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number },

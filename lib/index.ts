@@ -18,8 +18,11 @@ export { describe } from './errors.js';
 // model, optimizer, training and checkpoints
 export {
   PRESETS, preset, validateConfig, toHfConfig, fromHfConfig, matmulParameters, totalParameters, trainingFlopsPerToken,
-  MAX_DIM, MAX_LAYERS, MAX_CONTEXT, MAX_PARAMETERS, type ModelConfig,
+  MAX_DIM, MAX_LAYERS, MAX_CONTEXT, MAX_PARAMETERS, parameterLayout, type ModelConfig,
 } from './model/config.js';
+export {
+  ARCHITECTURES, type Architecture, type LayerFeatures, type ModelLayout, type ParameterKind, type ParameterSpec, type HfTensor, type RopeScaling,
+} from './model/arch/index.js';
 export { LlamaModel, type Parameter, type ModelOptions, type BackwardOptions } from './model/llama.js';
 export {
   Optimizer, llamaParamGroups, type ParamGroup, type MuonGroup, type AdamWGroup, type OptimizedParameter,

@@ -25,6 +25,7 @@ import { dirname } from 'node:path';
 import { fail } from '../errors.js';
 import { type Tokenizer, tokenizerByName } from '../data/tokenizer.js';
 import type { ModelConfig } from '../model/config.js';
+import { architecture, layoutParameters, modelLayout } from '../model/arch/index.js';
 import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
 import { type GgufTensor, type GgufTensorDType, type GgufValue, f32ToBf16Bits, f32ToF16Bits, writeGguf } from './gguf.js';
 
@@ -183,6 +184,10 @@ export async function exportLlamaGguf(checkpoint: string, out: string, options: 
   if (!DTYPES.includes(dtype)) fail('ERR_DTYPE', `GGUF export dtype must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`);
   const dir = resolveCheckpoint(checkpoint);
   const { config, weights } = loadCheckpoint(dir);
+  // refuse before writing anything: a file llama.cpp would read as a different model is worse than none
+  const arch = architecture(config);
+  if (arch.gguf !== 'llama') fail('ERR_ARG', `GGUF export writes llama.cpp's llama architecture; this checkpoint is ${arch.modelType}, which kiln cannot export to GGUF yet`);
+  if (config.ropeScaling) fail('ERR_ARG', `GGUF export does not write rope_scaling (${config.ropeScaling.type}) yet; this checkpoint needs it`);
   const tokenizer = await tokenizerByName(options.tokenizer ?? (config.vocabSize <= 256 ? 'byte' : 'gpt2'));
   const vocab = await ggufVocabulary(tokenizer, config.vocabSize);
 
@@ -205,30 +210,16 @@ export async function exportLlamaGguf(checkpoint: string, out: string, options: 
     tensors.push({ name, shape, dtype: as, data: () => encode(values(), as) });
   };
   const c = config;
-  const qRows = c.heads * c.headDim;
-  const kvRows = c.kvHeads * c.headDim;
-  // check every shape up front so a mismatched checkpoint fails before any file is written
-  const plan: [string, string, number[], ((w: Float32Array) => Float32Array)?][] = [
-    ['token_embd.weight', 'model.embed_tokens.weight', [c.vocabSize, c.dModel]],
-  ];
-  for (let l = 0; l < c.layers; l++) {
-    const hf = `model.layers.${l}`;
-    const blk = `blk.${l}`;
-    plan.push(
-      [`${blk}.attn_norm.weight`, `${hf}.input_layernorm.weight`, [c.dModel]],
-      [`${blk}.attn_q.weight`, `${hf}.self_attn.q_proj.weight`, [qRows, c.dModel], (w) => permuteForAdjacentRope(w, c.heads, c.headDim, c.dModel)],
-      [`${blk}.attn_k.weight`, `${hf}.self_attn.k_proj.weight`, [kvRows, c.dModel], (w) => permuteForAdjacentRope(w, c.kvHeads, c.headDim, c.dModel)],
-      [`${blk}.attn_v.weight`, `${hf}.self_attn.v_proj.weight`, [kvRows, c.dModel]],
-      [`${blk}.attn_output.weight`, `${hf}.self_attn.o_proj.weight`, [c.dModel, qRows]],
-      [`${blk}.ffn_norm.weight`, `${hf}.post_attention_layernorm.weight`, [c.dModel]],
-      [`${blk}.ffn_gate.weight`, `${hf}.mlp.gate_proj.weight`, [c.ffn, c.dModel]],
-      [`${blk}.ffn_up.weight`, `${hf}.mlp.up_proj.weight`, [c.ffn, c.dModel]],
-      [`${blk}.ffn_down.weight`, `${hf}.mlp.down_proj.weight`, [c.dModel, c.ffn]],
-    );
+  // the architecture declares each tensor's GGUF name and its layout transform; check every
+  // shape up front so a mismatched checkpoint fails before any file is written
+  const plan: [string, string, number[], ((w: Float32Array) => Float32Array)?][] = [];
+  for (const spec of layoutParameters(modelLayout(c))) {
+    for (const hf of spec.hf) {
+      if (!hf.gguf) fail('ERR_INTERNAL', `${hf.name} has no GGUF name in the ${arch.modelType} declaration`);
+      const heads = hf.ggufRopeHeads;
+      plan.push(heads ? [hf.gguf, hf.name, hf.shape, (w) => permuteForAdjacentRope(w, heads, c.headDim, c.dModel)] : [hf.gguf, hf.name, hf.shape]);
+    }
   }
-  plan.push(['output_norm.weight', 'model.norm.weight', [c.dModel]]);
-  // tied embeddings: no output.weight, llama.cpp then uses token_embd for the classifier
-  if (!c.tiedEmbeddings) plan.push(['output.weight', 'lm_head.weight', [c.vocabSize, c.dModel]]);
   for (const [, hfName, shape] of plan) take(hfName, shape);
   for (const name of weights.keys()) {
     if (!used.has(name)) fail('ERR_CHECKPOINT', `checkpoint tensor ${name} has no place in llama.cpp's llama architecture${name === 'lm_head.weight' ? ' (config says tie_word_embeddings)' : ''}`);

@@ -1,8 +1,11 @@
 /**
- * LLaMA-style model configuration and the presets (tiny, 125m, 350m, 760m, 1.4b). Field names follow the Hugging
- * Face LlamaConfig in config.json, so checkpoints load in transformers unchanged.
+ * LLaMA-style model configuration and the presets (tiny, 125m, 350m, 760m, 1.4b). config.json is
+ * read and written by the model's architecture declaration (lib/model/arch), so checkpoints load
+ * in transformers unchanged.
  */
 import { describe, fail } from '../errors.js';
+import { type RopeScaling, validateRopeScaling } from './arch/rope_scaling.js';
+import { type ModelLayout, architecture, architectureOfHfConfig, layoutParameters, modelLayout } from './arch/index.js';
 
 export interface ModelConfig {
   vocabSize: number;
@@ -16,6 +19,10 @@ export interface ModelConfig {
   ropeTheta: number;
   normEps: number;
   tiedEmbeddings: boolean;
+  /** the architecture family, config.json's model_type (lib/model/arch; absent: llama) */
+  arch?: string;
+  /** rotary scaling (config.json rope_scaling; absent: plain RoPE) */
+  ropeScaling?: RopeScaling;
 }
 
 const BASE = { ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: false };
@@ -57,6 +64,9 @@ export function validateConfig(c: unknown): ModelConfig {
     normEps: typeof o.normEps === 'number' ? o.normEps : BASE.normEps,
     tiedEmbeddings: typeof o.tiedEmbeddings === 'boolean' ? o.tiedEmbeddings : false,
   };
+  // the optional fields appear only when given, so a plain LLaMA config stays the object it was
+  if (o.arch !== undefined && o.arch !== 'llama') config.arch = architecture({ arch: o.arch as string }).modelType;
+  if (o.ropeScaling !== undefined) config.ropeScaling = validateRopeScaling(o.ropeScaling);
   // Sizes a model can have: beyond these a constructor would allocate for hours (or forever)
   // before failing, so they are refused here, for configs and checkpoints alike.
   for (const name of ['dModel', 'heads', 'kvHeads', 'headDim', 'ffn'] as const) {
@@ -87,8 +97,9 @@ export function matmulParameters(config: ModelConfig): number {
 }
 
 function matmulParametersOf(c: ModelConfig): number {
-  const perLayer = c.dModel * c.heads * c.headDim * 2 + c.dModel * c.kvHeads * c.headDim * 2 + 3 * c.dModel * c.ffn;
-  return c.layers * perLayer + c.vocabSize * c.dModel;
+  let n = c.vocabSize * c.dModel; // the head (the embedding table when tied)
+  for (const layer of modelLayout(c).layers) for (const p of layer) if (p.kind === 'matrix') n += numel(p.shape);
+  return n;
 }
 
 export function totalParameters(config: ModelConfig): number {
@@ -96,9 +107,14 @@ export function totalParameters(config: ModelConfig): number {
 }
 
 function totalParametersOf(c: ModelConfig): number {
-  const norms = (2 * c.layers + 1) * c.dModel;
-  const embeddings = c.tiedEmbeddings ? c.vocabSize * c.dModel : 2 * c.vocabSize * c.dModel;
-  return matmulParametersOf(c) - c.vocabSize * c.dModel + embeddings + norms;
+  return layoutParameters(modelLayout(c)).reduce((n, p) => n + numel(p.shape), 0);
+}
+
+const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** The parameters of a model with this config, as its architecture declares them (names, shapes, kinds, HF and GGUF tensors). */
+export function parameterLayout(config: ModelConfig): ModelLayout {
+  return modelLayout(validateConfig(config));
 }
 
 /** Training FLOPs per token: 6·N + 12·L·H·Q·T (PaLM appendix B; attention counted dense). */
@@ -109,50 +125,21 @@ export function trainingFlopsPerToken(config: ModelConfig, seqLen: number): numb
 }
 
 
-/** The Hugging Face config.json of this model. */
+/** The Hugging Face config.json of this model, as its architecture writes it. */
 export function toHfConfig(config: ModelConfig, dtype = 'float32'): Record<string, unknown> {
   const c = validateConfig(config);
   if (typeof dtype !== 'string') fail('ERR_ARG', `dtype must be a string, got ${describe(dtype)}`);
-  return {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
-    vocab_size: c.vocabSize,
-    hidden_size: c.dModel,
-    intermediate_size: c.ffn,
-    num_hidden_layers: c.layers,
-    num_attention_heads: c.heads,
-    num_key_value_heads: c.kvHeads,
-    head_dim: c.headDim,
-    max_position_embeddings: c.context,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    tie_word_embeddings: c.tiedEmbeddings,
-    hidden_act: 'silu',
-    attention_bias: false,
-    mlp_bias: false,
-    torch_dtype: dtype,
-  };
+  return architecture(c).writeConfig(c, dtype);
 }
 
+/** A config.json read by the architecture it names (model_type; ERR_CHECKPOINT naming the field it refuses). */
 export function fromHfConfig(json: unknown): ModelConfig {
   if (!json || typeof json !== 'object') fail('ERR_CHECKPOINT', 'config.json is not an object');
   const h = json as Record<string, unknown>;
-  if (h.model_type !== undefined && h.model_type !== 'llama') fail('ERR_CHECKPOINT', `config.json model_type is ${describe(h.model_type)}, not llama`);
-  const heads = h.num_attention_heads as number;
+  const arch = architectureOfHfConfig(h);
+  const fields = arch.readConfig(h);
   try {
-    return validateConfig({
-      vocabSize: h.vocab_size,
-      dModel: h.hidden_size,
-      layers: h.num_hidden_layers,
-      heads,
-      kvHeads: h.num_key_value_heads ?? heads,
-      headDim: h.head_dim ?? (h.hidden_size as number) / heads,
-      ffn: h.intermediate_size,
-      context: h.max_position_embeddings,
-      ropeTheta: h.rope_theta,
-      normEps: h.rms_norm_eps,
-      tiedEmbeddings: h.tie_word_embeddings,
-    });
+    return validateConfig(arch.modelType === 'llama' ? fields : { ...fields, arch: arch.modelType });
   } catch (error) {
     fail('ERR_CHECKPOINT', `config.json: ${(error as Error).message}`);
   }

@@ -9,6 +9,9 @@
  *   o = attention(q, k, v) (causal, GQA);  h' = h + o·Woᵀ
  *   y2 = rmsnorm(h') · w_post;  gu = y2·[Wgate | Wup]ᵀ;  s = silu(gate)·up;  h'' = h' + s·Wdownᵀ
  * Head: logits = rmsnorm(h_L)·w_norm · Wheadᵀ; loss = mean cross-entropy over non-ignored targets.
+ * The parameters come from the architecture declaration (lib/model/arch) and the layer forward
+ * is the block serving runs too (block.ts), with the family's features (q/k/v biases, q/k norms)
+ * and scaled RoPE; the backward below follows the same features.
  */
 import { type Device, parseDevice } from '../device.js';
 import { type DType, parseDType } from '../dtype.js';
@@ -18,6 +21,8 @@ import { types } from 'node:util';
 import { describe, fail } from '../errors.js';
 import { checkOptions } from '../validate.js';
 import { type ModelConfig, validateConfig } from './config.js';
+import { type LayerFeatures, type LayerRole, architecture, layoutParameters, modelLayout, ropeInverseFrequencies } from './arch/index.js';
+import { type BlockBackend, type BlockBuffers, type BlockWeights, blockForward } from './block.js';
 
 export interface Parameter {
   /** HF name, e.g. model.layers.0.self_attn.q_proj.weight */
@@ -26,21 +31,13 @@ export interface Parameter {
   value: Tensor;
   /** f32 gradient, accumulated across micro-batches (zeroGrad resets it) */
   grad: Tensor;
-  /** 'matrix' (hidden 2-D: Muon), 'embedding', 'head', 'norm' */
-  kind: 'matrix' | 'embedding' | 'head' | 'norm';
+  /** 'matrix' (hidden 2-D: Muon), 'embedding', 'head', 'norm', 'bias' (the architecture declares it) */
+  kind: 'matrix' | 'embedding' | 'head' | 'norm' | 'bias';
 }
 
-interface LayerParams {
-  inputNorm: Parameter;
-  q: Parameter;
-  k: Parameter;
-  v: Parameter;
-  o: Parameter;
-  postNorm: Parameter;
-  /** [gate | up] stacked: (2·ffn, d) — HF gate_proj and up_proj are views of its halves */
-  gateUp: Parameter;
-  down: Parameter;
-}
+/** A layer's parameters by role; gateUp is [gate | up] stacked, (2·ffn, d), HF gate_proj and up_proj its halves. */
+type LayerParams = Record<Exclude<LayerRole, 'qBias' | 'kBias' | 'vBias' | 'qNorm' | 'kNorm'>, Parameter> &
+  Partial<Record<'qBias' | 'kBias' | 'vBias' | 'qNorm' | 'kNorm', Parameter>>;
 
 /** What backward needs from one layer's forward (compute dtype; rstd f32). */
 interface LayerActivations {
@@ -51,6 +48,10 @@ interface LayerActivations {
   v: Tensor; // (B, T, KV, hd)
   attn: Tensor; // (B, T, H, hd)
   lse: Tensor; // (B, H, T) f32
+  qRaw?: Tensor; // (N, H·hd) qkNorm: q before its norm
+  kRaw?: Tensor; // (N, KV·hd)
+  qRstd?: Tensor; // (N·H) f32
+  kRstd?: Tensor; // (N·KV) f32
   hMid: Tensor; // (N, d) residual stream after attention
   y2: Tensor; // (N, d)
   rstd2: Tensor; // (N)
@@ -85,6 +86,10 @@ class StepPlan {
   readonly dq!: Tensor; // (B, T, H, hd)
   readonly dk!: Tensor; // (B, T, KV, hd)
   readonly dv!: Tensor; // (B, T, KV, hd)
+  readonly dqRaw?: Tensor; // (N, H·hd) qkNorm: gradient before the q norm
+  readonly dkRaw?: Tensor; // (N, KV·hd)
+  /** qkvBias: N zeros, the bias row every token gathers (and scatters its gradient to) */
+  readonly biasRows?: Tensor; // (N) i32
   private readonly owned: Tensor[] = [];
   private readonly vocabSize: number;
 
@@ -96,6 +101,7 @@ class StepPlan {
     private readonly dtype: DType,
     readonly recompute: boolean,
     classifierRows: number,
+    features: LayerFeatures,
     /** false for an inference-only plan (generation at a new length): no backward scratch */
     training = true,
   ) {
@@ -117,6 +123,12 @@ class StepPlan {
       v: make([B, T, c.kvHeads, c.headDim]),
       attn: make([B, T, c.heads, c.headDim]),
       lse: make([B, c.heads, T], statDType),
+      ...(features.qkNorm
+        ? {
+            qRaw: make([N, c.heads * c.headDim]), kRaw: make([N, c.kvHeads * c.headDim]),
+            qRstd: make([N * c.heads], statDType), kRstd: make([N * c.kvHeads], statDType),
+          }
+        : {}),
       hMid: make([N, c.dModel]),
       y2: make([N, c.dModel]),
       rstd2: make([N], statDType),
@@ -129,6 +141,7 @@ class StepPlan {
     this.classifierRows = Math.max(1, Math.min(N, classifierRows));
     this.rowLoss = make([N], statDType);
     this.lossTotal = make([], statDType);
+    if (features.qkvBias) this.biasRows = make([N], 'i32').write(new Int32Array(N));
     if (!training) return;
     this.dh = make([N, c.dModel]);
     this.dhMid = make([N, c.dModel]);
@@ -139,6 +152,10 @@ class StepPlan {
     this.dq = make([B, T, c.heads, c.headDim]);
     this.dk = make([B, T, c.kvHeads, c.headDim]);
     this.dv = make([B, T, c.kvHeads, c.headDim]);
+    if (features.qkNorm) {
+      this.dqRaw = make([N, c.heads * c.headDim]);
+      this.dkRaw = make([N, c.kvHeads * c.headDim]);
+    }
   }
 
   private fullLogits?: Tensor;
@@ -224,6 +241,11 @@ export class LlamaModel {
   private readonly head: Parameter;
   private readonly finalNorm: Parameter;
   private readonly layers: LayerParams[] = [];
+  /** each layer's parameters in declaration order (the unit gradientsReady reports) */
+  private readonly layerParameterLists: Parameter[][] = [];
+  private readonly features: LayerFeatures;
+  /** (hd/2) f32 rotary inverse frequencies of a scaled RoPE; absent for plain RoPE (base^(-2j/hd)) */
+  private readonly invFreq?: Tensor;
   /** weight copies in the compute dtype (only when it differs from the master dtype), refreshed by each forward */
   private readonly computeWeights = new Map<Parameter, Tensor>();
   private plan?: StepPlan;
@@ -254,33 +276,33 @@ export class LlamaModel {
     const c = config;
     // GPT-2/LLaMA-style init: N(0, 0.02), output projections scaled by 1/sqrt(2·layers)
     const std = 0.02;
-    const param = (name: string, shape: number[], kind: Parameter['kind'], init: 'normal' | 'ones', scale = std): Parameter => {
+    const residualScale = std / Math.sqrt(2 * c.layers);
+    const param = (spec: { name: string; shape: number[]; kind: Parameter['kind']; init: 'normal' | 'ones' | 'zeros'; residualInit?: boolean }): Parameter => {
       const stream = offset++; // one Philox stream per parameter, in declaration order
+      const { name, shape, kind, init } = spec;
       const value =
         init === 'ones'
           ? full(shape, 1, { device: this.device, dtype })
-          : randn(shape, { seed, offset: stream, std: scale, device: this.device, dtype });
+          : init === 'zeros'
+            ? zeros(shape, { device: this.device, dtype })
+            : randn(shape, { seed, offset: stream, std: spec.residualInit ? residualScale : std, device: this.device, dtype });
       const p: Parameter = { name, value, grad: zeros(shape, { device: this.device, dtype }), kind };
       this.parameters.push(p);
       return p;
     };
-    this.embed = param('model.embed_tokens.weight', [c.vocabSize, c.dModel], 'embedding', 'normal');
-    const residualScale = std / Math.sqrt(2 * c.layers);
-    for (let i = 0; i < c.layers; i++) {
-      const prefix = `model.layers.${i}`;
-      this.layers.push({
-        inputNorm: param(`${prefix}.input_layernorm.weight`, [c.dModel], 'norm', 'ones'),
-        q: param(`${prefix}.self_attn.q_proj.weight`, [c.heads * c.headDim, c.dModel], 'matrix', 'normal'),
-        k: param(`${prefix}.self_attn.k_proj.weight`, [c.kvHeads * c.headDim, c.dModel], 'matrix', 'normal'),
-        v: param(`${prefix}.self_attn.v_proj.weight`, [c.kvHeads * c.headDim, c.dModel], 'matrix', 'normal'),
-        o: param(`${prefix}.self_attn.o_proj.weight`, [c.dModel, c.heads * c.headDim], 'matrix', 'normal', residualScale),
-        postNorm: param(`${prefix}.post_attention_layernorm.weight`, [c.dModel], 'norm', 'ones'),
-        gateUp: param(`${prefix}.mlp.gate_up_proj.weight`, [2 * c.ffn, c.dModel], 'matrix', 'normal'),
-        down: param(`${prefix}.mlp.down_proj.weight`, [c.dModel, c.ffn], 'matrix', 'normal', residualScale),
-      });
+    this.features = architecture(c).features;
+    const layout = modelLayout(c);
+    this.embed = param(layout.embed);
+    for (const specs of layout.layers) {
+      const list = specs.map(param);
+      this.layerParameterLists.push(list);
+      this.layers.push(Object.fromEntries(specs.map((spec, j) => [spec.role, list[j]])) as LayerParams);
     }
-    this.finalNorm = param('model.norm.weight', [c.dModel], 'norm', 'ones');
-    this.head = c.tiedEmbeddings ? this.embed : param('lm_head.weight', [c.vocabSize, c.dModel], 'head', 'normal');
+    this.finalNorm = param(layout.finalNorm);
+    this.head = layout.head ? param(layout.head) : this.embed;
+    if (c.ropeScaling) {
+      this.invFreq = tensor(Float32Array.from(ropeInverseFrequencies(c.headDim, c.ropeTheta, c.ropeScaling)), { shape: [c.headDim / 2] }).to(this.device, 'f32');
+    }
     if (this.computeDType !== this.paramDType) {
       // every kernel reads its weights in the activations' dtype (the norm kernels too)
       for (const p of this.parameters) this.computeWeights.set(p, empty([...p.value.shape], { device: this.device, dtype: this.computeDType }));
@@ -301,7 +323,7 @@ export class LlamaModel {
   private planFor(B: number, T: number): StepPlan {
     if (this.plan && this.plan.B === B && this.plan.T === T) return this.plan;
     this.plan?.dispose();
-    this.plan = new StepPlan(B, T, this.config, this.device, this.computeDType, this.recompute, this.classifierRows);
+    this.plan = new StepPlan(B, T, this.config, this.device, this.computeDType, this.recompute, this.classifierRows, this.features);
     return this.plan;
   }
 
@@ -323,19 +345,29 @@ export class LlamaModel {
     const L = this.layers[i];
     const a = plan.activations(i);
     const N = plan.N;
-    const h = plan.hs[i];
-    ops.rmsnorm(h, this.weight(L.inputNorm), { eps: c.normEps, y: a.y1, rstd: a.rstd1 });
-    this.matmulInto(a.y1, L.q, a.q.reshape(N, c.heads * c.headDim));
-    this.matmulInto(a.y1, L.k, a.k.reshape(N, c.kvHeads * c.headDim));
-    this.matmulInto(a.y1, L.v, a.v.reshape(N, c.kvHeads * c.headDim));
-    ops.rope(a.q, plan.positions, { base: c.ropeTheta, inPlace: true });
-    ops.rope(a.k, plan.positions, { base: c.ropeTheta, inPlace: true });
-    ops.attention(a.q, a.k, a.v, { causal: true, out: a.attn, lse: a.lse });
-    this.matmulInto(a.attn.reshape(N, c.heads * c.headDim), L.o, a.hMid, { epilogue: 'residual', residual: h });
-    ops.rmsnorm(a.hMid, this.weight(L.postNorm), { eps: c.normEps, y: a.y2, rstd: a.rstd2 });
-    this.matmulInto(a.y2, L.gateUp, a.gu);
-    ops.swiglu(a.gu, { out: a.s });
-    if (output) this.matmulInto(a.s, L.down, plan.hs[i + 1], { epilogue: 'residual', residual: a.hMid });
+    const weights = Object.fromEntries(Object.entries(L).map(([role, p]) => [role, this.weight(p)])) as unknown as BlockWeights;
+    const buffers: BlockBuffers = {
+      h: plan.hs[i], y1: a.y1, rstd1: a.rstd1,
+      q: a.q.reshape(N, c.heads * c.headDim), k: a.k.reshape(N, c.kvHeads * c.headDim), v: a.v.reshape(N, c.kvHeads * c.headDim),
+      qHeads: a.q, kHeads: a.k, vHeads: a.v,
+      ...(a.qRaw ? { qRaw: a.qRaw, kRaw: a.kRaw, qRstd: a.qRstd, kRstd: a.kRstd } : {}),
+      ...(plan.biasRows ? { biasRows: plan.biasRows } : {}),
+      attn: a.attn.reshape(N, c.heads * c.headDim), attnHeads: a.attn,
+      hMid: a.hMid, y2: a.y2, rstd2: a.rstd2, gu: a.gu, s: a.s,
+      ...(output ? { out: plan.hs[i + 1] } : {}),
+    };
+    blockForward(c, this.features, weights, buffers, this.trainingBackend(plan, a));
+  }
+
+  /** The block's backend for training and the reference forward: full causal attention over each sequence. */
+  private trainingBackend(plan: StepPlan, a: LayerActivations): BlockBackend {
+    return {
+      positions: plan.positions,
+      ...(this.invFreq ? { invFreq: this.invFreq } : {}),
+      matmul: (x, w, out, residual, accumulate) =>
+        void ops.matmul(x, w, residual ? { transB: true, out, epilogue: 'residual', residual } : accumulate ? { transB: true, out, beta: 1 } : { transB: true, out }),
+      attention: (b) => void ops.attention(b.qHeads, b.kHeads, b.vHeads, { causal: true, out: b.attnHeads, lse: a.lse }),
+    };
   }
 
   private checkIds(ids: Tensor): [number, number] {
@@ -408,7 +440,7 @@ export class LlamaModel {
     this.saved = undefined;
     // inference at another shape (generation) gets a transient plan and leaves the training plan alone
     const transient = !keepForBackward && !(this.plan && this.plan.B === B && this.plan.T === T);
-    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true, 1, false) : this.planFor(B, T);
+    const plan = transient ? new StepPlan(B, T, c, this.device, this.computeDType, true, 1, this.features, false) : this.planFor(B, T);
     try {
       const N = plan.N;
       this.trunkForward(plan, ids);
@@ -476,11 +508,28 @@ export class LlamaModel {
       inputGrad(plan.dhMid, L.o, plan.dattn.reshape(N, c.heads * c.headDim));
       weightGrad(plan.dhMid, a.attn.reshape(N, c.heads * c.headDim), L.o);
       ops.attentionBackward(a.q, a.k, a.v, a.attn, a.lse, plan.dattn, { causal: true, dq: plan.dq, dk: plan.dk, dv: plan.dv });
-      ops.rope(plan.dq, plan.positions, { base: c.ropeTheta, backward: true, inPlace: true });
-      ops.rope(plan.dk, plan.positions, { base: c.ropeTheta, backward: true, inPlace: true });
-      const dq = plan.dq.reshape(N, c.heads * c.headDim);
-      const dk = plan.dk.reshape(N, c.kvHeads * c.headDim);
+      const rope = this.invFreq ? { base: c.ropeTheta, invFreq: this.invFreq, backward: true, inPlace: true } : { base: c.ropeTheta, backward: true, inPlace: true };
+      ops.rope(plan.dq, plan.positions, rope);
+      ops.rope(plan.dk, plan.positions, rope);
+      let dq = plan.dq.reshape(N, c.heads * c.headDim);
+      let dk = plan.dk.reshape(N, c.kvHeads * c.headDim);
       const dv = plan.dv.reshape(N, c.kvHeads * c.headDim);
+      if (this.features.qkNorm) {
+        // through the per-head norms (rows of D): d(q before the norm), dw_qn += Σ over tokens and heads
+        const D = c.headDim;
+        const rowsOf = (t: Tensor) => t.reshape(t.numel / D, D);
+        ops.rmsnormBackward(rowsOf(dq), rowsOf(a.qRaw!), this.weight(L.qNorm!), a.qRstd!, { dweight: L.qNorm!.grad, dx: rowsOf(plan.dqRaw!) });
+        ops.rmsnormBackward(rowsOf(dk), rowsOf(a.kRaw!), this.weight(L.kNorm!), a.kRstd!, { dweight: L.kNorm!.grad, dx: rowsOf(plan.dkRaw!) });
+        dq = plan.dqRaw!;
+        dk = plan.dkRaw!;
+      }
+      if (this.features.qkvBias) {
+        // db += Σ over tokens: every token's gradient row scattered onto the bias's single row
+        const biasGrad = (p: Parameter, d: Tensor) => ops.embeddingBackward(p.grad.reshape(1, p.grad.numel), plan.biasRows!, d);
+        biasGrad(L.qBias!, dq);
+        biasGrad(L.kBias!, dk);
+        biasGrad(L.vBias!, dv);
+      }
       inputGrad(dq, L.q, plan.dy);
       inputGrad(dk, L.k, plan.dy, 1);
       inputGrad(dv, L.v, plan.dy, 1);
@@ -497,25 +546,20 @@ export class LlamaModel {
 
   /** Layer i's parameters (the unit gradientsReady reports). */
   private layerParameters(i: number): Parameter[] {
-    const L = this.layers[i];
-    return [L.inputNorm, L.q, L.k, L.v, L.o, L.postNorm, L.gateUp, L.down];
+    return this.layerParameterLists[i];
   }
 
   zeroGrad(): void {
     for (const p of this.parameters) ops.fill(p.grad, 0);
   }
 
-  /** HF tensor names -> f32 master weights (gate/up split into their HF halves as views). */
+  /** HF tensor names -> f32 master weights (as the architecture stores them: gate/up as views of gateUp's halves). */
   namedWeights(): Map<string, Tensor> {
     const out = new Map<string, Tensor>();
-    for (const p of this.parameters) {
-      if (p.name.endsWith('mlp.gate_up_proj.weight')) {
-        const base = p.name.replace('gate_up_proj.weight', '');
-        out.set(`${base}gate_proj.weight`, p.value.slice(0, this.config.ffn));
-        out.set(`${base}up_proj.weight`, p.value.slice(this.config.ffn));
-      } else {
-        out.set(p.name, p.value);
-      }
+    const byName = new Map(this.parameters.map((p) => [p.name, p]));
+    for (const spec of layoutParameters(modelLayout(this.config))) {
+      const p = byName.get(spec.name)!;
+      for (const hf of spec.hf) out.set(hf.name, hf.rows ? p.value.slice(hf.rows[0], hf.rows[1]) : p.value);
     }
     return out;
   }
@@ -544,6 +588,7 @@ export class LlamaModel {
     this.saved = undefined;
     this.plan?.dispose();
     this.plan = undefined;
+    this.invFreq?.dispose();
     for (const w of this.computeWeights.values()) w.dispose();
     for (const p of this.parameters) {
       p.value.dispose();

@@ -133,6 +133,11 @@ export function attentionBackward(
 export interface RopeOptions {
   /** theta base; default 10000 (LLaMA). */
   base?: number;
+  /**
+   * (D/2) f32 inverse frequency of each dimension pair, on x's device, replacing base^(-2j/D):
+   * scaled RoPE (llama3, linear; lib/model/arch/rope_scaling.ts computes them).
+   */
+  invFreq?: Tensor;
   /** Rotate by -theta: the gradient of the forward rotation. */
   backward?: boolean;
   /** Write into x instead of a new tensor. */
@@ -143,7 +148,7 @@ export interface RopeOptions {
 export function rope(x: Tensor, positions: Tensor, options?: RopeOptions): Tensor {
   const t = checkTensor(x, 'x');
   const pos = checkTensor(positions, 'positions');
-  const o = checkOptions(options, ['base', 'backward', 'inPlace'], 'rope options');
+  const o = checkOptions(options, ['base', 'invFreq', 'backward', 'inPlace'], 'rope options');
   if (t.ndim !== 4) fail('ERR_SHAPE', 'x must be (B, T, H, D)');
   const [B, T, H, D] = t.shape;
   if (D % 2 !== 0) fail('ERR_SHAPE', `rope needs an even head dim, got ${D}`);
@@ -153,11 +158,20 @@ export function rope(x: Tensor, positions: Tensor, options?: RopeOptions): Tenso
   if (!sameShape(pos.shape, [B, T])) fail('ERR_SHAPE', `positions has shape [${pos.shape}], expected [${B}, ${T}]`);
   const base = o.base === undefined ? 10000 : checkFiniteNumber(o.base, 'base');
   if (!(base > 1)) fail('ERR_ARG', 'base must be > 1');
+  const invFreq = o.invFreq === undefined ? undefined : checkTensor(o.invFreq, 'invFreq');
+  if (invFreq) {
+    checkSameDevice(invFreq, t, 'invFreq', 'x');
+    if (invFreq.dtype !== 'f32' || !sameShape(invFreq.shape, [D / 2])) fail('ERR_SHAPE', `invFreq must be (${D / 2}) f32, got [${invFreq.shape}] ${invFreq.dtype}`);
+    // the CUDA kernel's inverse-frequency path has not run on a GPU: only the gated CUDA paths may take it
+    if (invFreq.device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1' && process.env.KILN_CUDA_SERVING !== '1') {
+      fail('ERR_DEVICE', 'scaled RoPE (invFreq) on CUDA is built but not yet verified on a GPU: run on cpu, or set KILN_CUDA_TRAINING=1 / KILN_CUDA_SERVING=1 to run the unverified path');
+    }
+  }
   const backward = o.backward ?? false;
   const inPlace = o.inPlace ?? false;
   if (typeof backward !== 'boolean' || typeof inPlace !== 'boolean') fail('ERR_ARG', 'backward and inPlace must be booleans');
   const y = inPlace ? t : newTensor(t, [...t.shape]);
-  binding().rope(y.handle, t.handle, pos.handle, { B, T, H, D, base, backward });
+  binding().rope(y.handle, t.handle, pos.handle, { B, T, H, D, base, backward }, invFreq?.handle ?? null);
   return y;
 }
 

@@ -633,17 +633,20 @@ export class Optimizer {
 }
 
 /**
- * Default grouping for a LLaMA model: Muon for 2-D hidden matrices, AdamW for embeddings,
- * the output head and norms; per-group overrides merge over the defaults.
+ * Default grouping by the kinds the architecture declares (lib/model/arch): Muon for 2-D hidden
+ * matrices, AdamW for embeddings, the output head and norms, and AdamW without weight decay for
+ * biases (decaying a bias only pulls the layer's offset to zero); per-group overrides merge over
+ * the defaults (a weightDecay override leaves the biases' at 0).
  */
 export function llamaParamGroups(
-  params: (OptimizedParameter & { kind: 'matrix' | 'embedding' | 'head' | 'norm' })[],
+  params: (OptimizedParameter & { kind: 'matrix' | 'embedding' | 'head' | 'norm' | 'bias' })[],
   overrides: { muon?: Partial<Omit<MuonGroup, 'rule' | 'params'>>; adamw?: Partial<Omit<AdamWGroup, 'rule' | 'params'>> } = {},
 ): ParamGroup[] {
   if (!Array.isArray(params)) fail('ERR_ARG', `params must be an array of the model's parameters, got ${describe(params)}`);
   for (const p of params) if (!p || typeof p !== 'object') fail('ERR_ARG', `params must hold { name, value, grad, kind } objects, got ${describe(p)}`);
   if (!overrides || typeof overrides !== 'object') fail('ERR_ARG', `overrides must be an object, got ${describe(overrides)}`);
   const muon: MuonGroup = { rule: 'muon', lr: 0.02, weightDecay: 0, momentum: 0.95, nesterov: true, scale: 'spectral', ...overrides.muon, params: params.filter((p) => p.kind === 'matrix') };
-  const adamw: AdamWGroup = { rule: 'adamw', lr: 3e-3, weightDecay: 0, betas: [0.9, 0.95], eps: 1e-8, ...overrides.adamw, params: params.filter((p) => p.kind !== 'matrix') };
-  return [muon, adamw].filter((g) => g.params.length > 0);
+  const adamw: AdamWGroup = { rule: 'adamw', lr: 3e-3, weightDecay: 0, betas: [0.9, 0.95], eps: 1e-8, ...overrides.adamw, params: params.filter((p) => p.kind !== 'matrix' && p.kind !== 'bias') };
+  const biases: AdamWGroup = { ...adamw, weightDecay: 0, params: params.filter((p) => p.kind === 'bias') };
+  return [muon, adamw, biases].filter((g) => g.params.length > 0);
 }

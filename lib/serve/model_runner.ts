@@ -6,7 +6,9 @@
  * batch (maxBatchTokens) and used through views, so a steady-state iteration allocates only the
  * logits it hands to JS.
  *
- * Per layer (token n of sequence s at position p_n; h the residual stream, (N, d)):
+ * Per layer (token n of sequence s at position p_n; h the residual stream, (N, d)), the block
+ * training runs too (lib/model/block.ts: the family's biases, q/k norms and scaled RoPE), with the
+ * paged cache as its attention backend:
  *   y = rmsnorm(h)·w_in;  q, k, v = y·Wqᵀ, y·Wkᵀ, y·Wvᵀ;  q, k = rope(q, k; p_n)
  *   K/V cache[s, p_n] = k_n, v_n                                  (ops.kvAppend, row n -> s's blocks)
  *   o_n = softmax(q_n·K[s, 0..p_n]ᵀ / √D)·V[s, 0..p_n]            (ops.attentionDecode, row n: s's
@@ -25,19 +27,10 @@ import type { DType } from '../dtype.js';
 import { fail } from '../errors.js';
 import type { RawTensor } from '../io/safetensors.js';
 import type { ModelConfig } from '../model/config.js';
+import { type LayerFeatures, type ParameterSpec, architecture, modelLayout, ropeInverseFrequencies } from '../model/arch/index.js';
+import { type BlockBackend, type BlockBuffers, type BlockWeights, blockForward } from '../model/block.js';
 import * as ops from '../ops/index.js';
 import { Tensor, empty, tensor } from '../tensor.js';
-
-interface LayerWeights {
-  inputNorm: Tensor;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  o: Tensor;
-  postNorm: Tensor;
-  gateUp: Tensor; // (2·ffn, d): [gate | up]
-  down: Tensor;
-}
 
 export interface RunnerOptions {
   device: Device;
@@ -92,7 +85,10 @@ export class ModelRunner {
   private readonly embed: Tensor;
   private readonly head: Tensor;
   private readonly finalNorm: Tensor;
-  private readonly layers: LayerWeights[] = [];
+  private readonly layers: BlockWeights[] = [];
+  private readonly features: LayerFeatures;
+  /** (D/2) f32 inverse frequencies of a scaled RoPE */
+  private readonly invFreq?: Tensor;
   private readonly kCache: Tensor[] = [];
   private readonly vCache: Tensor[] = [];
   private readonly owned: Tensor[] = [];
@@ -121,35 +117,35 @@ export class ModelRunner {
       this.owned.push(t);
       return t;
     };
+    this.features = architecture(c).features;
     try {
       const qDim = c.heads * c.headDim;
       const kvDim = c.kvHeads * c.headDim;
-      this.embed = load('model.embed_tokens.weight', [c.vocabSize, c.dModel]);
-      for (let i = 0; i < c.layers; i++) {
-        const p = `model.layers.${i}`;
-        const gate = load(`${p}.mlp.gate_proj.weight`, [c.ffn, c.dModel]);
-        const up = load(`${p}.mlp.up_proj.weight`, [c.ffn, c.dModel]);
-        const gateUp = this.make([2 * c.ffn, c.dModel]);
-        ops.copyInto(gateUp.slice(0, c.ffn), gate);
-        ops.copyInto(gateUp.slice(c.ffn), up);
-        gate.dispose();
-        up.dispose();
-        this.layers.push({
-          inputNorm: load(`${p}.input_layernorm.weight`, [c.dModel]),
-          q: load(`${p}.self_attn.q_proj.weight`, [qDim, c.dModel]),
-          k: load(`${p}.self_attn.k_proj.weight`, [kvDim, c.dModel]),
-          v: load(`${p}.self_attn.v_proj.weight`, [kvDim, c.dModel]),
-          o: load(`${p}.self_attn.o_proj.weight`, [c.dModel, qDim]),
-          postNorm: load(`${p}.post_attention_layernorm.weight`, [c.dModel]),
-          gateUp,
-          down: load(`${p}.mlp.down_proj.weight`, [c.dModel, c.ffn]),
-        });
-      }
-      this.finalNorm = load('model.norm.weight', [c.dModel]);
-      this.head = c.tiedEmbeddings && !weights.has('lm_head.weight') ? this.embed : load('lm_head.weight', [c.vocabSize, c.dModel]);
+      // the parameters the architecture declares, each from its HF tensors (gateUp from gate_proj and up_proj)
+      const layout = modelLayout(c);
+      const parameter = (spec: ParameterSpec): Tensor => {
+        if (spec.hf.length === 1 && !spec.hf[0].rows) return load(spec.hf[0].name, spec.hf[0].shape);
+        const whole = this.make(spec.shape);
+        for (const hf of spec.hf) {
+          const part = load(hf.name, hf.shape);
+          ops.copyInto(whole.slice(hf.rows![0], hf.rows![1]), part);
+          part.dispose();
+        }
+        return whole;
+      };
+      this.embed = parameter(layout.embed);
+      for (const specs of layout.layers) this.layers.push(Object.fromEntries(specs.map((spec) => [spec.role, parameter(spec)])) as unknown as BlockWeights);
+      this.finalNorm = parameter(layout.finalNorm);
+      this.head = layout.head ? parameter(layout.head) : c.tiedEmbeddings && weights.has('lm_head.weight') ? load('lm_head.weight', [c.vocabSize, c.dModel]) : this.embed;
       for (const name of weights.keys()) {
         // HF checkpoints may carry rotary inverse-frequency buffers; anything else is a different model
-        if (!used.has(name) && !name.endsWith('rotary_emb.inv_freq')) fail('ERR_CHECKPOINT', `checkpoint tensor ${name} does not belong to a LLaMA model of this config`);
+        if (!used.has(name) && !name.endsWith('rotary_emb.inv_freq')) fail('ERR_CHECKPOINT', `checkpoint tensor ${name} does not belong to a ${architecture(c).modelType} model of this config`);
+      }
+      if (c.ropeScaling) {
+        const host = tensor(Float32Array.from(ropeInverseFrequencies(c.headDim, c.ropeTheta, c.ropeScaling)), { shape: [c.headDim / 2] });
+        this.invFreq = host.device === this.device ? host : host.to(this.device);
+        if (this.invFreq !== host) host.dispose();
+        this.owned.push(this.invFreq);
       }
       const cacheShape = [this.numBlocks, this.blockSize, c.kvHeads, c.headDim];
       for (let i = 0; i < c.layers; i++) {
@@ -172,6 +168,13 @@ export class ModelRunner {
       b.v = this.make([T, kvDim]);
       b.attn = this.make([T, qDim]);
       b.lse = this.make([T, c.heads], 'f32');
+      if (this.features.qkNorm) {
+        b.qRaw = this.make([T, qDim]);
+        b.kRaw = this.make([T, kvDim]);
+        b.qRstd = this.make([T * c.heads], 'f32');
+        b.kRstd = this.make([T * c.kvHeads], 'f32');
+      }
+      if (this.features.qkvBias) b.biasRows = this.make([T], 'i32').write(new Int32Array(T));
       b.gu = this.make([T, 2 * c.ffn]);
       b.s = this.make([T, c.ffn]);
       b.last = this.make([S, c.dModel]);
@@ -244,25 +247,29 @@ export class ModelRunner {
     const lse = this.view('lse', [N, c.heads]);
     const gu = this.view('gu', [N, 2 * c.ffn]);
     const s = this.view('s', [N, c.ffn]);
-    const mm = (x: Tensor, w: Tensor, out: Tensor, residual?: Tensor) =>
-      ops.matmul(x, w, residual ? { transB: true, out, epilogue: 'residual', residual, batchInvariant: true } : { transB: true, out, batchInvariant: true });
+    const buffers: BlockBuffers = {
+      h: hA, y1: y, rstd1: rstd, q, k, v, qHeads: q4, kHeads: k4, vHeads: this.view('v', [1, N, c.kvHeads, c.headDim]),
+      ...(this.features.qkNorm
+        ? { qRaw: this.view('qRaw', [N, c.heads * c.headDim]), kRaw: this.view('kRaw', [N, c.kvHeads * c.headDim]), qRstd: this.view('qRstd', [N * c.heads]), kRstd: this.view('kRstd', [N * c.kvHeads]) }
+        : {}),
+      ...(this.features.qkvBias ? { biasRows: this.view('biasRows', [N]) } : {}),
+      attn, attnHeads: this.view('attn', [1, N, c.heads, c.headDim]), hMid: hB, y2: y, rstd2: rstd, gu, s, out: hA,
+    };
     ops.embedding(this.embed, ids, { out: hA });
     for (let i = 0; i < c.layers; i++) {
-      const L = this.layers[i];
-      ops.rmsnorm(hA, L.inputNorm, { eps: c.normEps, y, rstd });
-      mm(y, L.q, q);
-      mm(y, L.k, k);
-      mm(y, L.v, v);
-      ops.rope(q4, positions, { base: c.ropeTheta, inPlace: true });
-      ops.rope(k4, positions, { base: c.ropeTheta, inPlace: true });
       const cache = { k: this.kCache[i], v: this.vCache[i], blockTable: table };
-      ops.kvAppend(cache, kNew, vNew, flatPositions);
-      ops.attentionDecode(q3, cache, lens, { out: attn3, lse, maxSeqLen: maxLen });
-      mm(attn, L.o, hB, hA);
-      ops.rmsnorm(hB, L.postNorm, { eps: c.normEps, y, rstd });
-      mm(y, L.gateUp, gu);
-      ops.swiglu(gu, { out: s });
-      mm(s, L.down, hA, hB);
+      const backend: BlockBackend = {
+        positions,
+        ...(this.invFreq ? { invFreq: this.invFreq } : {}),
+        matmul: (x, w, out, residual, accumulate) =>
+          void ops.matmul(x, w, residual ? { transB: true, out, epilogue: 'residual', residual, batchInvariant: true } : { transB: true, out, batchInvariant: true, ...(accumulate ? { beta: 1 } : {}) }),
+        // this step's k/v into the cache, then each row attends to its sequence up to its own position
+        attention: () => {
+          ops.kvAppend(cache, kNew, vNew, flatPositions);
+          ops.attentionDecode(q3, cache, lens, { out: attn3, lse, maxSeqLen: maxLen });
+        },
+      };
+      blockForward(c, this.features, this.layers[i], buffers, backend);
     }
     if (S === 0) {
       await ids.toArray(); // waits for the iteration (the K/V it wrote) without reading logits

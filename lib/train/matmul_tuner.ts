@@ -11,7 +11,7 @@ import type { Device } from '../device.js';
 import type { DType } from '../dtype.js';
 import { KilnError, fail } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
-import type { ModelConfig } from '../model/config.js';
+import { type ModelConfig, parameterLayout, preset } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
 import { type MatmulCall, recordMatmulCalls } from '../ops/matmul.js';
 import { type TuneTable, matmulCandidates, matmulWithConfig, readTuneTable, setTunedConfig, tuneDeviceId, tuneTableFile } from '../ops/matmul_tuning.js';
@@ -27,23 +27,35 @@ export interface GemmShape {
   transB: boolean;
 }
 
-// (out, in) of each weight of a layer; gate and up run as one fused GEMM (2 x ffn wide).
-export function layerWeights(dModel: number, kvDim: number, ffn: number): [string, number, number][] {
-  return [
-    ['q/o', dModel, dModel],
-    ['k/v', kvDim, dModel],
-    ['gate+up', 2 * ffn, dModel],
-    ['down', dModel, ffn],
-  ];
+const GEMM_LABELS: Partial<Record<string, string>> = { q: 'q', k: 'k', v: 'v', o: 'o', gateUp: 'gate+up', down: 'down' };
+
+/**
+ * (out, in) of each distinct weight GEMM of a layer, as the architecture declares the layer's
+ * matrices (gate and up run as one fused GEMM, 2 x ffn wide); weights of equal shape share a row
+ * ('q/o', 'k/v').
+ */
+export function layerWeights(config: ModelConfig): [string, number, number][] {
+  const rows = new Map<string, [string, number, number]>();
+  for (const spec of parameterLayout(config).layers[0] ?? []) {
+    if (spec.kind !== 'matrix') continue;
+    const [out, inner] = spec.shape;
+    const key = `${out}x${inner}`;
+    const label = GEMM_LABELS[spec.role] ?? spec.role;
+    const row = rows.get(key);
+    if (row) row[0] += `/${label}`;
+    else rows.set(key, [label, out, inner]);
+  }
+  return [...rows.values()];
 }
 
 /**
  * The forward, input-gradient and weight-gradient GEMM shapes of one layer at `tokens` per step
- * (bench/matmul.ts's shape list; `kiln tune` tunes the model's recorded calls instead).
+ * (bench/matmul.ts's shape list, the 1.4b preset's layer by default; `kiln tune` tunes the
+ * model's recorded calls instead).
  */
-export function layerShapes(tokens: number, dModel = 2048, kvDim = 1024, ffn = 5632): GemmShape[] {
+export function layerShapes(tokens: number, config: ModelConfig = preset('1.4b')): GemmShape[] {
   const shapes: GemmShape[] = [];
-  for (const [name, out, inner] of layerWeights(dModel, kvDim, ffn)) {
+  for (const [name, out, inner] of layerWeights(config)) {
     shapes.push({ name: `${name} fwd T=${tokens}`, M: tokens, N: out, K: inner, transA: false, transB: true });
     shapes.push({ name: `${name} dgrad T=${tokens}`, M: tokens, N: inner, K: out, transA: false, transB: false });
     shapes.push({ name: `${name} wgrad T=${tokens}`, M: out, N: inner, K: tokens, transA: true, transB: false });

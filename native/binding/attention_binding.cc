@@ -120,7 +120,7 @@ Napi::Value attention_backward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// rope(y, x, positions, dims)
+// rope(y, x, positions, dims, invFreq?)
 Napi::Value rope(const Napi::CallbackInfo& info) {
   Napi::Object d = dims_arg(info, 3);
   RopeParams p;
@@ -131,7 +131,14 @@ Napi::Value rope(const Napi::CallbackInfo& info) {
   TensorRef y = arg_tensor(info, 0, "y");
   TensorRef x = arg_tensor(info, 1, "x");
   TensorRef positions = arg_tensor(info, 2, "positions");
+  std::optional<TensorRef> inv_freq = arg_optional_tensor(info, 4, "invFreq");
   same_device({&x, &y, &positions});
+  if (inv_freq) {
+    same_device({&x, &*inv_freq});
+    require_dtype(*inv_freq, DType::f32, "invFreq");
+    require_numel(*inv_freq, p.D / 2, "invFreq");
+    p.inv_freq = static_cast<const float*>(inv_freq->data());
+  }
   p.dtype = x.dtype();
   require_dtype(y, p.dtype, "y");
   require_dtype(positions, DType::i32, "positions");
@@ -141,7 +148,9 @@ Napi::Value rope(const Napi::CallbackInfo& info) {
   p.x = x.data(), p.y = y.data(), p.positions = static_cast<const int32_t*>(positions.data());
   Device device = x.device();
   validate_rope(p, device);
-  run_on(device, {y.storage(), x.storage(), positions.storage()}, [p, device](void* stream) {
+  std::vector<std::shared_ptr<Storage>> keep = {y.storage(), x.storage(), positions.storage()};
+  if (inv_freq) keep.push_back(inv_freq->storage());
+  run_on(device, keep, [p, device](void* stream) {
 #if KILN_WITH_CUDA
     if (device.is_cuda()) return rope_cuda(p, static_cast<cudaStream_t>(stream));
 #endif

@@ -75,6 +75,9 @@ struct RopeParams {
   int64_t B = 0, T = 0, H = 0, D = 0;
   float base = 10000.0f;
   bool backward = false;  // rotate by -theta
+  // (D/2) f32 inverse frequency per dimension pair, on x's device (scaled RoPE: llama3, linear);
+  // null: base^(-2j/D)
+  const float* inv_freq = nullptr;
 };
 
 struct KvAppendParams {

@@ -241,6 +241,7 @@ export const apiTargets: Target[] = [
   fn('fromHfConfig', kiln.fromHfConfig, () => [kiln.toHfConfig(tinyConfig())]),
   fn('matmulParameters', kiln.matmulParameters, () => [tinyConfig()]),
   fn('totalParameters', kiln.totalParameters, () => [tinyConfig()]),
+  fn('parameterLayout', kiln.parameterLayout, () => [tinyConfig()]),
   fn('trainingFlopsPerToken', kiln.trainingFlopsPerToken, () => [tinyConfig(), 8]),
   fn('newtonSchulzFlops', kiln.newtonSchulzFlops, () => [1, 3, 4]),
   fn('lrMultiplier', kiln.lrMultiplier, () => [{ kind: 'cosine', warmupSteps: 2, totalSteps: 10 }, 3]),

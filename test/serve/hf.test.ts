@@ -118,8 +118,8 @@ test('HF layout: bf16 weights, tied embeddings, tokenizer.json, chat template', 
   // a checkpoint whose tensors do not fit its config
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...toHfConfig({ ...config, ffn: 128 }, 'bfloat16') }));
   await assertKilnError(() => Engine.load(dir), 'ERR_CHECKPOINT');
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...toHfConfig(config), rope_scaling: { type: 'linear', factor: 2 } }));
-  await assertKilnError(() => Engine.load(dir), 'ERR_CHECKPOINT');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...toHfConfig(config), rope_scaling: { rope_type: 'yarn', factor: 2 } }));
+  await assertKilnError(() => Engine.load(dir), 'ERR_CHECKPOINT', 'rope_scaling');
 });
 
 function vocabId(json: object, token: string): number {

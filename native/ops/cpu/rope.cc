@@ -1,7 +1,8 @@
 // Rotary position embedding on the CPU (contract: ops/attention.h), HF LLaMA rotate_half layout.
 //
 //   x, y: (B, T, H, D)  positions: (B, T) i32
-//   for j < D/2: theta_j = pos * base^(-2j/D)   (computed in double, as are cos and sin)
+//   for j < D/2: theta_j = pos * inv_freq_j      (computed in double, as are cos and sin)
+//   inv_freq_j = base^(-2j/D), or p.inv_freq[j] when given (scaled RoPE)
 //     y[j]       = x[j] cos(theta_j) - x[j + D/2] sin(theta_j)
 //     y[j + D/2] = x[j + D/2] cos(theta_j) + x[j] sin(theta_j)
 //   backward: the same with -theta (the inverse rotation), applied to dy. y is written (=) and may
@@ -47,9 +48,10 @@ struct Storage<DType::f16> {
 template <DType DT>
 void rope_typed(const RopeParams& p) {
   const int64_t rows = p.B * p.T, H = p.H, D = p.D, half = D / 2;
-  // inv_freq[j] = base^(-2j/D)
   std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int64_t j = 0; j < half; ++j) inv_freq[static_cast<size_t>(j)] = std::pow(double(p.base), -2.0 * double(j) / double(D));
+  for (int64_t j = 0; j < half; ++j) {
+    inv_freq[static_cast<size_t>(j)] = p.inv_freq ? double(p.inv_freq[j]) : std::pow(double(p.base), -2.0 * double(j) / double(D));
+  }
   const double sign = p.backward ? -1.0 : 1.0;
   parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
     std::vector<double> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));

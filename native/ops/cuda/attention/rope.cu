@@ -1,7 +1,7 @@
 // Rotary position embedding on the GPU (contract: ops/attention.h), HF LLaMA rotate_half layout.
 //
 //   x, y: (B, T, H, D) f32/bf16/f16   positions: (B, T) i32
-//   for j < D/2: theta_j = pos * base^(-2j/D)
+//   for j < D/2: theta_j = pos * inv_freq_j,  inv_freq_j = base^(-2j/D) or p.inv_freq[j] (scaled RoPE)
 //     y[j] = x[j] cos - x[j + D/2] sin;   y[j + D/2] = x[j + D/2] cos + x[j] sin     (y written, =)
 //   backward: rotation by -theta applied to dy. In place allowed: each thread reads its pair
 //   (j, j + D/2) before writing it and no other thread touches that pair.
@@ -41,14 +41,14 @@ template <>
 __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 
 template <typename T>
-__global__ void rope_kernel(const T* x, T* y, const int32_t* __restrict__ positions, int H, int D, double log2_base,
-                            float sign) {
+__global__ void rope_kernel(const T* x, T* y, const int32_t* __restrict__ positions, const float* __restrict__ inv_freqs,
+                            int H, int D, double log2_base, float sign) {
   const int64_t row = blockIdx.x;  // b * T + t
   const int half = D / 2;
   const double pos = double(positions[row]);
   const double two_pi = 6.283185307179586476925286766559;
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const double inv_freq = exp2(-2.0 * double(j) / double(D) * log2_base);
+    const double inv_freq = inv_freqs ? double(inv_freqs[j]) : exp2(-2.0 * double(j) / double(D) * log2_base);
     double theta = pos * inv_freq;
     theta -= two_pi * floor(theta / two_pi);  // [0, 2 pi)
     float s, c;
@@ -88,16 +88,16 @@ void rope_cuda(const RopeParams& p, cudaStream_t stream) {
   switch (p.dtype) {
     case DType::f32:
       rope_kernel<float><<<blocks, threads, 0, stream>>>(static_cast<const float*>(p.x), static_cast<float*>(p.y),
-                                                         p.positions, int(p.H), int(p.D), log2_base, sign);
+                                                         p.positions, p.inv_freq, int(p.H), int(p.D), log2_base, sign);
       break;
     case DType::bf16:
       rope_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(static_cast<const __nv_bfloat16*>(p.x),
                                                                  static_cast<__nv_bfloat16*>(p.y), p.positions,
-                                                                 int(p.H), int(p.D), log2_base, sign);
+                                                                 p.inv_freq, int(p.H), int(p.D), log2_base, sign);
       break;
     default:
       rope_kernel<__half><<<blocks, threads, 0, stream>>>(static_cast<const __half*>(p.x), static_cast<__half*>(p.y),
-                                                          p.positions, int(p.H), int(p.D), log2_base, sign);
+                                                          p.positions, p.inv_freq, int(p.H), int(p.D), log2_base, sign);
       break;
   }
   cuda_check_launch("rope_kernel");
