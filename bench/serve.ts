@@ -351,7 +351,8 @@ export interface ScenarioResult {
   e2eMs: { mean: number; p50: number; p99: number };
   /** decode tokens/s of one request: 1000 / TPOT p50 */
   decodeTokensPerSecond: number;
-  kvUsage?: { mean: number; max: number };
+  /** the KV gauge over the run's samples (at the start, every 20 ms, at the end); absent only for a driver without gauges */
+  kvUsage?: { mean: number; max: number; samples: number };
   prefixCacheHitRate?: number;
   /** 1-minute load average of the machine when the scenario ended (other processes share the cores) */
   loadAverage: number;
@@ -385,7 +386,11 @@ export async function runScenario(driver: ServeDriver, prompts: number[][], outp
   const kv: number[] = [];
   const before = driver.gauges?.();
   driver.profile?.();
-  const sampler = driver.gauges ? setInterval(() => kv.push(driver.gauges!().kvUsage), 20) : undefined;
+  // The KV gauge is sampled at the start, every 20 ms, and at the end: a scenario shorter than the
+  // timer's period still records two samples, so a completed run always reports kvUsage.
+  const sample = driver.gauges ? () => void kv.push(driver.gauges!().kvUsage) : undefined;
+  sample?.();
+  const sampler = sample ? setInterval(sample, 20) : undefined;
   const started = performance.now();
   const pick = (i: number) => prompts[i];
   try {
@@ -417,9 +422,10 @@ export async function runScenario(driver: ServeDriver, prompts: number[][], outp
     if (sampler) clearInterval(sampler);
   }
   const duration = performance.now() - started;
+  sample?.();
   const after = driver.gauges?.();
   const result: ScenarioResult = { scenario: scenario.name, concurrency: scenario.concurrency, rate: scenario.rate, requests: scenario.requests, ...summarize(timings, duration), loadAverage: loadavg()[0] };
-  if (kv.length) result.kvUsage = { mean: mean(kv), max: Math.max(...kv) };
+  if (kv.length) result.kvUsage = { mean: mean(kv), max: Math.max(...kv), samples: kv.length };
   if (before?.prefixCacheQueries !== undefined && after?.prefixCacheQueries !== undefined) {
     const queries = after.prefixCacheQueries - before.prefixCacheQueries;
     result.prefixCacheHitRate = queries > 0 ? (after.prefixCacheHits! - before.prefixCacheHits!) / queries : 0;

@@ -148,7 +148,9 @@ test('closed loops keep exactly c requests in flight; open loops follow the arri
   const closed = await runScenario(driver, prompts, 3, { name: 'c4', concurrency: 4, requests: 12 });
   assert.is(most, 4);
   assert.is(closed.completed, 12);
-  assert.ok(closed.kvUsage!.max <= 0.4);
+  assert.ok(closed.kvUsage, 'a completed scenario reports the KV gauge');
+  assert.ok(closed.kvUsage.samples >= 2, `${closed.kvUsage.samples} KV samples`);
+  assert.ok(closed.kvUsage.max <= 0.4);
   most = 0;
   const started = performance.now();
   const open = await runScenario(driver, prompts, 2, { name: 'rate', rate: 200, requests: 40 }, 1);
@@ -157,6 +159,37 @@ test('closed loops keep exactly c requests in flight; open loops follow the arri
   // 40 arrivals at 200/s take about 0.2 s (Poisson: loosely)
   assert.ok(elapsed > 80 && elapsed < 3000, `open loop took ${elapsed.toFixed(0)} ms`);
   await assertKilnError(() => runScenario(driver, prompts.slice(0, 2), 1, { name: 'x', concurrency: 1, requests: 3 }), 'ERR_ARG', 'prompts');
+});
+
+test('a scenario shorter than the gauge timer still samples the KV gauge at its start and at its end', async () => {
+  // requests that finish without yielding to the event loop: no timer can fire during the scenario
+  let sent = 0;
+  let done = 0;
+  const seen: { sent: number; done: number }[] = [];
+  const driver: ServeDriver = {
+    name: 'instant', description: {},
+    async request(prompt, maxTokens) {
+      sent++;
+      const now = performance.now();
+      done++;
+      return { ok: true, promptTokens: prompt.length, outputTokens: maxTokens, sentMs: now, tokenMs: Array(maxTokens).fill(now), endMs: now };
+    },
+    gauges: () => (seen.push({ sent, done }), { kvUsage: 0.25 }),
+    close: async () => {},
+  };
+  const prompts = Array.from({ length: 3 }, (_, i) => [i]);
+  for (const scenario of [{ name: 'c1', concurrency: 1, requests: 3 }, { name: 'rate', rate: 1e6, requests: 3 }]) {
+    sent = done = 0;
+    seen.length = 0;
+    const r = await runScenario(driver, prompts, 2, scenario);
+    assert.is(r.completed, 3, scenario.name);
+    assert.ok(r.kvUsage, `${scenario.name}: kvUsage is missing`);
+    assert.ok(r.kvUsage.samples >= 2, `${scenario.name}: ${r.kvUsage.samples} samples`);
+    assert.equal([r.kvUsage.mean, r.kvUsage.max], [0.25, 0.25]);
+    assert.ok(seen.some((s) => s.sent === 0), `${scenario.name}: sampled before the first request`);
+    assert.ok(seen.some((s) => s.done === 3), `${scenario.name}: sampled after the last request`);
+    assert.is(JSON.parse(JSON.stringify(r)).kvUsage.samples, r.kvUsage.samples);
+  }
 });
 
 test('prompts are seeded windows of the shard; bandwidth counts weights once and KV per context token', async () => {
@@ -188,7 +221,7 @@ test('end to end: kiln and llama.cpp serve the same prompts; every request compl
     outputTokens: 6, requests: 3, concurrency: [1, 3], rates: [40], rateRequests: 3, threads: 2, peerThreads: 1, bandwidth: false,
   });
   delete process.env.KILN_CACHE_DIR;
-  const drivers = result.drivers as { driver: string; scenarios: { scenario: string; completed: number; failed: number; outputTokens: number; kvUsage?: { max: number }; ttftMs: { p50: number } }[] }[];
+  const drivers = result.drivers as { driver: string; scenarios: { scenario: string; completed: number; failed: number; outputTokens: number; kvUsage?: { max: number; samples: number }; ttftMs: { p50: number } }[] }[];
   assert.is(drivers.length, llamaLoads ? 2 : 1);
   for (const d of drivers) {
     assert.equal(d.scenarios.map((s) => s.scenario), ['c1', 'c3', 'rate 40']);
@@ -196,7 +229,9 @@ test('end to end: kiln and llama.cpp serve the same prompts; every request compl
       assert.is(s.failed, 0, `${d.driver} ${s.scenario}: ${JSON.stringify((s as { errors?: string[] }).errors)}`);
       assert.is(s.outputTokens, s.completed * 6);
       assert.ok(s.ttftMs.p50 > 0);
-      assert.ok(s.kvUsage === undefined || (s.kvUsage.max >= 0 && s.kvUsage.max <= 1));
+      // both drivers have a KV gauge: every completed scenario reports it, however short
+      assert.ok(s.kvUsage, `${d.driver} ${s.scenario}: kvUsage is missing`);
+      assert.ok(s.kvUsage.samples >= 2 && s.kvUsage.max >= 0 && s.kvUsage.max <= 1, `${d.driver} ${s.scenario}: ${JSON.stringify(s.kvUsage)}`);
     }
   }
   const targets = result.targets as Record<string, { met: boolean }>;
