@@ -379,6 +379,18 @@ export function summarize(timings: RequestTiming[], durationMs: number): Omit<Sc
   };
 }
 
+/** When each request of an open-loop scenario arrives, in ms from its start: a seeded Poisson process (exponential gaps) of `rate` per second, the first at 0. */
+export function arrivalTimes(rate: number, requests: number, seed = 0): number[] {
+  const random = rng(seed + 17);
+  const arrivals: number[] = [];
+  let arrival = 0;
+  for (let i = 0; i < requests; i++) {
+    if (i > 0) arrival += (-Math.log(1 - random()) / rate) * 1000;
+    arrivals.push(arrival);
+  }
+  return arrivals;
+}
+
 /** Runs one scenario: closed loop at a concurrency, or open loop at a Poisson rate. */
 export async function runScenario(driver: ServeDriver, prompts: number[][], outputTokens: number, scenario: Scenario, seed = 0): Promise<ScenarioResult> {
   if (prompts.length < scenario.requests) fail('ERR_ARG', `scenario ${scenario.name} needs ${scenario.requests} prompts, got ${prompts.length}`);
@@ -404,14 +416,14 @@ export async function runScenario(driver: ServeDriver, prompts: number[][], outp
       };
       await Promise.all(Array.from({ length: Math.min(scenario.concurrency, scenario.requests) }, worker));
     } else if (scenario.rate !== undefined) {
-      const random = rng(seed + 17);
+      const arrivals = arrivalTimes(scenario.rate, scenario.requests, seed);
       const inFlight: Promise<void>[] = [];
-      let arrival = 0;
       for (let i = 0; i < scenario.requests; i++) {
-        // exponential gaps: a Poisson process of the given rate
-        if (i > 0) arrival += (-Math.log(1 - random()) / scenario.rate) * 1000;
-        const wait = started + arrival - performance.now();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        // a timer may fire up to a few ms early by performance.now() (it counts from the event
+        // loop's cached time), so wait again until the arrival is due: never sent early
+        for (let wait = started + arrivals[i] - performance.now(); wait > 0; wait = started + arrivals[i] - performance.now()) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+        }
         inFlight.push(driver.request(pick(i), outputTokens).then((t) => void timings.push(t)));
       }
       await Promise.all(inFlight);

@@ -13,7 +13,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bundledCorpus, prepareDocuments } from '../../lib/data/shards.js';
 import { byteTokenizer } from '../../lib/data/tokenizer.js';
-import { type RequestTiming, type ServeDriver, SERVE_DEFAULTS, benchServe, decodeBytes, drawPrompts, httpDriver, runScenario, sseData, summarize } from '../../bench/serve.js';
+import { type RequestTiming, type ServeDriver, SERVE_DEFAULTS, arrivalTimes, benchServe, decodeBytes, drawPrompts, httpDriver, runScenario, sseData, summarize } from '../../bench/serve.js';
 import { matmulParameters, preset } from '../../lib/model/config.js';
 import { assertKilnError } from '../helpers.js';
 
@@ -151,13 +151,44 @@ test('closed loops keep exactly c requests in flight; open loops follow the arri
   assert.ok(closed.kvUsage, 'a completed scenario reports the KV gauge');
   assert.ok(closed.kvUsage.samples >= 2, `${closed.kvUsage.samples} KV samples`);
   assert.ok(closed.kvUsage.max <= 0.4);
-  most = 0;
-  const started = performance.now();
-  const open = await runScenario(driver, prompts, 2, { name: 'rate', rate: 200, requests: 40 }, 1);
-  const elapsed = performance.now() - started;
+  // Open loop: the seeded schedule of 40 arrivals at 200/s (mean gap 5 ms) ...
+  const schedule = arrivalTimes(200, 40, 1);
+  assert.is(schedule[0], 0);
+  assert.ok(schedule.every((t, i) => i === 0 || t > schedule[i - 1]), 'arrivals in order');
+  const meanGap = schedule[39] / 39;
+  assert.ok(meanGap > 2.5 && meanGap < 10, `mean gap ${meanGap.toFixed(2)} ms at 200/s`);
+  assert.equal(arrivalTimes(200, 40, 1), schedule, 'seeded');
+  // ... is followed: no request is sent before its arrival time, and none waits for a response.
+  // Every request is held until the last one has been sent, so only an open loop gets all 40 in
+  // flight; a loop that waited on responses would stall (the breaker then releases it to fail).
+  const sentAt: number[] = [];
+  let release!: () => void;
+  const allSent = new Promise<void>((resolve) => (release = resolve));
+  const breaker = setTimeout(() => release(), 30_000);
+  let openInFlight = 0;
+  let openMost = 0;
+  const gated: ServeDriver = {
+    name: 'gated', description: {},
+    async request(prompt, maxTokens) {
+      sentAt[prompt[0]] = performance.now();
+      openMost = Math.max(openMost, ++openInFlight);
+      if (openInFlight === 40) release();
+      await allSent;
+      const now = performance.now();
+      openInFlight--;
+      return { ok: true, promptTokens: prompt.length, outputTokens: maxTokens, sentMs: sentAt[prompt[0]], tokenMs: Array(maxTokens).fill(now), endMs: now };
+    },
+    close: async () => {},
+  };
+  const t0 = performance.now();
+  const open = await runScenario(gated, prompts, 2, { name: 'rate', rate: 200, requests: 40 }, 1);
+  clearTimeout(breaker);
   assert.is(open.completed, 40);
-  // 40 arrivals at 200/s take about 0.2 s (Poisson: loosely)
-  assert.ok(elapsed > 80 && elapsed < 3000, `open loop took ${elapsed.toFixed(0)} ms`);
+  assert.is(openMost, 40, 'every request was sent before any response came back');
+  for (let i = 0; i < 40; i++) {
+    assert.ok(sentAt[i] - t0 >= schedule[i], `request ${i} sent ${(sentAt[i] - t0).toFixed(2)} ms in, due at ${schedule[i].toFixed(2)} ms`);
+    if (i) assert.ok(sentAt[i] >= sentAt[i - 1], `request ${i} sent in order`);
+  }
   await assertKilnError(() => runScenario(driver, prompts.slice(0, 2), 1, { name: 'x', concurrency: 1, requests: 3 }), 'ERR_ARG', 'prompts');
 });
 
