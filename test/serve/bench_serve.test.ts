@@ -99,7 +99,12 @@ test('the HTTP driver times tokens where the client sees them and reports server
     assert.not.ok(refused.ok);
     assert.ok(refused.error!.includes('429'), refused.error);
     await assertKilnError(() => httpDriver({ url: 'ftp://x' }), 'ERR_ARG', 'http');
-    await assertKilnError(() => httpDriver({ url: 'http://127.0.0.1:9' }), 'ERR_ARG', 'cannot reach');
+    // a port the OS just handed out and nothing listens on any more (not a fixed port that may be taken)
+    const gone = createServer().listen(0, '127.0.0.1');
+    await once(gone, 'listening');
+    const closedPort = (gone.address() as AddressInfo).port;
+    await new Promise((resolve) => gone.close(resolve));
+    await assertKilnError(() => httpDriver({ url: `http://127.0.0.1:${closedPort}` }), 'ERR_ARG', 'cannot reach');
   } finally {
     server.close();
   }
