@@ -1,13 +1,14 @@
 // Runs the test suite N times to find flaky tests, each run under a timeout, optionally with a
 // CPU hog spinning on one core, and records every failure.
 //
-// Usage: npm run test:repeat -- N [--hog] [--timeout S] [--pattern REGEX] [--npm]
+// Usage: npm run test:repeat -- N [--hog] [--timeout S] [--pattern REGEX] [--npm] [--no-build]
 //   N            runs (default 20)
 //   --hog        a child process busy-loops on one core for the whole sweep (killed at the end)
 //   --timeout S  each run is stopped after S seconds (SIGTERM, SIGKILL 5 s later; default 1800)
 //   --pattern R  only test files matching R (as `node scripts/test.mjs R`)
 //   --npm        each run is a full `npm test` (tsc + suites); default: one tsc build, then
 //                `node scripts/test.mjs` per run
+//   --no-build   skip that tsc build (dist/ is current; e.g. a second sweep running next to one)
 //
 // Writes test-artifacts/test-repeat-<time>.json (every run: passed, exit code, timed out, failing
 // tests with their first message line, the summary line, duration, load averages at start and
@@ -20,10 +21,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const usage = 'usage: npm run test:repeat -- N [--hog] [--timeout S] [--pattern REGEX] [--npm]';
+const usage = 'usage: npm run test:repeat -- N [--hog] [--timeout S] [--pattern REGEX] [--npm] [--no-build]';
 
 function parseArgs(argv) {
-  const o = { runs: 20, hog: false, timeoutS: 1800, pattern: undefined, npm: false };
+  const o = { runs: 20, hog: false, timeoutS: 1800, pattern: undefined, npm: false, build: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -32,6 +33,7 @@ function parseArgs(argv) {
     };
     if (a === '--hog') o.hog = true;
     else if (a === '--npm') o.npm = true;
+    else if (a === '--no-build') o.build = false;
     else if (a === '--timeout') o.timeoutS = Number(value());
     else if (a === '--pattern') o.pattern = value();
     else if (a === '--help' || a === '-h') {
@@ -172,7 +174,7 @@ process.on('SIGINT', () => stopAll('SIGINT'));
 process.on('SIGTERM', () => stopAll('SIGTERM'));
 
 // ---- the sweep
-if (!options.npm) {
+if (!options.npm && options.build) {
   const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
   if (tsc.status !== 0) {
     console.error('test:repeat: tsc failed');
@@ -181,7 +183,7 @@ if (!options.npm) {
 }
 const record = {
   started: new Date().toISOString(),
-  command: options.npm ? `npm test${options.pattern ? ` -- ${options.pattern}` : ''}` : `node scripts/test.mjs${options.pattern ? ` ${options.pattern}` : ''} (after one tsc build)`,
+  command: options.npm ? `npm test${options.pattern ? ` -- ${options.pattern}` : ''}` : `node scripts/test.mjs${options.pattern ? ` ${options.pattern}` : ''}${options.build ? ' (after one tsc build)' : ''}`,
   runs: options.runs,
   hog: options.hog,
   timeoutS: options.timeoutS,
