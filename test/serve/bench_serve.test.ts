@@ -86,10 +86,14 @@ test('the HTTP driver times tokens where the client sees them and reports server
     assert.is(t.promptTokens, 3);
     assert.is(t.tokenMs.length, 6);
     const ttft = t.tokenMs[0] - t.sentMs;
-    assert.ok(ttft >= 55 && ttft < 1000, `TTFT ${ttft} ms`);
-    // the server spaces tokens 25 ms apart; a loaded event loop may deliver two at once, never earlier in total
+    assert.ok(ttft >= 55, `TTFT ${ttft} ms: the server waits 60 ms before the first token`);
+    // The server spaces tokens 25 ms apart. A loaded event loop may deliver two at once (the first
+    // read late, together with the second), so only the 4 gaps after the second token are certain,
+    // less a little for timers counting from the loop's cached time. This also says the first token
+    // was timed on arrival, not with the rest: no wall-clock upper bound on TTFT needed.
     const span = t.tokenMs[5] - t.tokenMs[0];
-    assert.ok(span >= 5 * 25 * 0.9, `tokens 1..5 arrived over ${span.toFixed(0)} ms`);
+    assert.ok(span >= 4 * 25 * 0.9, `tokens 1..5 arrived over ${span.toFixed(0)} ms`);
+    assert.ok(t.tokenMs.every((x, i) => i === 0 || x >= t.tokenMs[i - 1]), 'tokens timed in order');
     const body = bodies[0] as Record<string, unknown>;
     assert.equal(body.prompt, [1, 2, 3]);
     assert.is(body.stream, true);
