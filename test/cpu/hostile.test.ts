@@ -7,10 +7,11 @@ import * as assert from 'uvu/assert';
 import {
   KilnError, LlamaModel, Optimizer, PRESETS, Tensor, Trainer, describe, llamaParamGroups, loadCheckpoint, manualSeed, ops, preset,
   saveCheckpoint, synchronize, tensor, zeros, full, randn, lrMultiplier, formatInfo, datasheetPeak, toHfConfig, totalParameters,
-  generateTokens, memoryStats,
+  generateTokens,
 } from '../../lib/index.js';
 import { binding } from '../../lib/native.js';
 import { assertKilnError } from '../helpers.js';
+import { memoryStats } from '../../lib/index.js';
 
 const raw = () => binding() as unknown as Record<string, (...args: unknown[]) => unknown>;
 
