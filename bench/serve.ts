@@ -333,8 +333,11 @@ function quantile(values: number[], q: number): number {
 }
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
 
-/** One scenario's figures, as the result file holds them. */
-export type ScenarioResult = ServeScenario;
+/**
+ * One scenario's figures, as the result file holds them. This writer always counts the gauge's
+ * samples (older files in the schema may lack the count).
+ */
+export type ScenarioResult = Omit<ServeScenario, 'kvUsage'> & { kvUsage?: { mean: number; max: number; samples: number } };
 
 /** Summarizes client-side timings the way vLLM's benchmark does. */
 export function summarize(timings: RequestTiming[], durationMs: number): Omit<ScenarioResult, 'scenario' | 'requests' | 'loadAverage'> {
@@ -356,6 +359,18 @@ export function summarize(timings: RequestTiming[], durationMs: number): Omit<Sc
   };
 }
 
+/** When each request of an open-loop scenario arrives, in ms from its start: a seeded Poisson process (exponential gaps) of `rate` per second, the first at 0. */
+export function arrivalTimes(rate: number, requests: number, seed = 0): number[] {
+  const random = rng(seed + 17);
+  const arrivals: number[] = [];
+  let arrival = 0;
+  for (let i = 0; i < requests; i++) {
+    if (i > 0) arrival += (-Math.log(1 - random()) / rate) * 1000;
+    arrivals.push(arrival);
+  }
+  return arrivals;
+}
+
 /** Runs one scenario: closed loop at a concurrency, or open loop at a Poisson rate. */
 export async function runScenario(driver: ServeDriver, prompts: number[][], outputTokens: number, scenario: Scenario, seed = 0): Promise<ScenarioResult> {
   if (prompts.length < scenario.requests) fail('ERR_ARG', `scenario ${scenario.name} needs ${scenario.requests} prompts, got ${prompts.length}`);
@@ -363,7 +378,11 @@ export async function runScenario(driver: ServeDriver, prompts: number[][], outp
   const kv: number[] = [];
   const before = driver.gauges?.();
   driver.profile?.();
-  const sampler = driver.gauges ? setInterval(() => kv.push(driver.gauges!().kvUsage), 20) : undefined;
+  // The KV gauge is sampled at the start, every 20 ms, and at the end: a scenario shorter than the
+  // timer's period still records two samples, so a completed run always reports kvUsage.
+  const sample = driver.gauges ? () => void kv.push(driver.gauges!().kvUsage) : undefined;
+  sample?.();
+  const sampler = sample ? setInterval(sample, 20) : undefined;
   const started = performance.now();
   const pick = (i: number) => prompts[i];
   try {
@@ -377,14 +396,14 @@ export async function runScenario(driver: ServeDriver, prompts: number[][], outp
       };
       await Promise.all(Array.from({ length: Math.min(scenario.concurrency, scenario.requests) }, worker));
     } else if (scenario.rate !== undefined) {
-      const random = rng(seed + 17);
+      const arrivals = arrivalTimes(scenario.rate, scenario.requests, seed);
       const inFlight: Promise<void>[] = [];
-      let arrival = 0;
       for (let i = 0; i < scenario.requests; i++) {
-        // exponential gaps: a Poisson process of the given rate
-        if (i > 0) arrival += (-Math.log(1 - random()) / scenario.rate) * 1000;
-        const wait = started + arrival - performance.now();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        // a timer may fire up to a few ms early by performance.now() (it counts from the event
+        // loop's cached time), so wait again until the arrival is due: never sent early
+        for (let wait = started + arrivals[i] - performance.now(); wait > 0; wait = started + arrivals[i] - performance.now()) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+        }
         inFlight.push(driver.request(pick(i), outputTokens).then((t) => void timings.push(t)));
       }
       await Promise.all(inFlight);
@@ -395,9 +414,10 @@ export async function runScenario(driver: ServeDriver, prompts: number[][], outp
     if (sampler) clearInterval(sampler);
   }
   const duration = performance.now() - started;
+  sample?.();
   const after = driver.gauges?.();
   const result: ScenarioResult = { scenario: scenario.name, concurrency: scenario.concurrency, rate: scenario.rate, requests: scenario.requests, ...summarize(timings, duration), loadAverage: loadavg()[0] };
-  if (kv.length) result.kvUsage = { mean: mean(kv), max: Math.max(...kv) };
+  if (kv.length) result.kvUsage = { mean: mean(kv), max: Math.max(...kv), samples: kv.length };
   if (before?.prefixCacheQueries !== undefined && after?.prefixCacheQueries !== undefined) {
     const queries = after.prefixCacheQueries - before.prefixCacheQueries;
     result.prefixCacheHitRate = queries > 0 ? (after.prefixCacheHits! - before.prefixCacheHits!) / queries : 0;

@@ -237,7 +237,12 @@ export interface ServeScenario {
   e2eMs: LatencyStats;
   /** decode tokens/s of one request: 1000 / TPOT p50 */
   decodeTokensPerSecond: number;
-  kvUsage?: { mean: number; max: number };
+  /**
+   * The KV gauge over the run's samples (one before the first request, every 20 ms, one after
+   * the last): absent only for a driver without gauges. Files before the sampler fix have no
+   * `samples`.
+   */
+  kvUsage?: { mean: number; max: number; samples?: number };
   prefixCacheHitRate?: number;
   /** 1-minute load average of the machine when the scenario ended (other processes share the cores) */
   loadAverage: number;

@@ -443,6 +443,11 @@ export class Engine implements ServingEngine {
       this.counters.iterations++;
       this.recent.push([end, produced]);
       if (this.recent.length > 4096) this.recent.shift();
+      // One turn of the event loop between iterations, always: the logits' promise resolves from
+      // a native completion, and when the next iteration's completion is already queued (a loaded
+      // machine, a small model) it resolves in the same callback, so iterations could run back to
+      // back without timers, I/O or other callbacks running in between.
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 

@@ -130,10 +130,11 @@ test('without a driver the GPU probe answers at once and finds nothing', () => {
   if (plans.driverPresent()) return; // a machine with a driver: nothing to check here
   const env = { ...process.env };
   delete env.KILN_GPU_COMPUTE_CAPS;
-  const start = Date.now();
   const r = plans.probeGpus({ nvcc: plans.findNvcc(), env });
   assert.equal(r.computeCaps, []);
-  assert.ok(Date.now() - start < 2000, `probe took ${Date.now() - start} ms`);
+  // at once: it stops at the missing driver, without compiling or running the CUDA runtime probe
+  // (which takes seconds with nvcc); checked by the path it took, not by a wall-clock bound
+  assert.is(r.source, 'no NVIDIA driver');
 });
 
 test('the CUDA runtime probe compiles and, without a driver, reports no GPU instead of failing', () => {

@@ -169,7 +169,9 @@ if (!CHROMIUM) {
       const finished = async () => Number((await p.textContent('[data-tile="requests finished"] .value'))!.replace(/,/g, ''));
       const before = await finished();
       const samples = (await p.evaluate('window.kilnDashboard.servingSamples()')) as number;
-      await p.waitForTimeout(1000);
+      // wait for the page to move (not a fixed 1 s sleep, which a loaded machine can outlast): the
+      // tile and the TTFT chart must both advance; the timeout only breaks a hang
+      await p.waitForFunction(`Number(document.querySelector('[data-tile="requests finished"] .value').textContent.replace(/,/g, '')) > ${before} && window.kilnDashboard.charts().ttft.displayed > ${samples}`, undefined, { timeout: 30_000 });
       const after = await finished();
       assert.ok(after > before, `finished requests tile moved: ${before} -> ${after}`);
       const charts = (await p.evaluate('window.kilnDashboard.charts()')) as Charts;

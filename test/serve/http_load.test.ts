@@ -173,11 +173,13 @@ test('soak: 520 requests (mixed lengths, streamed or not, 15% cancelled) leak no
     req.end(body);
   });
   const started = Date.now();
+  // every request is sent, however long the machine takes (each one settles on its response,
+  // an error or its socket closing; a stuck one fails the run by its timeout, not by a clock here)
   await Promise.all(Array.from({ length: 16 }, async () => {
-    while (next < total && Date.now() - started < 60_000) await one(next++);
+    while (next < total) await one(next++);
   }));
   const peakConnections = await connections();
-  assert.is(next, total, `all ${total} requests sent within the time bound`);
+  assert.is(next, total, `all ${total} requests sent`);
   assert.equal(outcome.failed, [], 'no request failed');
   assert.ok(outcome.ok + outcome.cancelled >= total, `${outcome.ok} ok + ${outcome.cancelled} cancelled`);
   await waitFor(() => engine.stats().running === 0 && engine.stats().waiting === 0 && s.server.kiln.inFlight === 0, 5000, 'the engine to go idle');

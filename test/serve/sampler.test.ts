@@ -1,6 +1,7 @@
 /** The sampler on its own (lib/serve/sampler.ts): filters, penalties, seeded draws, and its cost on a 50k-vocabulary row. */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { full, ops, randn } from '../../lib/index.js';
 import { SequenceSampler, resolveSampling, topKIndices } from '../../lib/serve/sampler.js';
 import { assertKilnError } from '../helpers.js';
 
@@ -54,7 +55,7 @@ test('sampler: greedy, top-k, top-p, min-p, penalties and seeded reproducibility
   await assertKilnError(() => resolveSampling({ stopTokenIds: [8] }, V), 'ERR_ARG');
 });
 
-test('sampling 50k-vocabulary rows is cheap next to the model', () => {
+test('sampling 50k-vocabulary rows is cheap next to the model', async () => {
   const V = 50304;
   const row = new Float32Array(V);
   for (let i = 0; i < V; i++) row[i] = Math.sin(i * 12.9898) * 8;
@@ -70,12 +71,28 @@ test('sampling 50k-vocabulary rows is cheap next to the model', () => {
     }
     return times.sort((a, b) => a - b)[times.length >> 1];
   };
+  // The model, measured in the same run (an absolute bound in ms fails when other work shares the
+  // cores): the classifier head's product of one 125m decode step, 768 x 50304, only a part of
+  // what every decode step computes.
+  const headMs = await (async () => {
+    using x = randn([1, 768], { seed: 1 });
+    using weight = full([768, V], 0.01); // the values do not change the time
+    const times: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      const started = performance.now();
+      using logits = ops.matmul(x, weight);
+      await logits.toArray();
+      if (i >= 2) times.push(performance.now() - started); // after the first calls warmed up
+    }
+    return times.sort((a, b) => a - b)[times.length >> 1];
+  })();
   const greedy = cost({ temperature: 0 });
   const topP = cost({ temperature: 0.8, topP: 0.9 });
   const topK = cost({ temperature: 0.8, topK: 40 });
-  // generous bounds for a loaded 2-core machine (the row is flat: a nucleus of thousands of
-  // tokens, a worst case); a 125m decode step takes 100+ ms here
-  for (const [name, ms] of [['greedy', greedy], ['top-p', topP], ['top-k', topK]] as const) assert.ok(ms < 25, `${name} sampling took ${ms.toFixed(2)} ms per row`);
+  // the row is flat: a nucleus of thousands of tokens, a worst case
+  for (const [name, ms] of [['greedy', greedy], ['top-p', topP], ['top-k', topK]] as const) {
+    assert.ok(ms < headMs, `${name} sampling took ${ms.toFixed(2)} ms per row, the head's product of one decode step ${headMs.toFixed(2)} ms`);
+  }
 });
 
 test.run();
