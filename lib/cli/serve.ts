@@ -6,7 +6,8 @@
  */
 import { parseArgs } from 'node:util';
 import { parseDevice } from '../device.js';
-import { fail } from '../errors.js';
+import { KilnError, fail } from '../errors.js';
+import { resolveCheckpoint } from '../io/checkpoint.js';
 import { Engine, type EngineLoadOptions } from '../serve/engine.js';
 import { createServer } from '../serve/http.js';
 import type { ServingEngine } from '../serve/types.js';
@@ -71,12 +72,22 @@ export async function serveCommand(args: string[]): Promise<number> {
     rejectEngine = reject;
   });
   loading.catch(() => undefined); // handled below
+  // a path that is no checkpoint fails here, before anything listens
+  const checkpoint = resolveCheckpoint(values.checkpoint);
   const server = createServer(loading, { apiKey, ...(values['model-name'] !== undefined ? { modelName: values['model-name'] } : {}) });
-  await server.listen({ host, port });
+  try {
+    await server.listen({ host, port });
+  } catch (error) {
+    await server.close();
+    const code = (error as { code?: unknown }).code;
+    if (code === 'EADDRINUSE') throw new KilnError('ERR_ARG', `port ${port} on ${host} is in use (another kiln serve?): pass --port N for another port, or --port 0 for any free one`, { cause: error });
+    if (code === 'EADDRNOTAVAIL' || code === 'EACCES') throw new KilnError('ERR_ARG', `cannot listen on ${host}:${port} (${code}): pass another --host or --port`, { cause: error });
+    throw error;
+  }
   const address = server.server.address();
   const bound = typeof address === 'object' && address ? address.port : port;
   const shown = host.includes(':') ? `[${host}]` : host;
-  console.log(`kiln serve: listening on http://${shown}:${bound} (loading ${values.checkpoint}${apiKey ? '; API key required' : ''})`);
+  console.log(`kiln serve: listening on http://${shown}:${bound} (loading ${checkpoint}${apiKey ? '; API key required' : ''})`);
 
   let engine: Engine;
   try {
