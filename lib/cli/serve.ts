@@ -4,7 +4,6 @@
  * and refuses any other address without an API key; SIGTERM or SIGINT drains: the listener closes,
  * in-flight requests finish (or are cancelled at the deadline), then the process exits 0.
  */
-import { parseArgs } from 'node:util';
 import { parseDevice } from '../device.js';
 import { KilnError, fail } from '../errors.js';
 import { resolveCheckpoint } from '../io/checkpoint.js';
@@ -12,7 +11,8 @@ import { Engine, type EngineLoadOptions } from '../serve/engine.js';
 import { createServer } from '../serve/http.js';
 import type { ServingEngine } from '../serve/types.js';
 import { attachServingDashboard } from '../monitor/dashboard.js';
-import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { parseCommand } from './commands.js';
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {
@@ -27,24 +27,9 @@ function integer(value: string | undefined, name: string, min: number, max: numb
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: normalizeDashboardFlag(args),
-    options: {
-      ...DASHBOARD_ARG_OPTIONS,
-      checkpoint: { type: 'string' },
-      host: { type: 'string', default: '127.0.0.1' },
-      port: { type: 'string', default: '8000' },
-      device: { type: 'string', default: 'cpu' },
-      'model-name': { type: 'string' },
-      'api-key': { type: 'string' },
-      'kv-cache-mb': { type: 'string' },
-      'max-running': { type: 'string' },
-      'max-queued': { type: 'string' },
-      'max-batch-tokens': { type: 'string' },
-      'drain-seconds': { type: 'string', default: '30' },
-    },
-    strict: true,
-  });
+  const parsed = parseCommand('serve', normalizeDashboardFlag(args));
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.checkpoint) fail('ERR_ARG', 'kiln serve needs --checkpoint DIR');
   const host = values.host!;
   const port = integer(values.port, '--port', 0, 65535)!;

@@ -2,7 +2,6 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { type Device, parseDevice } from '../device.js';
 import { fail } from '../errors.js';
@@ -15,7 +14,8 @@ import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
 import { type StepMetrics, Trainer, type TrainOptions } from '../train/trainer.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
-import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { parseCommand } from './commands.js';
 import { distEnvFromProcess } from '../parallel/communicator.js';
 import { type ParallelFlags, checkZero1, joinRun, launchLocal } from '../parallel/launcher.js';
 
@@ -75,27 +75,9 @@ export function trainDevice(flag: string | undefined, localRank?: number): Devic
 }
 
 export async function train(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: normalizeDashboardFlag(args),
-    options: {
-      ...DASHBOARD_ARG_OPTIONS,
-      preset: { type: 'string', default: 'tiny' }, data: { type: 'string' }, steps: { type: 'string', default: '200' },
-      batch: { type: 'string', default: '16' }, seq: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
-      accumulation: { type: 'string', default: '1' }, 'muon-lr': { type: 'string', default: '0.02' }, 'adamw-lr': { type: 'string', default: '0.003' },
-      'eval-every': { type: 'string', default: '50' }, 'checkpoint-every': { type: 'string', default: '0' }, resume: { type: 'string' },
-      seed: { type: 'string', default: '0' }, 'log-every': { type: 'string', default: '10' },
-      'grad-clip': { type: 'string', default: '1' }, recompute: { type: 'boolean', default: false },
-      // data parallelism (lib/parallel)
-      nproc: { type: 'string' }, sync: { type: 'string', default: 'sync' }, 'inner-steps': { type: 'string', default: '50' },
-      'outer-lr': { type: 'string', default: '0.7' }, 'outer-momentum': { type: 'string', default: '0.9' }, 'quant-bits': { type: 'string', default: '0' },
-      'stream-fragments': { type: 'string', default: '1' }, 'overlap-steps': { type: 'string' }, 'mix-alpha': { type: 'string', default: '0.5' },
-      'bucket-mb': { type: 'string', default: '25' }, 'bf16-reduce': { type: 'boolean', default: false }, 'no-distributed-muon': { type: 'boolean', default: false },
-      zero1: { type: 'boolean', default: false },
-      'dist-timeout': { type: 'string', default: '60' }, 'dist-token': { type: 'string' }, 'dist-bind': { type: 'string' }, 'dist-store-bind': { type: 'string' },
-      'baseline-tokens-per-second': { type: 'string' },
-    },
-    strict: true,
-  });
+  const parsed = parseCommand('train', normalizeDashboardFlag(args));
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
   // before starting ranks: each would refuse it
   checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
@@ -160,16 +142,9 @@ export async function train(args: string[]): Promise<number> {
 }
 
 export async function generate(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      checkpoint: { type: 'string' }, prompt: { type: 'string', default: '' }, tokens: { type: 'string', default: '100' },
-      temperature: { type: 'string', default: '0.8' }, 'top-k': { type: 'string', default: '40' }, 'top-p': { type: 'string', default: '1' },
-      seed: { type: 'string', default: '0' }, tokenizer: { type: 'string' }, device: { type: 'string', default: 'cpu' },
-      dtype: { type: 'string' },
-    },
-    strict: true,
-  });
+  const parsed = parseCommand('generate', args);
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.checkpoint) fail('ERR_ARG', '--checkpoint DIR is required');
   const dtype = values.dtype;
   if (dtype !== undefined && dtype !== 'f32' && dtype !== 'bf16') fail('ERR_ARG', `--dtype must be f32 or bf16, got ${dtype}`);
@@ -207,7 +182,9 @@ export async function generate(args: string[]): Promise<number> {
 
 /** npm start: train the tiny preset on the bundled corpus, save, and print a sample. */
 export async function start(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { steps: { type: 'string', default: '600' }, out: { type: 'string', default: join('runs', 'tiny') } }, strict: true });
+  const parsed = parseCommand('start', args);
+  if (!parsed) return 0;
+  const { values } = parsed;
   console.log(formatInfo() + '\n');
   const dataDir = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), 'data-byte');
   if (!existsSync(join(dataDir, 'train.bin'))) {
@@ -217,7 +194,7 @@ export async function start(args: string[]): Promise<number> {
   const device = defaultDevice();
   if (device !== 'cpu') console.log(`note: CUDA training is not yet verified on a GPU (KILN_CUDA_TRAINING=1 enables it for kiln train); the main job trains tiny on cpu`);
   const trainer = new Trainer({
-    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out: values.out,
+    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out: values.out ?? join('runs', 'tiny'),
   });
   console.log(`training the tiny preset (${trainer.model.parameters.reduce((n, p) => n + p.value.numel, 0).toLocaleString()} parameters) for ${trainer.options.steps} steps of ${16 * 128} tokens on cpu`);
   const started = performance.now();
