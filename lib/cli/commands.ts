@@ -52,8 +52,10 @@ export const COMMANDS = {
     summary: 'the main job (npm start): trains the tiny preset on the bundled corpus, saves a checkpoint, prints a sample',
     flags: {
       steps: { type: 'string', value: 'N', default: '600', description: 'training steps' },
-      out: { type: 'string', value: 'DIR', defaultText: 'runs/tiny', description: 'run directory' },
+      out: { type: 'string', value: 'DIR', defaultText: 'runs/tiny, or runs/tiny-2, runs/tiny-3, ... when it holds a run', description: 'run directory' },
+      overwrite: { type: 'boolean', description: 'replace the run an explicit --out holds' },
     },
+    after: 'Run again, `npm start` trains a new run beside the earlier ones (runs/tiny, then runs/tiny-2, ...):\nit never overwrites one. `kiln train --resume runs/tiny ...` continues a run.',
   },
   train: {
     summary: 'pretrain a preset on token shards from kiln prepare; SIGINT saves a checkpoint and exits',
@@ -66,6 +68,7 @@ export const COMMANDS = {
       device: { type: 'string', value: 'DEVICE', defaultText: 'cpu', description: 'cpu or cuda:N (cuda: each rank\'s own GPU with --nproc); CUDA training needs KILN_CUDA_TRAINING=1' },
       out: { type: 'string', value: 'DIR', defaultText: 'runs/<preset>', description: 'run directory: checkpoints (step-NNNNNN/, latest) and metrics.jsonl' },
       resume: { type: 'string', value: 'CHECKPOINT', description: 'continue from a checkpoint, a run directory or its latest pointer' },
+      overwrite: { type: 'boolean', description: 'replace the run --out holds (its checkpoints and metrics.jsonl)' },
       accumulation: { type: 'string', value: 'N', default: '1', description: 'micro-batches per step (gradient accumulation)' },
       'muon-lr': { type: 'string', value: 'LR', default: '0.02', description: 'Muon learning rate (2-D hidden matrices)' },
       'adamw-lr': { type: 'string', value: 'LR', default: '0.003', description: 'AdamW learning rate (embeddings, head, norms)' },
@@ -95,7 +98,7 @@ export const COMMANDS = {
       'dist-store-bind': { type: 'string', value: 'ADDRESS', defaultText: '127.0.0.1', description: 'rank 0: address the rendezvous store binds' },
       'baseline-tokens-per-second': { type: 'string', value: 'N', description: 'one rank\'s tokens/s, for the scaling efficiency in the metrics' },
     },
-    after: 'Across machines: torchrun\'s MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE, the same command on each.',
+    after: 'An --out that holds a run (checkpoints, latest or metrics.jsonl) is refused unless --resume continues\nthat run or --overwrite replaces it. Across machines: torchrun\'s MASTER_ADDR, MASTER_PORT, RANK and\nWORLD_SIZE, the same command on each.',
   },
   generate: {
     summary: 'stream a completion from a kiln or Hugging Face LLaMA checkpoint and print tokens/s',

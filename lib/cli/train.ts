@@ -16,6 +16,7 @@ import { type StepMetrics, Trainer, type TrainOptions } from '../train/trainer.j
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
 import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
 import { parseCommand } from './commands.js';
+import { checkOut, clearRun, freshRunDir } from './run_dir.js';
 import { distEnvFromProcess } from '../parallel/communicator.js';
 import { type ParallelFlags, checkZero1, joinRun, launchLocal } from '../parallel/launcher.js';
 
@@ -79,9 +80,13 @@ export async function train(args: string[]): Promise<number> {
   if (!parsed) return 0;
   const { values } = parsed;
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
+  const env = distEnvFromProcess();
+  const out = values.out ?? join('runs', values.preset);
+  // before anything starts: an --out holding a run is refused unless resumed or overwritten (rank 0 writes)
+  const writer = (env?.rank ?? 0) === 0;
+  if (writer) checkOut(out, { resume: values.resume, overwrite: values.overwrite });
   // before starting ranks: each would refuse it
   checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
-  const env = distEnvFromProcess();
   if (values.nproc !== undefined && !env && int(values.nproc, 'nproc') > 1) {
     // start N local ranks of this same command, each with torchrun's variables set
     const i = args.indexOf('--nproc');
@@ -107,7 +112,7 @@ export async function train(args: string[]): Promise<number> {
     seqLen: values.seq ? int(values.seq, 'seq') : Math.min(config.context, 128),
     device: trainDevice(values.device, env?.localRank), accumulation: int(values.accumulation, 'accumulation'),
     muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
-    checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
+    checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out,
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
   const dist = env ? await joinRun(env, options, flags) : undefined;
@@ -118,6 +123,10 @@ export async function train(args: string[]): Promise<number> {
     if (values.resume) {
       await trainer.resume(values.resume);
       console.log(`resumed from ${values.resume} at step ${trainer.currentStep}`);
+    }
+    if (values.overwrite && writer) {
+      const removed = clearRun(out);
+      if (removed) console.log(`--overwrite: removed the run ${out} held (${removed})`);
     }
     // --dashboard [PORT]: a live page in this process (the writing rank's), fed by the trainer's step metrics
     const live = values.dashboard !== undefined && trainer.isWriter
@@ -185,7 +194,11 @@ export async function start(args: string[]): Promise<number> {
   const parsed = parseCommand('start', args);
   if (!parsed) return 0;
   const { values } = parsed;
+  // the default directory is never overwritten: a second `npm start` trains into runs/tiny-2, and so on
+  const out = values.out ?? freshRunDir(join('runs', 'tiny'));
+  if (values.out !== undefined) checkOut(out, { overwrite: values.overwrite, canResume: false });
   console.log(formatInfo() + '\n');
+  if (values.out === undefined && out !== join('runs', 'tiny')) console.log(`runs/tiny holds an earlier run: this one trains into ${out}\n`);
   const dataDir = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), 'data-byte');
   if (!existsSync(join(dataDir, 'train.bin'))) {
     console.log(`preparing the bundled corpus (nlp-corpus, byte tokenizer) into ${dataDir}`);
@@ -194,8 +207,12 @@ export async function start(args: string[]): Promise<number> {
   const device = defaultDevice();
   if (device !== 'cpu') console.log(`note: CUDA training is not yet verified on a GPU (KILN_CUDA_TRAINING=1 enables it for kiln train); the main job trains tiny on cpu`);
   const trainer = new Trainer({
-    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out: values.out ?? join('runs', 'tiny'),
+    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out,
   });
+  if (values.overwrite) {
+    const removed = clearRun(out);
+    if (removed) console.log(`--overwrite: removed the run ${out} held (${removed})`);
+  }
   console.log(`training the tiny preset (${trainer.model.parameters.reduce((n, p) => n + p.value.numel, 0).toLocaleString()} parameters) for ${trainer.options.steps} steps of ${16 * 128} tokens on cpu`);
   const started = performance.now();
   const history = await runWithProgress(trainer, 50);
