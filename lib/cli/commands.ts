@@ -161,8 +161,9 @@ export const COMMANDS = {
       val: { type: 'string', value: 'FRACTION', default: '0.01', description: 'share of documents held out for validation, in (0, 1)' },
       out: { type: 'string', value: 'DIR', default: 'data', description: 'directory for train.bin and val.bin' },
       seed: { type: 'string', value: 'N', default: '0', description: 'seed of the train/validation split' },
+      strict: { type: 'boolean', description: 'refuse input that is not valid UTF-8 (else its bytes become U+FFFD, with a warning)' },
     },
-    after: 'Documents: in .txt and .md files, text separated by blank lines; in .jsonl files, the "text" field\nof each line.',
+    after: 'Documents: in .txt and .md files, text separated by blank lines; in .jsonl files, the "text" field\nof each line. Files with other extensions in a directory are skipped (and counted); named on the\ncommand line, they are refused.',
   },
   export: {
     summary: 'write a checkpoint as a GGUF file for llama.cpp',
