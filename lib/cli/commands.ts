@@ -104,7 +104,7 @@ export const COMMANDS = {
     summary: 'stream a completion from a kiln or Hugging Face LLaMA checkpoint and print tokens/s',
     flags: {
       checkpoint: { type: 'string', value: 'CHECKPOINT', description: 'a checkpoint directory, a run directory or its latest pointer; required' },
-      prompt: { type: 'string', value: 'TEXT', default: '', description: 'the text to continue' },
+      prompt: { type: 'string', value: 'TEXT', description: 'the text to continue; required (--prompt \'\' starts from a single space)' },
       tokens: { type: 'string', value: 'N', default: '100', description: 'tokens to generate' },
       temperature: { type: 'string', value: 'T', default: '0.8', description: 'sampling temperature (0: greedy)' },
       'top-k': { type: 'string', value: 'K', default: '40', description: 'sample from the K most likely tokens (0: all)' },

@@ -155,14 +155,17 @@ export async function generate(args: string[]): Promise<number> {
   if (!parsed) return 0;
   const { values } = parsed;
   if (!values.checkpoint) fail('ERR_ARG', '--checkpoint DIR is required');
+  // no prompt used to mean an empty one, silently
+  if (values.prompt === undefined) fail('ERR_ARG', '--prompt TEXT is required: the text to continue (--prompt \'\' starts from a single space)');
   const dtype = values.dtype;
   if (dtype !== undefined && dtype !== 'f32' && dtype !== 'bf16') fail('ERR_ARG', `--dtype must be f32 or bf16, got ${dtype}`);
   const engine = await Engine.load(values.checkpoint, {
     device: parseDevice(values.device) as Device, tokenizer: values.tokenizer, computeDType: dtype as 'f32' | 'bf16' | undefined,
   });
   try {
-    const prompt = values.prompt!.length ? values.prompt! : ' ';
-    process.stdout.write(values.prompt!);
+    const prompt = values.prompt.length ? values.prompt : ' ';
+    if (!values.prompt.length) process.stderr.write('note: --prompt is empty: generating from a single space\n');
+    process.stdout.write(values.prompt);
     const started = performance.now();
     let end: StreamEnd | undefined;
     for await (const event of engine.stream(prompt, {
