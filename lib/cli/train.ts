@@ -6,13 +6,14 @@ import cliProgress from 'cli-progress';
 import { type Device, parseDevice } from '../device.js';
 import { fail } from '../errors.js';
 import { formatInfo } from '../info.js';
-import { defaultDevice } from '../runtime.js';
-import { preset } from '../model/config.js';
+import { checkDevice, defaultDevice } from '../runtime.js';
+import { PRESETS, preset } from '../model/config.js';
 import { bundledCorpus, prepareDocuments, readShardInfo } from '../io/shards.js';
 import { byteTokenizer } from '../data/tokenizer.js';
 import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
-import { type StepMetrics, Trainer, type TrainOptions } from '../train/trainer.js';
+import { type StepMetrics, Trainer, type TrainOptions, configDifferences } from '../train/trainer.js';
+import { checkpointConfig } from '../io/checkpoint.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
 import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
 import { parseCommand } from './commands.js';
@@ -85,6 +86,16 @@ export async function train(args: string[]): Promise<number> {
   // before anything starts: an --out holding a run is refused unless resumed or overwritten (rank 0 writes)
   const writer = (env?.rank ?? 0) === 0;
   if (writer) checkOut(out, { resume: values.resume, overwrite: values.overwrite });
+  const config = preset(values.preset);
+  if (values.resume !== undefined) {
+    // the config is checked here, before any model is built, and named field by field
+    const trained = checkpointConfig(values.resume);
+    const differs = configDifferences(trained, config, ['checkpoint', `--preset ${values.preset}`]);
+    if (differs.length) {
+      const match = Object.keys(PRESETS).find((name) => configDifferences(trained, PRESETS[name]).length === 0);
+      fail('ERR_CHECKPOINT', `--resume ${values.resume} holds another model than --preset ${values.preset} (${differs.join('; ')}): ${match ? `it is the ${match} preset: pass --preset ${match}` : 'resume it with the config it was trained with'}`);
+    }
+  }
   // before starting ranks: each would refuse it
   checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
   if (values.nproc !== undefined && !env && int(values.nproc, 'nproc') > 1) {
@@ -104,7 +115,6 @@ export async function train(args: string[]): Promise<number> {
     token: values['dist-token'] ?? process.env.KILN_DIST_TOKEN, bindHost: values['dist-bind'], storeBindHost: values['dist-store-bind'],
     baselineTokensPerSecond: values['baseline-tokens-per-second'] !== undefined ? num(values['baseline-tokens-per-second'], 'baseline-tokens-per-second') : undefined,
   };
-  const config = preset(values.preset!);
   const shard = readShardInfo(join(values.data, 'train.bin'));
   if (shard.vocabSize > config.vocabSize) fail('ERR_ARG', `the data uses the ${shard.tokenizer} tokenizer (${shard.vocabSize} ids): too many for the ${values.preset} preset's vocabulary (${config.vocabSize})`);
   const options: TrainOptions = {
@@ -115,6 +125,7 @@ export async function train(args: string[]): Promise<number> {
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out,
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
+  checkDevice(options.device ?? 'cpu'); // no CUDA device is the problem to name, before the rendezvous and the model checks
   const dist = env ? await joinRun(env, options, flags) : undefined;
   if (values.zero1 && (dist?.comm.worldSize ?? 1) === 1) console.log('note: --zero1 shards the optimizer state across ranks; this run has one, so its state is whole');
   if (dist) options.parallel = dist.parallel;

@@ -129,6 +129,18 @@ export function checkpointName(path: string): string {
   return basename(dir === resolve(path) ? dir : dirname(dir));
 }
 
+/** The model config of a checkpoint (any form resolveCheckpoint takes), without reading its weights. */
+export function checkpointConfig(path: string): ModelConfig {
+  const configPath = join(resolveCheckpoint(path), 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(configPath, 'utf8'));
+  } catch {
+    fail('ERR_CHECKPOINT', `${configPath} is not valid JSON`);
+  }
+  return fromHfConfig(json);
+}
+
 function decode(t: RawTensor, name: string): Float32Array | Float64Array {
   const copy = t.data.slice().buffer;
   if (t.dtype === 'f32') return new Float32Array(copy);
