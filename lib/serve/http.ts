@@ -14,6 +14,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { KilnError, describe } from '../errors.js';
 import { type ChatMessage, ChatTemplate } from './chat_template.js';
 import { ServerMetrics } from './metrics.js';
+import { describeValidation } from './openai_errors.js';
 import type { Completion, SamplingParams, ServingEngine, StreamEnd, TokenEvent, TokenLogprob, Usage } from './types.js';
 
 export interface ServerOptions {
@@ -95,10 +96,9 @@ export function toHttpError(error: unknown, retryAfterSeconds = 1): HttpError {
   }
   const e = error as { statusCode?: number; code?: string; message?: string; validation?: { instancePath?: string; params?: Record<string, unknown> }[] };
   if (e && Array.isArray(e.validation)) {
-    const first = e.validation[0] ?? {};
-    const path = (first.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
-    const missing = first.params && typeof first.params.missingProperty === 'string' ? first.params.missingProperty : '';
-    return new HttpError(400, `invalid request: ${e.message}`, 'invalid_request_error', 'invalid_value', [path, missing].filter(Boolean).join('.') || null);
+    // one OpenAI-style error naming the field and what it accepts (lib/serve/openai_errors.ts)
+    const d = describeValidation(e.validation);
+    return new HttpError(400, d.message, 'invalid_request_error', d.code, d.param);
   }
   if (e && typeof e.statusCode === 'number' && Number.isInteger(e.statusCode) && e.statusCode >= 400 && e.statusCode < 500) {
     const messages: Record<string, string> = {
@@ -294,7 +294,8 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, ser
     forceCloseConnections: 'idle',
     // a client must send its whole request within this (slow-loris); streamed responses are not limited
     requestTimeout: 30_000,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    // verbose: each error carries the value and the schema it failed, which the 400 describes
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, verbose: true } },
   });
   const metrics = new ServerMetrics(options.modelName ?? 'kiln', { processMetrics: options.processMetrics });
   const expectedKey = options.apiKey !== undefined ? digest(options.apiKey) : undefined;
