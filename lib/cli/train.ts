@@ -81,11 +81,6 @@ export async function train(args: string[]): Promise<number> {
   if (!parsed) return 0;
   const { values } = parsed;
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
-  const env = distEnvFromProcess();
-  const out = values.out ?? join('runs', values.preset);
-  // before anything starts: an --out holding a run is refused unless resumed or overwritten (rank 0 writes)
-  const writer = (env?.rank ?? 0) === 0;
-  if (writer) checkOut(out, { resume: values.resume, overwrite: values.overwrite });
   const config = preset(values.preset);
   if (values.resume !== undefined) {
     // the config is checked here, before any model is built, and named field by field
@@ -98,6 +93,11 @@ export async function train(args: string[]): Promise<number> {
   }
   // before starting ranks: each would refuse it
   checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
+  const env = distEnvFromProcess();
+  const out = values.out ?? join('runs', values.preset);
+  // before anything starts: an --out holding a run is refused unless resumed or overwritten (rank 0 writes)
+  const writer = (env?.rank ?? 0) === 0;
+  if (writer) checkOut(out, { resume: values.resume, overwrite: values.overwrite });
   if (values.nproc !== undefined && !env && int(values.nproc, 'nproc') > 1) {
     // start N local ranks of this same command, each with torchrun's variables set
     const i = args.indexOf('--nproc');
