@@ -6,13 +6,13 @@ import cliProgress from 'cli-progress';
 import { type Device, parseDevice } from '../device.js';
 import { fail } from '../errors.js';
 import { formatInfo } from '../info.js';
-import { checkDevice, defaultDevice } from '../runtime.js';
+import { defaultDevice } from '../runtime.js';
 import { PRESETS, preset } from '../model/config.js';
 import { bundledCorpus, prepareDocuments, readShardInfo } from '../io/shards.js';
 import { byteTokenizer } from '../data/tokenizer.js';
 import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
-import { type StepMetrics, Trainer, type TrainOptions, configDifferences } from '../train/trainer.js';
+import { type StepMetrics, Trainer, type TrainOptions, checkTrainingDevice, configDifferences } from '../train/trainer.js';
 import { checkpointConfig } from '../io/checkpoint.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
 import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
@@ -125,7 +125,7 @@ export async function train(args: string[]): Promise<number> {
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out,
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
-  checkDevice(options.device ?? 'cpu'); // no CUDA device is the problem to name, before the rendezvous and the model checks
+  checkTrainingDevice(options.device ?? 'cpu'); // before the rendezvous and the model's checks, which would name the wrong problem
   const dist = env ? await joinRun(env, options, flags) : undefined;
   if (values.zero1 && (dist?.comm.worldSize ?? 1) === 1) console.log('note: --zero1 shards the optimizer state across ranks; this run has one, so its state is whole');
   if (dist) options.parallel = dist.parallel;

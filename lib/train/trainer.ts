@@ -125,6 +125,24 @@ export interface StepMetrics {
 /** Called after every step of run() (validation included); lib/monitor's dashboard feeds on it. */
 export type StepListener = (metrics: StepMetrics, trainer: Trainer) => void;
 
+/**
+ * Refuses a device the Trainer cannot use, before any rule that depends on it: CUDA without
+ * KILN_CUDA_TRAINING=1 (ERR_DEVICE: the CUDA step compiles but has not yet run against the CPU on
+ * a GPU, test/cuda/train.test.ts), then a device that is not usable here (ERR_NO_CUDA).
+ */
+export function checkTrainingDevice(device: Device): void {
+  if (device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
+    let unusable = '';
+    try {
+      checkDevice(device);
+    } catch (e) {
+      unusable = ` (nor is ${device} usable here: ${(e as Error).message})`;
+    }
+    fail('ERR_DEVICE', `CUDA training is built but not yet verified on a GPU; asked for ${device}: train on cpu, or set KILN_CUDA_TRAINING=1 to run the unverified CUDA path${unusable}`);
+  }
+  checkDevice(device);
+}
+
 /** The fields in which two model configs differ, as 'name: checkpoint A, this model B' (sorted by name). */
 export function configDifferences(checkpoint: ModelConfig, model: ModelConfig, labels: [string, string] = ['checkpoint', 'this model']): string[] {
   const show = (v: unknown) => (v === undefined ? 'unset' : JSON.stringify(v));
@@ -183,12 +201,7 @@ export class Trainer {
     for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch, seqLen: o.seqLen, accumulation: o.accumulation })) {
       if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${describe(v)}`);
     }
-    // the device first: without it, the CUDA checks below would name the wrong problem
-    checkDevice(o.device);
-    if (o.device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
-      // the CUDA step compiles but has not yet run against the CPU on a GPU (test/cuda/train.test.ts)
-      fail('ERR_DEVICE', `CUDA training is built but not yet verified on a GPU; asked for ${o.device}: train on cpu, or set KILN_CUDA_TRAINING=1 to run the unverified CUDA path`);
-    }
+    checkTrainingDevice(o.device);
     if (o.device !== 'cpu' && o.config.headDim !== 64 && o.config.headDim !== 128) {
       fail('ERR_ARG', `the CUDA attention kernels take head dims 64 and 128; the model has ${o.config.headDim}`);
     }
@@ -379,7 +392,7 @@ export class Trainer {
     // compare field by field (JSON key order differs between presets and loaded configs) and name each that differs
     const differs = configDifferences(c.config, this.options.config);
     if (differs.length) {
-      fail('ERR_CHECKPOINT', `${path} holds a model with another config than this one (${differs.join('; ')}): resume it with the preset or config it was trained with`);
+      fail('ERR_CHECKPOINT', `the config of ${path} does not match this model (${differs.join('; ')}): resume it with the preset or config it was trained with`);
     }
     if (!c.trainer || !c.optimizer) fail('ERR_CHECKPOINT', 'checkpoint has no trainer/optimizer state (an inference-only export?)');
     this.model.loadWeights(c.weights);
