@@ -108,6 +108,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'bench': {
+      // the flags are checked (and --help answered) here too, where bench/ is missing
+      if (!parseCommand('bench', rest)) return 0;
       // the benchmarks live in the repository (bench/, with the PyTorch/numpy peers), not in the npm package
       const runner = new URL('../../bench/run.js', import.meta.url);
       if (!existsSync(runner)) throw new KilnError('ERR_ARG', 'kiln bench runs from a kiln repository checkout (bench/ is not part of the npm package)');

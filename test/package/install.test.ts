@@ -81,6 +81,12 @@ test('the install hook found the prebuild (nothing compiled), and import and the
   const info = run(bin, ['info'], dir);
   assert.is(info.status, 0, text(info));
   assert.match(info.stdout, /kiln /);
+  // every command answers --help in the package too, kiln bench (whose benchmarks stay in the repository) included
+  for (const command of ['train', 'serve', 'bench']) {
+    const help = run(bin, [command, '--help'], dir);
+    assert.is(help.status, 0, text(help));
+    assert.ok(help.stdout.startsWith(`usage: kiln ${command} `), help.stdout);
+  }
 });
 
 test('a strict TypeScript project without skipLibCheck type-checks against the package', async () => {
