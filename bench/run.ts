@@ -6,7 +6,6 @@
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { KilnError, formatInfo, info } from '../lib/index.js';
 import { parseDevice } from '../lib/device.js';
 import { preset } from '../lib/model/config.js';
@@ -17,6 +16,7 @@ import { benchMemory } from './memory.js';
 import { benchTrain, benchTrainRun } from './train.js';
 import { SERVE_DEFAULTS, type ServeBenchOptions, benchServe } from './serve.js';
 import { benchDashboard } from './dashboard.js';
+import { parseCommand } from '../lib/cli/commands.js';
 
 type DefaultBenchmark = 'memory' | 'matmul' | 'train' | 'dashboard';
 const BENCHMARKS: { [B in DefaultBenchmark]: (devices: ReturnType<typeof devicesToBenchmark>) => Promise<ResultRows[B][]> } = {
@@ -34,22 +34,10 @@ function positiveInt(value: string | undefined, name: string): number | undefine
 }
 
 export async function runBench(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      out: { type: 'string', default: 'bench/results' }, only: { type: 'string' },
-      // `train` with explicit settings
-      preset: { type: 'string' }, device: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' },
-      steps: { type: 'string' }, warmup: { type: 'string' }, recompute: { type: 'boolean', default: false }, 'no-peer': { type: 'boolean', default: false },
-      // `serve` (run on request only: not part of the default set)
-      checkpoint: { type: 'string' }, dtype: { type: 'string' }, drivers: { type: 'string' }, url: { type: 'string' }, model: { type: 'string' },
-      'api-key': { type: 'string' }, data: { type: 'string' }, 'prompt-min': { type: 'string' }, 'prompt-max': { type: 'string' },
-      'output-tokens': { type: 'string' }, requests: { type: 'string' }, concurrency: { type: 'string' }, rates: { type: 'string' },
-      'rate-requests': { type: 'string' }, 'kv-cache-mib': { type: 'string' }, 'peer-threads': { type: 'string' }, seed: { type: 'string' }, 'no-bandwidth': { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
+  // the flags, their defaults and the help: lib/cli/commands.ts (COMMANDS.bench)
+  const parsed = parseCommand('bench', args);
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   if (positionals[0] === 'serve' || values.only === 'serve') return runServe(values, positionals.slice(1));
   const selected = values.only ? values.only.split(',') : positionals.length ? positionals : Object.keys(BENCHMARKS);
   const custom = values.preset !== undefined || values.device !== undefined || values.batch !== undefined || values.seq !== undefined || values.steps !== undefined;

@@ -40,6 +40,17 @@ export function cudaDeviceCount(): number {
   return binding().info().devices.length;
 }
 
+/**
+ * Throws what placing memory on `device` would throw (ERR_NO_CUDA: CUDA not compiled in, no
+ * driver, no such GPU, or no kernels in this build for it), so that a job checks its device
+ * before anything that depends on it; returns the device when it is usable.
+ */
+export function checkDevice(device: DeviceLike): Device {
+  const d = parseDevice(device);
+  if (d !== 'cpu') binding().empty(deviceCode(d), 0, 1).dispose();
+  return d;
+}
+
 let warnedUncovered = false;
 
 /**

@@ -1,36 +1,30 @@
 /** `kiln dashboard` and `kiln report`, and the `--dashboard [PORT]` options train and serve share. */
-import { parseArgs } from 'node:util';
 import { fail } from '../errors.js';
 import { DEFAULT_DASHBOARD_PORT, type DashboardOptions, dashboardToken, startDashboard } from '../monitor/dashboard.js';
 import { openRuns } from '../monitor/runs.js';
 import { writeReport } from '../monitor/report/index.js';
+import { parseCommand } from './commands.js';
 
 /**
  * `--dashboard` takes an optional port: `--dashboard`, `--dashboard 9000`, `--dashboard=9000`.
- * Rewrites the arguments so node:util parseArgs (which has no optional values) sees `--dashboard=PORT`.
+ * Rewrites the arguments to `--dashboard=PORT`, so that only a number after the flag is taken as
+ * its port (`kiln dashboard` does the same for `--port`).
  */
-export function normalizeDashboardFlag(args: string[]): string[] {
+export function normalizeDashboardFlag(args: string[], flag = '--dashboard'): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--dashboard') {
+    if (args[i] === flag) {
       const next = args[i + 1];
       if (next !== undefined && /^\d+$/.test(next)) {
-        out.push(`--dashboard=${next}`);
+        out.push(`${flag}=${next}`);
         i++;
       } else {
-        out.push(`--dashboard=${DEFAULT_DASHBOARD_PORT}`);
+        out.push(`${flag}=${DEFAULT_DASHBOARD_PORT}`);
       }
     } else out.push(args[i]);
   }
   return out;
 }
-
-/** parseArgs options for the dashboard flags (spread into a command's options). */
-export const DASHBOARD_ARG_OPTIONS = {
-  dashboard: { type: 'string' },
-  'dashboard-host': { type: 'string' },
-  'dashboard-token': { type: 'string' },
-} as const;
 
 /** DashboardOptions from parsed `--dashboard PORT --dashboard-host H --dashboard-token T` values. */
 export function dashboardOptionsFrom(values: { dashboard?: string; 'dashboard-host'?: string; 'dashboard-token'?: string }): DashboardOptions {
@@ -43,14 +37,12 @@ export function dashboardOptionsFrom(values: { dashboard?: string; 'dashboard-ho
 }
 
 export async function dashboardCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: normalizeDashboardFlag(args.map((a) => (a === '--port' ? '--dashboard' : a))),
-    allowPositionals: true,
-    options: { ...DASHBOARD_ARG_OPTIONS, host: { type: 'string' }, token: { type: 'string' } },
-    strict: true,
-  });
+  const parsed = parseCommand('dashboard', normalizeDashboardFlag(normalizeDashboardFlag(args, '--port')));
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   const options = dashboardOptionsFrom({
-    dashboard: values.dashboard, 'dashboard-host': values.host ?? values['dashboard-host'], 'dashboard-token': values.token ?? values['dashboard-token'],
+    dashboard: values.dashboard ?? values.port, 'dashboard-host': values['dashboard-host'] ?? values.host,
+    'dashboard-token': values['dashboard-token'] ?? values.token,
   });
   const dashboard = await startDashboard({ ...options, title: `kiln dashboard: ${positionals.join(', ')}` });
   try {
@@ -69,12 +61,9 @@ export async function dashboardCommand(args: string[]): Promise<number> {
 }
 
 export async function reportCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { out: { type: 'string', default: 'report.html' }, title: { type: 'string' } },
-    strict: true,
-  });
+  const parsed = parseCommand('report', args);
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   const started = performance.now();
   const { path, files, skipped } = writeReport(positionals.length ? positionals : ['bench/results'], values.out!, { title: values.title });
   for (const s of skipped) console.error(`skipped ${s.file}: ${s.reason}`);

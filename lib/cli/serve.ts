@@ -4,14 +4,15 @@
  * and refuses any other address without an API key; SIGTERM or SIGINT drains: the listener closes,
  * in-flight requests finish (or are cancelled at the deadline), then the process exits 0.
  */
-import { parseArgs } from 'node:util';
 import { parseDevice } from '../device.js';
-import { fail } from '../errors.js';
+import { KilnError, fail } from '../errors.js';
+import { resolveCheckpoint } from '../io/checkpoint.js';
 import { Engine, type EngineLoadOptions } from '../serve/engine.js';
 import { createServer } from '../serve/http/index.js';
 import type { ServingEngine } from '../serve/types.js';
 import { attachServingDashboard } from '../monitor/dashboard.js';
-import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { parseCommand } from './commands.js';
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {
@@ -26,24 +27,9 @@ function integer(value: string | undefined, name: string, min: number, max: numb
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: normalizeDashboardFlag(args),
-    options: {
-      ...DASHBOARD_ARG_OPTIONS,
-      checkpoint: { type: 'string' },
-      host: { type: 'string', default: '127.0.0.1' },
-      port: { type: 'string', default: '8000' },
-      device: { type: 'string', default: 'cpu' },
-      'model-name': { type: 'string' },
-      'api-key': { type: 'string' },
-      'kv-cache-mb': { type: 'string' },
-      'max-running': { type: 'string' },
-      'max-queued': { type: 'string' },
-      'max-batch-tokens': { type: 'string' },
-      'drain-seconds': { type: 'string', default: '30' },
-    },
-    strict: true,
-  });
+  const parsed = parseCommand('serve', normalizeDashboardFlag(args));
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.checkpoint) fail('ERR_ARG', 'kiln serve needs --checkpoint DIR');
   const host = values.host!;
   const port = integer(values.port, '--port', 0, 65535)!;
@@ -71,12 +57,22 @@ export async function serveCommand(args: string[]): Promise<number> {
     rejectEngine = reject;
   });
   loading.catch(() => undefined); // handled below
+  // a path that is no checkpoint fails here, before anything listens
+  const checkpoint = resolveCheckpoint(values.checkpoint);
   const server = createServer(loading, { apiKey, ...(values['model-name'] !== undefined ? { modelName: values['model-name'] } : {}) });
-  await server.listen({ host, port });
+  try {
+    await server.listen({ host, port });
+  } catch (error) {
+    await server.close();
+    const code = (error as { code?: unknown }).code;
+    if (code === 'EADDRINUSE') throw new KilnError('ERR_ARG', `port ${port} on ${host} is in use (another kiln serve?): pass --port N for another port, or --port 0 for any free one`, { cause: error });
+    if (code === 'EADDRNOTAVAIL' || code === 'EACCES') throw new KilnError('ERR_ARG', `cannot listen on ${host}:${port} (${code}): pass another --host or --port`, { cause: error });
+    throw error;
+  }
   const address = server.server.address();
   const bound = typeof address === 'object' && address ? address.port : port;
   const shown = host.includes(':') ? `[${host}]` : host;
-  console.log(`kiln serve: listening on http://${shown}:${bound} (loading ${values.checkpoint}${apiKey ? '; API key required' : ''})`);
+  console.log(`kiln serve: listening on http://${shown}:${bound} (loading ${checkpoint}${apiKey ? '; API key required' : ''})`);
 
   let engine: Engine;
   try {

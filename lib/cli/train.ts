@@ -2,20 +2,22 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { type Device, parseDevice } from '../device.js';
 import { fail } from '../errors.js';
 import { formatInfo } from '../info.js';
 import { defaultDevice } from '../runtime.js';
-import { preset } from '../model/config.js';
+import { PRESETS, preset } from '../model/config.js';
 import { bundledCorpus, prepareDocuments, readShardInfo } from '../io/shards.js';
 import { byteTokenizer } from '../data/tokenizer.js';
 import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
-import { type StepMetrics, Trainer, type TrainOptions } from '../train/trainer.js';
+import { type StepMetrics, Trainer, type TrainOptions, checkTrainingDevice, configDifferences } from '../train/trainer.js';
+import { checkpointConfig } from '../io/checkpoint.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
-import { DASHBOARD_ARG_OPTIONS, dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
+import { parseCommand } from './commands.js';
+import { checkOut, clearRun, freshRunDir } from './run_dir.js';
 import { distEnvFromProcess } from '../parallel/communicator.js';
 import { type ParallelFlags, checkZero1, joinRun, launchLocal } from '../parallel/launcher.js';
 
@@ -75,31 +77,27 @@ export function trainDevice(flag: string | undefined, localRank?: number): Devic
 }
 
 export async function train(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: normalizeDashboardFlag(args),
-    options: {
-      ...DASHBOARD_ARG_OPTIONS,
-      preset: { type: 'string', default: 'tiny' }, data: { type: 'string' }, steps: { type: 'string', default: '200' },
-      batch: { type: 'string', default: '16' }, seq: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
-      accumulation: { type: 'string', default: '1' }, 'muon-lr': { type: 'string', default: '0.02' }, 'adamw-lr': { type: 'string', default: '0.003' },
-      'eval-every': { type: 'string', default: '50' }, 'checkpoint-every': { type: 'string', default: '0' }, resume: { type: 'string' },
-      seed: { type: 'string', default: '0' }, 'log-every': { type: 'string', default: '10' },
-      'grad-clip': { type: 'string', default: '1' }, recompute: { type: 'boolean', default: false },
-      // data parallelism (lib/parallel)
-      nproc: { type: 'string' }, sync: { type: 'string', default: 'sync' }, 'inner-steps': { type: 'string', default: '50' },
-      'outer-lr': { type: 'string', default: '0.7' }, 'outer-momentum': { type: 'string', default: '0.9' }, 'quant-bits': { type: 'string', default: '0' },
-      'stream-fragments': { type: 'string', default: '1' }, 'overlap-steps': { type: 'string' }, 'mix-alpha': { type: 'string', default: '0.5' },
-      'bucket-mb': { type: 'string', default: '25' }, 'bf16-reduce': { type: 'boolean', default: false }, 'no-distributed-muon': { type: 'boolean', default: false },
-      zero1: { type: 'boolean', default: false },
-      'dist-timeout': { type: 'string', default: '60' }, 'dist-token': { type: 'string' }, 'dist-bind': { type: 'string' }, 'dist-store-bind': { type: 'string' },
-      'baseline-tokens-per-second': { type: 'string' },
-    },
-    strict: true,
-  });
+  const parsed = parseCommand('train', normalizeDashboardFlag(args));
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
+  const config = preset(values.preset);
+  if (values.resume !== undefined) {
+    // the config is checked here, before any model is built, and named field by field
+    const trained = checkpointConfig(values.resume);
+    const differs = configDifferences(trained, config, ['checkpoint', `--preset ${values.preset}`]);
+    if (differs.length) {
+      const match = Object.keys(PRESETS).find((name) => configDifferences(trained, PRESETS[name]).length === 0);
+      fail('ERR_CHECKPOINT', `--resume ${values.resume} holds another model than --preset ${values.preset} (${differs.join('; ')}): ${match ? `it is the ${match} preset: pass --preset ${match}` : 'resume it with the config it was trained with'}`);
+    }
+  }
   // before starting ranks: each would refuse it
   checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
   const env = distEnvFromProcess();
+  const out = values.out ?? join('runs', values.preset);
+  // before anything starts: an --out holding a run is refused unless resumed or overwritten (rank 0 writes)
+  const writer = (env?.rank ?? 0) === 0;
+  if (writer) checkOut(out, { resume: values.resume, overwrite: values.overwrite });
   if (values.nproc !== undefined && !env && int(values.nproc, 'nproc') > 1) {
     // start N local ranks of this same command, each with torchrun's variables set
     const i = args.indexOf('--nproc');
@@ -117,7 +115,6 @@ export async function train(args: string[]): Promise<number> {
     token: values['dist-token'] ?? process.env.KILN_DIST_TOKEN, bindHost: values['dist-bind'], storeBindHost: values['dist-store-bind'],
     baselineTokensPerSecond: values['baseline-tokens-per-second'] !== undefined ? num(values['baseline-tokens-per-second'], 'baseline-tokens-per-second') : undefined,
   };
-  const config = preset(values.preset!);
   const shard = readShardInfo(join(values.data, 'train.bin'));
   if (shard.vocabSize > config.vocabSize) fail('ERR_ARG', `the data uses the ${shard.tokenizer} tokenizer (${shard.vocabSize} ids): too many for the ${values.preset} preset's vocabulary (${config.vocabSize})`);
   const options: TrainOptions = {
@@ -125,9 +122,10 @@ export async function train(args: string[]): Promise<number> {
     seqLen: values.seq ? int(values.seq, 'seq') : Math.min(config.context, 128),
     device: trainDevice(values.device, env?.localRank), accumulation: int(values.accumulation, 'accumulation'),
     muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
-    checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out: values.out ?? join('runs', values.preset!),
+    checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out,
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
   };
+  checkTrainingDevice(options.device ?? 'cpu'); // before the rendezvous and the model's checks, which would name the wrong problem
   const dist = env ? await joinRun(env, options, flags) : undefined;
   if (values.zero1 && (dist?.comm.worldSize ?? 1) === 1) console.log('note: --zero1 shards the optimizer state across ranks; this run has one, so its state is whole');
   if (dist) options.parallel = dist.parallel;
@@ -136,6 +134,10 @@ export async function train(args: string[]): Promise<number> {
     if (values.resume) {
       await trainer.resume(values.resume);
       console.log(`resumed from ${values.resume} at step ${trainer.currentStep}`);
+    }
+    if (values.overwrite && writer) {
+      const removed = clearRun(out);
+      if (removed) console.log(`--overwrite: removed the run ${out} held (${removed})`);
     }
     // --dashboard [PORT]: a live page in this process (the writing rank's), fed by the trainer's step metrics
     const live = values.dashboard !== undefined && trainer.isWriter
@@ -160,25 +162,21 @@ export async function train(args: string[]): Promise<number> {
 }
 
 export async function generate(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      checkpoint: { type: 'string' }, prompt: { type: 'string', default: '' }, tokens: { type: 'string', default: '100' },
-      temperature: { type: 'string', default: '0.8' }, 'top-k': { type: 'string', default: '40' }, 'top-p': { type: 'string', default: '1' },
-      seed: { type: 'string', default: '0' }, tokenizer: { type: 'string' }, device: { type: 'string', default: 'cpu' },
-      dtype: { type: 'string' },
-    },
-    strict: true,
-  });
+  const parsed = parseCommand('generate', args);
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.checkpoint) fail('ERR_ARG', '--checkpoint DIR is required');
+  // no prompt used to mean an empty one, silently
+  if (values.prompt === undefined) fail('ERR_ARG', '--prompt TEXT is required: the text to continue (--prompt \'\' starts from a single space)');
   const dtype = values.dtype;
   if (dtype !== undefined && dtype !== 'f32' && dtype !== 'bf16') fail('ERR_ARG', `--dtype must be f32 or bf16, got ${dtype}`);
   const engine = await Engine.load(values.checkpoint, {
     device: parseDevice(values.device) as Device, tokenizer: values.tokenizer, computeDType: dtype as 'f32' | 'bf16' | undefined,
   });
   try {
-    const prompt = values.prompt!.length ? values.prompt! : ' ';
-    process.stdout.write(values.prompt!);
+    const prompt = values.prompt.length ? values.prompt : ' ';
+    if (!values.prompt.length) process.stderr.write('note: --prompt is empty: generating from a single space\n');
+    process.stdout.write(values.prompt);
     const started = performance.now();
     let end: StreamEnd | undefined;
     for await (const event of engine.stream(prompt, {
@@ -207,8 +205,14 @@ export async function generate(args: string[]): Promise<number> {
 
 /** npm start: train the tiny preset on the bundled corpus, save, and print a sample. */
 export async function start(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { steps: { type: 'string', default: '600' }, out: { type: 'string', default: join('runs', 'tiny') } }, strict: true });
+  const parsed = parseCommand('start', args);
+  if (!parsed) return 0;
+  const { values } = parsed;
+  // the default directory is never overwritten: a second `npm start` trains into runs/tiny-2, and so on
+  const out = values.out ?? freshRunDir(join('runs', 'tiny'));
+  if (values.out !== undefined) checkOut(out, { overwrite: values.overwrite, canResume: false });
   console.log(formatInfo() + '\n');
+  if (values.out === undefined && out !== join('runs', 'tiny')) console.log(`runs/tiny holds an earlier run: this one trains into ${out}\n`);
   const dataDir = join(process.env.KILN_CACHE_DIR ?? join(homedir(), '.cache', 'kiln'), 'data-byte');
   if (!existsSync(join(dataDir, 'train.bin'))) {
     console.log(`preparing the bundled corpus (nlp-corpus, byte tokenizer) into ${dataDir}`);
@@ -217,8 +221,12 @@ export async function start(args: string[]): Promise<number> {
   const device = defaultDevice();
   if (device !== 'cpu') console.log(`note: CUDA training is not yet verified on a GPU (KILN_CUDA_TRAINING=1 enables it for kiln train); the main job trains tiny on cpu`);
   const trainer = new Trainer({
-    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out: values.out,
+    config: preset('tiny'), data: dataDir, steps: int(values.steps, 'steps'), batch: 16, seqLen: 128, device: 'cpu', evalEvery: 100, out,
   });
+  if (values.overwrite) {
+    const removed = clearRun(out);
+    if (removed) console.log(`--overwrite: removed the run ${out} held (${removed})`);
+  }
   console.log(`training the tiny preset (${trainer.model.parameters.reduce((n, p) => n + p.value.numel, 0).toLocaleString()} parameters) for ${trainer.options.steps} steps of ${16 * 128} tokens on cpu`);
   const started = performance.now();
   const history = await runWithProgress(trainer, 50);

@@ -8,8 +8,8 @@
  * "<root>/latest" (itself written atomically) names the newest, so a killed process never
  * leaves a half-written checkpoint under a final name.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { types } from 'node:util';
 import type { DType } from '../dtype.js';
 import { describe, fail } from '../errors.js';
@@ -82,17 +82,63 @@ export interface LoadedCheckpoint {
   trainer?: TrainerState;
 }
 
-/** `path` is a checkpoint directory or a run directory holding a "latest" pointer. */
-export function resolveCheckpoint(path: string): string {
-  const latest = join(path, 'latest');
-  if (existsSync(latest) && !existsSync(join(path, 'config.json'))) {
-    try {
-      return join(path, (JSON.parse(readFileSync(latest, 'utf8')) as { checkpoint: string }).checkpoint);
-    } catch {
-      fail('ERR_CHECKPOINT', `${latest} is corrupt`);
-    }
+/** The checkpoint a "latest" pointer file names (a sibling directory of the file). */
+function followPointer(file: string): string {
+  let target: unknown;
+  try {
+    target = (JSON.parse(readFileSync(file, 'utf8')) as { checkpoint?: unknown } | null)?.checkpoint;
+  } catch {
+    fail('ERR_CHECKPOINT', `${file} is corrupt: a "latest" pointer holds {"checkpoint": "step-NNNNNN"}`);
   }
-  return path;
+  if (typeof target !== 'string' || !target || target.includes('/') || target.includes('\\') || target === '.' || target === '..') {
+    fail('ERR_CHECKPOINT', `${file} is corrupt: a "latest" pointer holds {"checkpoint": "step-NNNNNN"}`);
+  }
+  const dir = join(dirname(file), target);
+  if (!existsSync(join(dir, 'config.json'))) fail('ERR_CHECKPOINT', `${file} names ${target}, which is not a checkpoint (no ${join(dir, 'config.json')})`);
+  return dir;
+}
+
+/**
+ * The checkpoint directory `path` stands for: a checkpoint directory itself (it holds
+ * config.json: kiln's and Hugging Face's alike), a run directory (its "latest" pointer names the
+ * newest checkpoint), or that "latest" pointer file. Anything else is ERR_CHECKPOINT, saying which
+ * of the three to pass.
+ */
+export function resolveCheckpoint(path: string): string {
+  if (typeof path !== 'string' || path.length === 0) fail('ERR_ARG', `checkpoint path must be a non-empty string, got ${describe(path)}`);
+  const forms = 'pass a checkpoint directory (runs/tiny/step-000600), a run directory (runs/tiny) or its latest pointer (runs/tiny/latest)';
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch {
+    fail('ERR_CHECKPOINT', `${path} does not exist: ${forms}`);
+  }
+  if (stats.isFile()) return followPointer(path);
+  if (existsSync(join(path, 'config.json'))) return path;
+  if (existsSync(join(path, 'latest'))) return followPointer(join(path, 'latest'));
+  fail('ERR_CHECKPOINT', `${path} is not a checkpoint: it has neither config.json nor a latest pointer; ${forms}`);
+}
+
+/**
+ * The name a checkpoint is served under by default: its run's name when `path` is a run
+ * directory or its latest pointer (runs/tiny, runs/tiny/latest: 'tiny'), else the checkpoint
+ * directory's own name (runs/tiny/step-000600: 'step-000600'; a Hugging Face directory's name).
+ */
+export function checkpointName(path: string): string {
+  const dir = resolve(resolveCheckpoint(path));
+  return basename(dir === resolve(path) ? dir : dirname(dir));
+}
+
+/** The model config of a checkpoint (any form resolveCheckpoint takes), without reading its weights. */
+export function checkpointConfig(path: string): ModelConfig {
+  const configPath = join(resolveCheckpoint(path), 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(configPath, 'utf8'));
+  } catch {
+    fail('ERR_CHECKPOINT', `${configPath} is not valid JSON`);
+  }
+  return fromHfConfig(json);
 }
 
 function decode(t: RawTensor, name: string): Float32Array | Float64Array {

@@ -11,6 +11,7 @@
  * reserved.
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync, mkdirSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
 import { extname, join } from 'node:path';
 import { KilnError, fail } from '../errors.js';
 import { atomicWrite } from './atomic.js';
@@ -74,11 +75,55 @@ export function readShardInfo(path: string): ShardInfo {
   }
 }
 
+/** The extensions `kiln prepare` reads; documents are split as documentsOf says. */
+export const INPUT_EXTENSIONS = ['.txt', '.md', '.jsonl'] as const;
+const DOCUMENTS_RULE = 'in .txt and .md files, blank lines separate documents; in .jsonl files, each line\'s "text" is one';
+
+const hasInputExtension = (path: string) => (INPUT_EXTENSIONS as readonly string[]).includes(extname(path).toLowerCase());
+
+/** Invalid UTF-8 found in one input file: sequences replaced by U+FFFD, on how many lines, the first. */
+export interface InvalidUtf8 {
+  file: string;
+  sequences: number;
+  lines: number;
+  firstLine: number;
+}
+
+const countOf = (text: string, piece: string) => text.split(piece).length - 1;
+
+/**
+ * A file's text, decoded as UTF-8. Invalid sequences become U+FFFD (as before) and are counted
+ * (U+FFFD written validly in the file is not counted); `strict` refuses them instead.
+ */
+function readText(path: string, strict: boolean): { text: string; invalid?: InvalidUtf8 } {
+  const bytes = readFileSync(path);
+  const text = bytes.toString('utf8');
+  if (isUtf8(bytes)) return { text };
+  let sequences = 0;
+  let lines = 0;
+  let firstLine = 0;
+  let start = 0;
+  for (let line = 1; start <= bytes.length; line++) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    const piece = bytes.subarray(start, end);
+    if (!isUtf8(piece)) {
+      const bad = countOf(piece.toString('utf8'), '\ufffd') - countOf(piece.toString('latin1'), '\xef\xbf\xbd');
+      sequences += Math.max(1, bad);
+      lines++;
+      firstLine ||= line;
+    }
+    start = end + 1;
+  }
+  if (strict) fail('ERR_ARG', `${path} is not valid UTF-8: ${sequences} invalid sequence${sequences === 1 ? '' : 's'} on ${lines} line${lines === 1 ? '' : 's'}, the first on line ${firstLine} (without --strict they become U+FFFD)`);
+  return { text, invalid: { file: path, sequences, lines, firstLine } };
+}
+
 /** Text documents of a file: .jsonl (a "text" field per line), otherwise the whole file split on blank lines. */
-function documentsOf(path: string): string[] {
-  const content = readFileSync(path, 'utf8');
-  if (extname(path) === '.jsonl') {
-    return content.split('\n').filter((l) => l.trim()).map((line, i) => {
+function documentsOf(path: string, strict: boolean): { documents: string[]; invalid?: InvalidUtf8 } {
+  const { text: content, invalid } = readText(path, strict);
+  if (extname(path).toLowerCase() === '.jsonl') {
+    const documents = content.split('\n').filter((l) => l.trim()).map((line, i) => {
       let parsed: unknown;
       try {
         parsed = JSON.parse(line);
@@ -89,22 +134,34 @@ function documentsOf(path: string): string[] {
       if (typeof text !== 'string') fail('ERR_ARG', `${path}:${i + 1} has no string "text" field`);
       return text;
     });
+    return { documents, ...(invalid ? { invalid } : {}) };
   }
-  return content.split(/\n\s*\n/).filter((d) => d.trim());
+  return { documents: content.split(/\n\s*\n/).filter((d) => d.trim()), ...(invalid ? { invalid } : {}) };
 }
 
-function inputFiles(inputs: string[]): string[] {
+/**
+ * The files to read: named files (each must have one of INPUT_EXTENSIONS) and, of directories,
+ * the files with those extensions; `skipped` lists a directory's other files.
+ */
+function inputFiles(inputs: string[]): { files: string[]; skipped: string[] } {
   const files: string[] = [];
+  const skipped: string[] = [];
   for (const input of inputs) {
     if (!existsSync(input)) fail('ERR_ARG', `input ${input} does not exist`);
     if (statSync(input).isDirectory()) {
-      for (const f of readdirSync(input).sort()) if (/\.(txt|md|jsonl)$/.test(f)) files.push(join(input, f));
-    } else {
+      for (const f of readdirSync(input).sort()) {
+        const path = join(input, f);
+        if (!statSync(path).isFile()) continue;
+        (hasInputExtension(f) ? files : skipped).push(path);
+      }
+    } else if (hasInputExtension(input)) {
       files.push(input);
+    } else {
+      fail('ERR_ARG', `${input}: kiln prepare reads ${INPUT_EXTENSIONS.join(', ')} files (${DOCUMENTS_RULE})`);
     }
   }
-  if (!files.length) fail('ERR_ARG', 'no .txt, .md or .jsonl input files');
-  return files;
+  if (!files.length) fail('ERR_ARG', `no ${INPUT_EXTENSIONS.join(', ')} input files in ${inputs.join(', ')}${skipped.length ? ` (${skipped.length} other files skipped)` : ''}`);
+  return { files, skipped };
 }
 
 function hash32(text: string, seed: number): number {
@@ -117,13 +174,24 @@ export interface PrepareOptions {
   /** share of documents held out for validation (default 0.01, at least one document) */
   valFraction?: number;
   seed?: number;
+  /** prepareFiles: refuse input that is not valid UTF-8 (default: its bytes become U+FFFD and are reported in `invalidUtf8`) */
+  strict?: boolean;
+}
+
+export interface PreparedShards {
+  train: ShardInfo;
+  val: ShardInfo;
+  /** prepareFiles: the files whose invalid UTF-8 became U+FFFD */
+  invalidUtf8?: InvalidUtf8[];
+  /** prepareFiles: files in the input directories without a .txt, .md or .jsonl extension, not read */
+  skipped?: string[];
 }
 
 /** Tokenizes documents into <outDir>/train.bin and <outDir>/val.bin. */
-export function prepareDocuments(documents: string[], outDir: string, tokenizer: Tokenizer, options: PrepareOptions = {}): { train: ShardInfo; val: ShardInfo } {
+export function prepareDocuments(documents: string[], outDir: string, tokenizer: Tokenizer, options: PrepareOptions = {}): PreparedShards {
   const valFraction = options.valFraction ?? 0.01;
-  if (!(valFraction > 0 && valFraction < 1)) fail('ERR_ARG', 'valFraction must be in (0, 1)');
-  if (documents.length < 2) fail('ERR_ARG', 'need at least two documents (one for validation)');
+  if (!(valFraction > 0 && valFraction < 1)) fail('ERR_ARG', `valFraction must be in (0, 1), got ${valFraction}`);
+  if (documents.length < 2) fail('ERR_ARG', `need at least two documents (one is held out for validation), got ${documents.length}`);
   const seed = options.seed ?? 0;
   const train: number[] = [];
   const val: number[] = [];
@@ -140,8 +208,19 @@ export function prepareDocuments(documents: string[], outDir: string, tokenizer:
   return { train: writeShard(join(outDir, 'train.bin'), train, tokenizer), val: writeShard(join(outDir, 'val.bin'), val, tokenizer) };
 }
 
-export function prepareFiles(inputs: string[], outDir: string, tokenizer: Tokenizer, options: PrepareOptions = {}): { train: ShardInfo; val: ShardInfo } {
-  return prepareDocuments(inputFiles(inputs).flatMap(documentsOf), outDir, tokenizer, options);
+export function prepareFiles(inputs: string[], outDir: string, tokenizer: Tokenizer, options: PrepareOptions = {}): PreparedShards {
+  const { files, skipped } = inputFiles(inputs);
+  const documents: string[] = [];
+  const invalidUtf8: InvalidUtf8[] = [];
+  for (const file of files) {
+    const read = documentsOf(file, options.strict ?? false);
+    for (const d of read.documents) documents.push(d);
+    if (read.invalid) invalidUtf8.push(read.invalid);
+  }
+  if (documents.length < 2) {
+    fail('ERR_ARG', `need at least two documents (one is held out for validation); ${files.join(', ')} hold${files.length === 1 ? 's' : ''} ${documents.length}: ${DOCUMENTS_RULE}`);
+  }
+  return { ...prepareDocuments(documents, outDir, tokenizer, options), invalidUtf8, skipped };
 }
 
 /** Position of a loader in its stream: what a checkpoint saves to resume exactly. */

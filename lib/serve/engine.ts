@@ -2,7 +2,7 @@
  * The serving engine: owns the model runner (weights, paged KV cache), the block pool and the
  * scheduler, and runs one async loop that drives them (lib/serve/types.ts is its contract).
  *
- *   const engine = await Engine.load('runs/tiny/step-600', { maxBatchTokens: 256 });
+ *   const engine = await Engine.load('runs/tiny', { maxBatchTokens: 256 }); // or runs/tiny/latest, runs/tiny/step-000600
  *   const done = await engine.generate('The film was', { maxTokens: 64, temperature: 0 });
  *   for await (const e of engine.stream('Once', { maxTokens: 32 })) if (!('done' in e)) write(e.text);
  *
@@ -13,13 +13,13 @@
  * aborted signal ends the request at once and frees its blocks.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import type { Device } from '../device.js';
 import { parseDevice } from '../device.js';
 import { KilnError, fail } from '../errors.js';
 import { readSafetensors } from '../io/safetensors.js';
 import { type ModelConfig, fromHfConfig } from '../model/config.js';
-import { resolveCheckpoint } from '../io/checkpoint.js';
+import { checkpointName, resolveCheckpoint } from '../io/checkpoint.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 import { KvBlockPool, kvBytesPerToken } from './kv_cache.js';
 import { ModelRunner } from './model_runner.js';
@@ -159,9 +159,11 @@ export class Engine implements ServingEngine {
   }
 
   /**
-   * Loads a kiln checkpoint (a checkpoint directory or a run directory with "latest") or a
+   * Loads a kiln checkpoint (a checkpoint directory, a run directory, or its "latest" pointer) or a
    * Hugging Face directory of a family kiln declares (lib/model/arch: llama, qwen2, qwen3;
-   * config.json, model.safetensors, tokenizer.json).
+   * config.json, model.safetensors, tokenizer.json). The model is named (`modelName`, what the
+   * HTTP server serves) after the run when given a run or its pointer ('tiny' for runs/tiny), else
+   * after the directory, unless `options.modelName` says.
    */
   static async load(checkpointDir: string, options: EngineLoadOptions = {}): Promise<Engine> {
     if (typeof checkpointDir !== 'string' || !checkpointDir) fail('ERR_ARG', 'Engine.load needs a checkpoint directory');
@@ -188,7 +190,7 @@ export class Engine implements ServingEngine {
       device: resolved.device, computeDType: resolved.computeDType, numBlocks: resolved.numBlocks, blockSize: resolved.blockSize,
       maxTokens: resolved.maxBatchTokens, maxSampleRows: resolved.maxRunningSequences,
     });
-    const modelName = options.modelName ?? basename(dir);
+    const modelName = options.modelName ?? checkpointName(checkpointDir);
     return new Engine(config, runner, resolved, tokenizer, modelName, hf?.chatTemplate);
   }
 

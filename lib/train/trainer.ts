@@ -12,7 +12,7 @@ import { type Device, parseDevice } from '../device.js';
 import { describe, fail } from '../errors.js';
 import { info } from '../info.js';
 import * as ops from '../ops/index.js';
-import { type DeviceTimeMark, deviceTimeBetween, markDeviceTime, memoryStats, resetPeakMemory } from '../runtime.js';
+import { type DeviceTimeMark, checkDevice, deviceTimeBetween, markDeviceTime, memoryStats, resetPeakMemory } from '../runtime.js';
 import { type Tensor, empty, zeros } from '../tensor.js';
 import { type ModelConfig, trainingFlopsPerToken, validateConfig } from '../model/config.js';
 import { LlamaModel } from '../model/llama.js';
@@ -125,6 +125,33 @@ export interface StepMetrics {
 /** Called after every step of run() (validation included); lib/monitor's dashboard feeds on it. */
 export type StepListener = (metrics: StepMetrics, trainer: Trainer) => void;
 
+/**
+ * Refuses a device the Trainer cannot use, before any rule that depends on it: CUDA without
+ * KILN_CUDA_TRAINING=1 (ERR_DEVICE: the CUDA step compiles but has not yet run against the CPU on
+ * a GPU, test/cuda/train.test.ts), then a device that is not usable here (ERR_NO_CUDA).
+ */
+export function checkTrainingDevice(device: Device): void {
+  if (device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
+    let unusable = '';
+    try {
+      checkDevice(device);
+    } catch (e) {
+      unusable = ` (nor is ${device} usable here: ${(e as Error).message})`;
+    }
+    fail('ERR_DEVICE', `CUDA training is built but not yet verified on a GPU; asked for ${device}: train on cpu, or set KILN_CUDA_TRAINING=1 to run the unverified CUDA path${unusable}`);
+  }
+  checkDevice(device);
+}
+
+/** The fields in which two model configs differ, as 'name: checkpoint A, this model B' (sorted by name). */
+export function configDifferences(checkpoint: ModelConfig, model: ModelConfig, labels: [string, string] = ['checkpoint', 'this model']): string[] {
+  const show = (v: unknown) => (v === undefined ? 'unset' : JSON.stringify(v));
+  const keys = [...new Set([...Object.keys(checkpoint), ...Object.keys(model)])].sort() as (keyof ModelConfig)[];
+  return keys
+    .filter((k) => JSON.stringify(checkpoint[k]) !== JSON.stringify(model[k]))
+    .map((k) => `${k}: ${labels[0]} ${show(checkpoint[k])}, ${labels[1]} ${show(model[k])}`);
+}
+
 export class Trainer {
   readonly options: Required<Omit<TrainOptions, 'out' | 'schedule' | 'parallel'>> & Pick<TrainOptions, 'out' | 'parallel'> & { schedule: ScheduleConfig };
   readonly model: LlamaModel;
@@ -174,10 +201,7 @@ export class Trainer {
     for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch, seqLen: o.seqLen, accumulation: o.accumulation })) {
       if (!Number.isSafeInteger(v) || v < 1) fail('ERR_ARG', `${k} must be a positive integer, got ${describe(v)}`);
     }
-    if (o.device !== 'cpu' && process.env.KILN_CUDA_TRAINING !== '1') {
-      // the CUDA step compiles but has not yet run against the CPU on a GPU (test/cuda/train.test.ts)
-      fail('ERR_DEVICE', `CUDA training is built but not yet verified on a GPU; asked for ${o.device}: train on cpu, or set KILN_CUDA_TRAINING=1 to run the unverified CUDA path`);
-    }
+    checkTrainingDevice(o.device);
     if (o.device !== 'cpu' && o.config.headDim !== 64 && o.config.headDim !== 128) {
       fail('ERR_ARG', `the CUDA attention kernels take head dims 64 and 128; the model has ${o.config.headDim}`);
     }
@@ -365,11 +389,11 @@ export class Trainer {
   /** Restores weights, optimizer state, step and data position from a checkpoint. */
   async resume(path: string): Promise<void> {
     const c = loadCheckpoint(path);
-    // compare field by field in one order (JSON key order differs between presets and loaded configs)
-    const canonical = (x: ModelConfig) => JSON.stringify(Object.keys(x).sort().map((k) => [k, x[k as keyof ModelConfig]]));
-    const a = canonical(c.config);
-    const b = canonical(this.options.config);
-    if (a !== b) fail('ERR_CHECKPOINT', `checkpoint config ${a} does not match the model ${b}`);
+    // compare field by field (JSON key order differs between presets and loaded configs) and name each that differs
+    const differs = configDifferences(c.config, this.options.config);
+    if (differs.length) {
+      fail('ERR_CHECKPOINT', `the config of ${path} does not match this model (${differs.join('; ')}): resume it with the preset or config it was trained with`);
+    }
     if (!c.trainer || !c.optimizer) fail('ERR_CHECKPOINT', 'checkpoint has no trainer/optimizer state (an inference-only export?)');
     this.model.loadWeights(c.weights);
     await this.optimizer.loadState(c.trainer.optimizerStep, c.optimizer);

@@ -15,8 +15,8 @@ import { runBatchInChild } from './spawn.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-test('every binding entry point in binding.d.ts has a fuzz target', () => {
-  const contract = readFileSync(join(root, 'binding.d.ts'), 'utf8');
+test('every binding entry point in binding.ts has a fuzz target', () => {
+  const contract = readFileSync(join(root, 'binding.ts'), 'utf8');
   const section = (name: string) => {
     const start = contract.indexOf(`export interface ${name} {`);
     const end = contract.indexOf('\n}', start);
@@ -24,7 +24,7 @@ test('every binding entry point in binding.d.ts has a fuzz target', () => {
   };
   const methods = (text: string) => [...text.matchAll(/^\s+([a-zA-Z]+)\(/gm)].map((m) => m[1]);
   const declared = [...methods(section('KilnBinding')), ...methods(section('NativeTensor')).map((m) => `NativeTensor.${m}`)];
-  assert.ok(declared.length > 40, `parsed ${declared.length} entry points from binding.d.ts`);
+  assert.ok(declared.length > 40, `parsed ${declared.length} entry points from binding.ts`);
   const covered = new Set(bindingTargets.map((t) => t.name));
   const missing = declared.filter((name) => !covered.has(name));
   assert.equal(missing, [], `binding entry points without a fuzz target: ${missing.join(', ')}`);

@@ -78,7 +78,7 @@ async function comm(ctx: Ctx): Promise<unknown> {
   return cm;
 }
 
-/** One valid call per binding entry point (binding.d.ts); the fuzzer mutates from there. */
+/** One valid call per binding entry point (binding.ts); the fuzzer mutates from there. */
 export const bindingTargets: Target[] = [
   bind('empty', () => [-1, 0, 4]),
   bind('fromBuffer', () => [-1, 0, new Float32Array(4)]),

@@ -291,7 +291,7 @@ test('kiln generate streams through the engine and reports tokens/s', async () =
   const expected = await withEngine({}, (engine) => engine.generate('The film was', { maxTokens: 40, temperature: 0 }));
   assert.is(r.stdout, `The film was${expected.text}`);
   assert.match(r.stderr, /\d+ tokens in [\d.]+ s: [\d.]+ tokens\/s/);
-  const bad = spawnSync(process.execPath, [cli, 'generate', '--checkpoint', join(root, 'run'), '--top-p', '2'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [cli, 'generate', '--checkpoint', join(root, 'run'), '--prompt', 'The', '--top-p', '2'], { encoding: 'utf8' });
   assert.is(bad.status, 1);
   assert.match(bad.stderr, /ERR_ARG/);
 });

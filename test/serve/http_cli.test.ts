@@ -1,6 +1,7 @@
 /** `kiln serve` as a process: loopback by default, refusal without a key elsewhere, SIGTERM drains. */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { createServer as createNetServer } from 'node:net';
+import { dirname, join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import OpenAI from 'openai';
@@ -71,6 +72,44 @@ test('--dashboard serves the live serving panel on 127.0.0.1 next to the API, an
     assert.is(await p.exited, 0);
   } finally {
     p.child.kill('SIGKILL');
+  }
+});
+
+test('serves a run\'s latest pointer under the run\'s name (the README\'s commands)', async () => {
+  const runDir = dirname(await trainedCheckpoint());
+  const p = run(['serve', '--checkpoint', join(runDir, 'latest'), '--port', '0']);
+  try {
+    await waitFor(() => /ready/.test(p.out()), 30_000, `the server to be ready: ${p.out()}`);
+    assert.match(p.out(), /ready: model 'run'/);
+    const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(p.out())![1]);
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });
+    const r = await client.chat.completions.create({ model: 'run', messages: [{ role: 'user', content: 'Hello' }], max_completion_tokens: 2 });
+    assert.is(r.model, 'run');
+    p.child.kill('SIGTERM');
+    assert.is(await p.exited, 0);
+  } finally {
+    p.child.kill('SIGKILL');
+  }
+});
+
+test('a path that is not a checkpoint fails before anything listens', async () => {
+  const p = run(['serve', '--checkpoint', join(dirname(await trainedCheckpoint()), 'nothing-here'), '--port', '0']);
+  assert.is(await p.exited, 1);
+  assert.match(p.out(), /kiln: ERR_CHECKPOINT: .*nothing-here does not exist/);
+  assert.not.match(p.out(), /listening/);
+});
+
+test('a port in use is one line naming the port and the fix, not a stack trace', async () => {
+  const blocker = createNetServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+  const port = (blocker.address() as { port: number }).port;
+  try {
+    const p = run(['serve', '--checkpoint', await trainedCheckpoint(), '--port', String(port)]);
+    assert.is(await p.exited, 1);
+    assert.match(p.out(), new RegExp(`kiln: ERR_ARG: port ${port} on 127\\.0\\.0\\.1 is in use .*--port 0`));
+    assert.not.match(p.out(), /EADDRINUSE|\n\s+at /);
+  } finally {
+    blocker.close();
   }
 });
 

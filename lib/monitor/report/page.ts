@@ -13,7 +13,7 @@ import { machineOf, roofsByMachine } from './machines.js';
 import { normalizedSection } from './normalized.js';
 import { runsSection } from './runs.js';
 import { servingSection } from './serving.js';
-import { CHECKOUT_TARGETS, TARGET_NAMES, type Targets, isTargets } from './targets.js';
+import { checkoutTargets, TARGET_NAMES, type Targets, isTargets } from './targets.js';
 import { trainingSection } from './training.js';
 
 const STYLE = `
@@ -58,7 +58,7 @@ export function renderReport(results: LoadedResult[], skipped: { file: string; r
   checkReportOptions(options);
   const kernels = kernelPoints(results);
   const roofs = roofsByMachine(results, kernels);
-  const fallbackTargets = { ...CHECKOUT_TARGETS, ...options.targets }; // for files that record none
+  const fallbackTargets = { ...checkoutTargets(), ...options.targets }; // for files that record none
   const sections = [
     runsSection(results), trainingSection(results), distSection(results, fallbackTargets), kernelsSection(kernels, roofs),
     normalizedSection(results, kernels, roofs), servingSection(results),

@@ -1,11 +1,11 @@
 /**
  * The targets the data-parallel verdicts judge against. The benchmarks own them
  * (bench/targets.ts) and record them in each result file they write (`targets`). A file written
- * before that is judged against the caller's `targets` option, else against bench/targets.ts
- * itself when the report runs from a kiln checkout (dist/bench beside dist/lib), target by
- * target. An installed package ships no benchmarks: there such a file's figures get no verdict
+ * before that is judged against the caller's `targets` option, else against bench/targets.json
+ * when the report runs from a kiln checkout (beside dist/), target by target. An installed package ships no benchmarks: there such a file's figures get no verdict
  * unless the caller names targets.
  */
+import { readFileSync } from 'node:fs';
 import type { DataParallelTargets } from '../results_schema.js';
 
 export type Targets = Partial<DataParallelTargets>;
@@ -30,11 +30,24 @@ export function readTargets(value: unknown): Targets | undefined {
   return Object.keys(out).length ? out : undefined;
 }
 
-// from dist/lib/monitor/report/ to dist/bench/targets.js; a module that imports nothing at run time
-const CHECKOUT_TARGETS_URL = new URL('../../../bench/targets.js', import.meta.url).href;
+// from dist/lib/monitor/report/ (compiled) to bench/targets.json in a checkout
+const CHECKOUT_TARGETS_FILE = new URL('../../../../bench/targets.json', import.meta.url);
+let cachedCheckoutTargets: { targets: Targets | undefined } | undefined;
 
-/** bench/targets.ts's data-parallel targets when this is a checkout (the default for files that record none). */
-export const CHECKOUT_TARGETS: Targets | undefined = await import(CHECKOUT_TARGETS_URL).then(
-  (m: { DIST_TARGETS?: unknown }) => readTargets(m.DIST_TARGETS),
-  () => undefined,
-);
+/**
+ * bench/targets.json's data-parallel targets when this is a checkout (the default for files
+ * that record none), read once, synchronously (no top-level await: `require('kiln')` loads the
+ * library as a synchronous module graph); undefined in an installed package.
+ */
+export function checkoutTargets(): Targets | undefined {
+  if (!cachedCheckoutTargets) {
+    let targets: Targets | undefined;
+    try {
+      targets = readTargets((JSON.parse(readFileSync(CHECKOUT_TARGETS_FILE, 'utf8')) as { dist?: unknown }).dist);
+    } catch {
+      targets = undefined; // no checkout (an installed package) or an unreadable file: no default
+    }
+    cachedCheckoutTargets = { targets };
+  }
+  return cachedCheckoutTargets.targets;
+}

@@ -3,6 +3,7 @@
  * place that turns KilnError codes and framework errors into statuses.
  */
 import { KilnError, describe } from '../../errors.js';
+import { describeValidation } from './openai_errors.js';
 
 /** An error with an HTTP status, in OpenAI's shape. */
 export class HttpError extends Error {
@@ -44,10 +45,9 @@ export function toHttpError(error: unknown, retryAfterSeconds = 1): HttpError {
   }
   const e = error as { statusCode?: number; code?: string; message?: string; validation?: { instancePath?: string; params?: Record<string, unknown> }[] };
   if (e && Array.isArray(e.validation)) {
-    const first = e.validation[0] ?? {};
-    const path = (first.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
-    const missing = first.params && typeof first.params.missingProperty === 'string' ? first.params.missingProperty : '';
-    return new HttpError(400, `invalid request: ${e.message}`, 'invalid_request_error', 'invalid_value', [path, missing].filter(Boolean).join('.') || null);
+    // one OpenAI-style error naming the field and what it accepts (openai_errors.ts)
+    const d = describeValidation(e.validation);
+    return new HttpError(400, d.message, 'invalid_request_error', d.code, d.param);
   }
   if (e && typeof e.statusCode === 'number' && Number.isInteger(e.statusCode) && e.statusCode >= 400 && e.statusCode < 500) {
     const messages: Record<string, string> = {

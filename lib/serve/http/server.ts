@@ -108,7 +108,8 @@ export function createServer(engine: ServingEngine | Promise<ServingEngine>, ser
     forceCloseConnections: 'idle',
     // a client must send its whole request within this (slow-loris); streamed responses are not limited
     requestTimeout: 30_000,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    // verbose: each error carries the value and the schema it failed, which the 400 describes
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, verbose: true } },
   });
   const metrics = new ServerMetrics(options.modelName ?? 'kiln', { processMetrics: options.processMetrics });
   const expectedKey = options.apiKey !== undefined ? digest(options.apiKey) : undefined;

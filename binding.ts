@@ -1,6 +1,8 @@
 // The one hand-written contract between lib/ (TypeScript) and the native addon (native/binding/).
 // lib/ validates every argument before calling; the addon re-checks cheaply and throws errors
 // with a `code` (see lib/errors.ts). Integers are JS numbers (exact up to 2^53).
+// Types only. It is a .ts file (not .d.ts) so that tsc emits dist/binding.d.ts, which the
+// declarations in dist/lib import as '../binding.js' and which the npm package ships.
 //
 // Device codes: -1 = cpu, k >= 0 = cuda:k.  DType codes: 0 f32, 1 f64, 2 bf16, 3 f16, 4 i32.
 
