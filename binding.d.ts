@@ -219,7 +219,7 @@ export interface KilnBinding {
     dims: { B: number; Hq: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number; scale: number; maxSeqLen: number; reference: boolean },
   ): void;
 
-  // ---- model layers (native/binding/model_binding.cc; contract native/ops/model_ops.h; CPU + CUDA) ----
+  // ---- layers (lib/ops/layers.ts; native/binding/layers_binding.cc; contract native/ops/layers.h; CPU + CUDA) ----
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor, N: number, V: number, D: number): void;
   /** dtable += scatter of dout rows by ids */
   embeddingBackward(dtable: NativeTensor, ids: NativeTensor, dout: NativeTensor, N: number, V: number, D: number): void;

@@ -26,7 +26,7 @@
 //
 //   Scale (clipping): x_i *= factor, factor = scale · clip, where clip = 1 without a norm and
 //     clip = min(1, max_norm / (sqrt(sum_squares) + 1e-6)) when the CUDA call is given the
-//     device sum of squares (no host sync), the same rule as ops/model_ops.h's grad_clip.
+//     device sum of squares (no host sync), the same rule as ops/layers.h's grad_clip.
 //
 // Tensors: contiguous, `numel` elements each (numel 0 is skipped); pointers of one tensor must
 // not overlap each other except where noted (w, m, v, g distinct; u may not alias m or g).

@@ -1,4 +1,4 @@
-// Embedding lookup and its deterministic scatter-add backward on CUDA (contract: ops/model_ops.h).
+// Embedding lookup and its deterministic scatter-add backward on CUDA (contract: ops/layers.h).
 //   forward : out (N, D) = table (V, D)[ids (N)]; an id outside [0, V) gives a NaN row  (=)
 //   backward: dtable (V, D) f32 += Σ_{i: ids[i]=v} dout[i, :], positions in ascending order (+=)
 // Backward without float atomics, in four steps on the stream (workspace: counts, starts, order):
@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <string>
 
-#include "../../model_ops.h"
+#include "../../layers.h"
 #include "../common.cuh"
 #include "storage.cuh"
 

@@ -1,4 +1,4 @@
-// Shared device helpers of the CUDA model layers (ops/model_ops.h): storage <-> f32 conversions,
+// Shared device helpers of the CUDA model layers (ops/layers.h): storage <-> f32 conversions,
 // 16-byte vector loads/stores, alignment checks and the storage-type dispatch.
 #pragma once
 #include <cuda_bf16.h>
