@@ -234,7 +234,7 @@ export interface KilnBinding {
   /** norm (1) f32 = global L2 norm of the tensors; scales them by min(1, maxNorm / (norm + 1e-6)) when maxNorm > 0 */
   gradNormClip(tensors: NativeTensor[], maxNorm: number, norm: NativeTensor): void;
 
-  // ---- DiLoCo outer step (native/binding/diloco_binding.cc; contract native/ops/outer_step.h) ----
+  // ---- outer step, DiLoCo (lib/ops/outer_step.ts; native/binding/outer_step_binding.cc; contract native/ops/outer_step.h) ----
   /** packed (f32 view of packedBytes(n, bits) bytes) = quantize(anchor − current + residual); residual = Δ − dequantized (bits 0: packed = Δ in f32) */
   pseudoGradientQuantize(packed: NativeTensor, residual: NativeTensor | null, anchor: NativeTensor, current: NativeTensor, bits: number): void;
   /** mean (n) = average over worldSize packed pseudo-gradients laid end to end in gathered */
