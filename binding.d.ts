@@ -263,7 +263,7 @@ export interface KilnBinding {
   /** w_i = w_i·(1 - lr·wd) - lr·scales[i]·orthos_i; orthos f32 or bf16 (one dtype). */
   muonApplyMulti(weights: NativeTensor[], orthos: NativeTensor[], scales: number[], lr: number, weightDecay: number): void;
   newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
-  // ---- collectives (lib/ops/collectives.ts; native/binding/dist_binding.cc) ----
+  // ---- collectives (lib/ops/collectives.ts; native/binding/collectives_binding.cc; native/runtime/communicator.h, nccl_comm.h) ----
   /** Whether this build has Gloo (more than one rank needs it). */
   distAvailable(): boolean;
   /** Joins the run through the rank-0 store; resolves once every rank connected. */
