@@ -242,12 +242,15 @@ export interface KilnBinding {
   /** m = μm + Δ̄; anchor −= lr(nesterov ? Δ̄ + μm : m); weights = mix ? αw + (1−α)anchor : anchor */
   outerNesterov(anchor: NativeTensor, momentum: NativeTensor, weights: NativeTensor, meanDelta: NativeTensor, lr: number, momentumFactor: number, nesterov: boolean, alpha: number, mix: boolean): void;
 
-  // ---- optimizer (native/binding/optimizer_binding.cc; contracts native/ops/newton_schulz.h, optimizer.h, optimizer_cpu.h) ----
+  // ---- Newton–Schulz (lib/ops/newton_schulz.ts; native/binding/newton_schulz_binding.cc; contract native/ops/newton_schulz.h) ----
   /** CPU: f32 in/out, compute f64/f32/bf16. CUDA: f32/bf16/f16 in, f32/bf16 out, compute bf16. */
   newtonSchulz(
     out: NativeTensor, g: NativeTensor,
     params: { batch: number; rows: number; cols: number; steps: number; coefficients: number[]; normScale: number; eps: number; compute: DTypeCode; reference: boolean },
   ): void;
+  newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
+
+  // ---- optimizer (lib/ops/optimizer.ts; native/binding/optimizer_binding.cc; contracts native/ops/optimizer.h, optimizer_cpu.h) ----
   /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m (CPU f32) */
   muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
   /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored (CPU f32; CUDA f32 or bf16 ortho) */
@@ -262,7 +265,7 @@ export interface KilnBinding {
   muonMomentumMulti(momenta: NativeTensor[], updates: NativeTensor[], grads: NativeTensor[], beta: number, nesterov: boolean): void;
   /** w_i = w_i·(1 - lr·wd) - lr·scales[i]·orthos_i; orthos f32 or bf16 (one dtype). */
   muonApplyMulti(weights: NativeTensor[], orthos: NativeTensor[], scales: number[], lr: number, weightDecay: number): void;
-  newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
+
   // ---- collectives (lib/ops/collectives.ts; native/binding/collectives_binding.cc; native/runtime/communicator.h, nccl_comm.h) ----
   /** Whether this build has Gloo (more than one rank needs it). */
   distAvailable(): boolean;
