@@ -152,7 +152,7 @@ export interface NativeBuildInfo {
 }
 
 export interface KilnBinding {
-  // ---- runtime (native/binding/tensor_binding.cc) ----
+  // ---- tensors and runtime (lib/tensor.ts, lib/runtime.ts, lib/info.ts; native/binding/tensor_binding.cc) ----
   empty(device: DeviceCode, dtype: DTypeCode, numel: number): NativeTensor;
   fromBuffer(device: DeviceCode, dtype: DTypeCode, data: ArrayBufferView): NativeTensor;
   /** Raw bytes in the tensor's dtype, after every op enqueued before. */
@@ -172,13 +172,13 @@ export interface KilnBinding {
   resetPeakMemory(device: DeviceCode): void;
   emptyCache(device: DeviceCode): void;
 
-  // ---- benchmark timing (native/binding/timer_binding.cc) ----
+  // ---- benchmark timing (lib/runtime.ts; native/binding/timer_binding.cc; native/runtime/timer.h) ----
   /** A mark recorded when the queue reaches it (CUDA event on the device stream, or a CPU clock reading). */
   timerMark(device: DeviceCode): TimerMark;
   /** Device milliseconds between two recorded marks of one device. */
   timerElapsed(start: TimerMark, end: TimerMark): Promise<number>;
 
-  // ---- elementwise (native/binding/elementwise_binding.cc) ----
+  // ---- elementwise (lib/ops/elementwise.ts; native/binding/elementwise_binding.cc; contract native/ops/elementwise.h) ----
   /** op 0: out = a + b; op 1: out = a * b */
   binary(op: 0 | 1, out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   scale(out: NativeTensor, a: NativeTensor, alpha: number): void;
@@ -186,7 +186,7 @@ export interface KilnBinding {
   /** in (rows, cols) -> out (rows): sums or means of each row */
   reduceRows(out: NativeTensor, input: NativeTensor, rows: number, cols: number, mean: boolean): void;
 
-  // ---- matmul (native/binding/matmul_binding.cc; contract native/ops/matmul.h) ----
+  // ---- matmul (lib/ops/matmul.ts, matmul_tuning.ts; native/binding/matmul_binding.cc; contract native/ops/matmul.h) ----
   /** out = epilogue(alpha · op(a) · op(b) + beta · out), batched with strides (elements). */
   matmul(out: NativeTensor, a: NativeTensor, b: NativeTensor, residual: NativeTensor | null, params: MatmulParams): void;
   /** CUDA: the candidate configurations that can run this call, and its tune-cache key. */
@@ -198,7 +198,7 @@ export interface KilnBinding {
   /** Records the dispatcher's winner for a tune key on a device (-1 erases). */
   matmulSetTuned(device: DeviceCode, key: string, config: number): void;
 
-  // ---- attention (native/binding/attention_binding.cc; contract native/ops/attention.h) ----
+  // ---- attention (lib/ops/attention.ts; native/binding/attention_binding.cc; contract native/ops/attention.h) ----
   attentionForward(out: NativeTensor, lse: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, dims: AttentionDims): void;
   attentionBackward(
     dq: NativeTensor, dk: NativeTensor, dv: NativeTensor,
