@@ -27,7 +27,6 @@
 //   batches: decode at M = 1 reads the weights once, with no packing).
 //   Measured (Zen 4, 2 threads, f32, 2048^3 and the 1.4B shapes): 190-205 GFLOP/s, 0.95-1.0x
 //   numpy/OpenBLAS; bf16 in/out 193, swiglu 186; f64 94. One thread: 104 (OpenBLAS 101).
-#include "../../runtime/cpu_isa.h"
 #include "matmul.h"
 
 #include <algorithm>
@@ -41,15 +40,7 @@
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
-
-// Vector types only cross always_inline boundaries, so the ABI note GCC prints for them is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-#if KILN_X86
-#include <immintrin.h>
-#define KILN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define KILN_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
+#include "simd.h"
 
 namespace kiln {
 
@@ -732,20 +723,10 @@ constexpr int64_t kSkinnyM = 8;
 // B rows (trans_b) a group of A rows meets before the next group comes (kept in L1/L2)
 constexpr int64_t kSubColumns = 32;
 
-#define KILN_INLINE inline __attribute__((always_inline))
-
+// 64-byte vectors: one zmm on AVX-512, split by the compiler into ymm / xmm registers elsewhere.
 template <class T>
-struct Vec {
-  static constexpr int kLanes = 64 / sizeof(T);
-  typedef T type __attribute__((vector_size(64)));
-};
-
-template <class T>
-KILN_INLINE typename Vec<T>::type vload(const T* p) {
-  typename Vec<T>::type v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+using Vec = simd::Vec<T, 64>;
+using simd::vload;
 
 // out[m * ldo] = dot(a + m * K, b) for m < M (M <= kSkinnyM).
 template <class T>
@@ -755,10 +736,10 @@ KILN_INLINE void dot_rows_body(const T* a, int64_t M, const T* b, int64_t K, T* 
   V acc[kSkinnyM][2] = {};
   int64_t k = 0;
   for (; k + 2 * L <= K; k += 2 * L) {
-    const V b0 = vload(b + k), b1 = vload(b + k + L);
+    const V b0 = vload<V>(b + k), b1 = vload<V>(b + k + L);
     for (int64_t m = 0; m < M; ++m) {
-      acc[m][0] += vload(a + m * K + k) * b0;
-      acc[m][1] += vload(a + m * K + k + L) * b1;
+      acc[m][0] += vload<V>(a + m * K + k) * b0;
+      acc[m][1] += vload<V>(a + m * K + k + L) * b1;
     }
   }
   for (int64_t m = 0; m < M; ++m) {
