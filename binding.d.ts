@@ -250,18 +250,13 @@ export interface KilnBinding {
   ): void;
   newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
 
-  // ---- optimizer (lib/ops/optimizer.ts; native/binding/optimizer_binding.cc; contracts native/ops/optimizer.h, optimizer_cpu.h) ----
-  /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m (CPU f32) */
-  muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
+  // ---- optimizer (lib/ops/optimizer.ts; native/binding/optimizer_binding.cc; contract native/ops/optimizer.h) ----
   /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored (CPU f32; CUDA f32 or bf16 ortho) */
   normuonNormalize(ortho: NativeTensor, rowSecondMoment: NativeTensor, rows: number, cols: number, beta2: number, eps: number): void;
-  /** w = w·(1 - lr·wd) - lr·scale·ortho (CPU f32) */
-  muonApply(weight: NativeTensor, ortho: NativeTensor, lr: number, weightDecay: number, scale: number): void;
-  adamw(weight: NativeTensor, m: NativeTensor, v: NativeTensor, grad: NativeTensor, params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
-  // Multi-tensor forms: one native call (CPU) or one kernel launch (CUDA) per list; every tensor on one device.
+  // Multi-tensor updates: one native call (CPU) or one kernel launch (CUDA) per list; every tensor on one device.
   /** AdamW over the list (all f32). */
   adamwMulti(weights: NativeTensor[], m: NativeTensor[], v: NativeTensor[], grads: NativeTensor[], params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
-  /** Muon momentum over the list; updates f32 or bf16 (one dtype). */
+  /** m_i = beta·m_i + (1-beta)·g_i; updates_i = nesterov ? (1-beta)·g_i + beta·m_i : m_i; updates f32 or bf16 (one dtype). */
   muonMomentumMulti(momenta: NativeTensor[], updates: NativeTensor[], grads: NativeTensor[], beta: number, nesterov: boolean): void;
   /** w_i = w_i·(1 - lr·wd) - lr·scales[i]·orthos_i; orthos f32 or bf16 (one dtype). */
   muonApplyMulti(weights: NativeTensor[], orthos: NativeTensor[], scales: number[], lr: number, weightDecay: number): void;

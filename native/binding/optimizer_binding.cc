@@ -1,24 +1,17 @@
 // Binding for the optimizer kernels (ops/optimizer.h): the fused multi-tensor updates (one
 // native call per list on the CPU, one kernel launch per list on CUDA, with the device-side list
-// in a workspace from the caching allocator) run on both backends, and so does NorMuon's row
-// normalization; the single-tensor momentum, apply and AdamW entry points (ops/optimizer_cpu.h)
-// are CPU only. Newton–Schulz has its own binding (newton_schulz_binding.cc). CUDA paths compile
-// here and are verified on a GPU by test/cuda/optimizer.test.ts.
+// in a workspace from the caching allocator) and NorMuon's row normalization, on both backends.
+// Newton–Schulz has its own binding (newton_schulz_binding.cc). CUDA paths compile here and are
+// verified on a GPU by test/cuda/optimizer.test.ts.
 #include <cmath>
 #include <memory>
 #include <vector>
 
 #include "../ops/optimizer.h"
-#include "../ops/optimizer_cpu.h"
 #include "binding.h"
 
 namespace kiln::binding {
 namespace {
-
-void require_cpu_f32(const TensorRef& t, const char* name) {
-  if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": this single-tensor optimizer op runs on the CPU only (the multi-tensor ops take CUDA tensors)");
-  require_dtype(t, DType::f32, name);
-}
 
 CUstream_st* as_stream(void* stream) { return static_cast<CUstream_st*>(stream); }
 
@@ -61,42 +54,6 @@ std::vector<std::shared_ptr<Storage>> keep_all(std::initializer_list<const std::
   return keep;
 }
 
-// muonMomentum(momentum, update, grad, beta, nesterov)
-Napi::Value muon_momentum(const Napi::CallbackInfo& info) {
-  TensorRef momentum = arg_tensor(info, 0, "momentum");
-  TensorRef update = arg_tensor(info, 1, "update");
-  TensorRef grad = arg_tensor(info, 2, "grad");
-  float beta = float(arg_number(info, 3, "beta"));
-  bool nesterov = arg_bool(info, 4, "nesterov");
-  for (auto [t, name] : {std::pair{&momentum, "momentum"}, {&update, "update"}, {&grad, "grad"}}) {
-    require_cpu_f32(*t, name);
-    require_numel(*t, momentum.numel(), name);
-  }
-  float* m = static_cast<float*>(momentum.data());
-  float* u = static_cast<float*>(update.data());
-  const float* g = static_cast<const float*>(grad.data());
-  int64_t n = momentum.numel();
-  run_on(Device{}, {momentum.storage(), update.storage(), grad.storage()}, [=](void*) { muon_momentum_cpu(m, u, g, n, beta, nesterov); });
-  return info.Env().Undefined();
-}
-
-// muonApply(weight, ortho, lr, weightDecay, scale)
-Napi::Value muon_apply(const Napi::CallbackInfo& info) {
-  TensorRef weight = arg_tensor(info, 0, "weight");
-  TensorRef ortho = arg_tensor(info, 1, "ortho");
-  float lr = float(arg_number(info, 2, "lr"));
-  float wd = float(arg_number(info, 3, "weightDecay"));
-  float scale = float(arg_number(info, 4, "scale"));
-  require_cpu_f32(weight, "weight");
-  require_cpu_f32(ortho, "ortho");
-  require_numel(ortho, weight.numel(), "ortho");
-  float* w = static_cast<float*>(weight.data());
-  const float* o = static_cast<const float*>(ortho.data());
-  int64_t n = weight.numel();
-  run_on(Device{}, {weight.storage(), ortho.storage()}, [=](void*) { muon_apply_cpu(w, o, n, lr, wd, scale); });
-  return info.Env().Undefined();
-}
-
 // normuonNormalize(ortho (rows, cols), rowSecondMoment (rows), rows, cols, beta2, eps): CPU f32;
 // CUDA f32 or bf16 ortho (three launches, workspace from the caching allocator).
 Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
@@ -132,33 +89,6 @@ Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
     (void)stream;
     normuon_normalize_cpu(static_cast<float*>(o), vp, rows, cols, beta2, eps);
   });
-  return info.Env().Undefined();
-}
-
-// adamw(weight, m, v, grad, { lr, beta1, beta2, eps, weightDecay, step })
-Napi::Value adamw(const Napi::CallbackInfo& info) {
-  Napi::Object o = arg_object(info, 4, "params");
-  float lr = float(field_number(o, "lr", "adamw params")), b1 = float(field_number(o, "beta1", "adamw params"));
-  float b2 = float(field_number(o, "beta2", "adamw params")), eps = float(field_number(o, "eps", "adamw params"));
-  float wd = float(field_number(o, "weightDecay", "adamw params"));
-  int64_t step = field_int(o, "step", "adamw params", 1);
-  // Tensor handles after every plain argument (binding.h: the order rule).
-  TensorRef weight = arg_tensor(info, 0, "weight");
-  TensorRef m = arg_tensor(info, 1, "m");
-  TensorRef v = arg_tensor(info, 2, "v");
-  TensorRef grad = arg_tensor(info, 3, "grad");
-  for (auto [t, name] : {std::pair{&weight, "weight"}, {&m, "m"}, {&v, "v"}, {&grad, "grad"}}) {
-    require_cpu_f32(*t, name);
-    require_numel(*t, weight.numel(), name);
-  }
-  require_disjoint({&weight, &m, &v, &grad}, "adamw");
-  float* w = static_cast<float*>(weight.data());
-  float* mp = static_cast<float*>(m.data());
-  float* vp = static_cast<float*>(v.data());
-  const float* g = static_cast<const float*>(grad.data());
-  int64_t n = weight.numel();
-  run_on(Device{}, {weight.storage(), m.storage(), v.storage(), grad.storage()},
-         [=](void*) { adamw_cpu(w, mp, vp, g, n, lr, b1, b2, eps, wd, step); });
   return info.Env().Undefined();
 }
 
@@ -308,10 +238,7 @@ Napi::Value muon_apply_multi(const Napi::CallbackInfo& info) {
 }
 
 void register_optimizer(Napi::Env env, Napi::Object exports) {
-  set_function(env, exports, "muonMomentum", muon_momentum);
-  set_function(env, exports, "muonApply", muon_apply);
   set_function(env, exports, "normuonNormalize", normuon_normalize);
-  set_function(env, exports, "adamw", adamw);
   set_function(env, exports, "adamwMulti", adamw_multi);
   set_function(env, exports, "muonMomentumMulti", muon_momentum_multi);
   set_function(env, exports, "muonApplyMulti", muon_apply_multi);

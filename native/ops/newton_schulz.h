@@ -52,8 +52,7 @@ constexpr double kNewtonSchulzPolarExpress[15] = {
     3.285753657755655,  -2.3681294933425376, 0.46449024233003106,  //
     2.3465413258596377, -1.7097828382687081, 0.42323551169305323};
 
-// Named differently from the older single-dtype NewtonSchulzParams (ops/optimizer_cpu.h) so both
-// contracts can coexist while the binding moves over.
+// One call: `batch` matrices of one shape (the optimizer stacks same-shape parameters).
 struct NewtonSchulzBatchParams {
   const void* input = nullptr;  // G: (batch, rows, cols) input_dtype
   void* output = nullptr;       // O: (batch, rows, cols) output_dtype
@@ -96,7 +95,7 @@ void newton_schulz_cuda(const NewtonSchulzBatchParams& p, void* workspace, size_
 // FLOPs of one matrix (rows x cols, `steps` steps), counting A = X·Xᵀ and A·A in full
 // (symmetric = false) or as their upper triangles including the diagonal (symmetric = true).
 double newton_schulz_flops(int64_t rows, int64_t cols, int steps, bool symmetric);
-// The same times `batch` (kept for ops/optimizer_cpu.h's callers).
+// The same times `batch` (the binding's newtonSchulzFlops).
 double newton_schulz_flops(int64_t batch, int64_t rows, int64_t cols, int steps, bool symmetric);
 
 }  // namespace kiln
