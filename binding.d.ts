@@ -60,7 +60,7 @@ export interface AttentionDims {
   reference: boolean;
 }
 
-/** Opaque handle on a communicator (lib/dist). */
+/** Opaque handle on a communicator (lib/parallel). */
 export interface NativeCommunicator {
   readonly __communicator: unique symbol;
 }

@@ -1,4 +1,4 @@
-// Fused multi-tensor optimizer kernels (issue 5): one call updates a whole list of parameter
+// Fused multi-tensor optimizer kernels: one call updates a whole list of parameter
 // tensors. CPU: ops/cpu/optimizer.cc; CUDA: ops/cuda/optimizer/multi_tensor.cu. Newton–Schulz is
 // in ops/newton_schulz.h.
 //

@@ -1,4 +1,4 @@
-// DiLoCo's outer step as three ops (issue 13; lib/parallel/diloco.ts composes them, lib/ops/outer_step.ts
+// DiLoCo's outer step as three ops (lib/parallel/diloco.ts composes them, lib/ops/outer_step.ts
 // validates). CPU: ops/cpu/{pseudo_gradient_quantize,dequantize_mean,outer_nesterov}.cc;
 // CUDA: ops/cuda/outer_step/*.cu (same contracts, one launch each).
 //

@@ -50,7 +50,7 @@ struct Sm80Tile {
 
 // The configurations, in the order of matmul_sm80_config_name. Configuration 0 is compiled in
 // matmul_sm80.cu, 1 to 4 each in matmul_<its name>.cu.
-using Cfg0 = Sm80Tile<128, 128, 2, 4, 3>;  // sm80_128x128x32_w8_s3: 48 KB smem (registers, ~164, allow 1 CTA/SM today)
+using Cfg0 = Sm80Tile<128, 128, 2, 4, 3>;  // sm80_128x128x32_w8_s3: 48 KB smem (registers, ~164, allow 1 CTA/SM)
 using Cfg1 = Sm80Tile<128, 128, 2, 4, 4>;  // sm80_128x128x32_w8_s4: 64 KB
 using Cfg2 = Sm80Tile<128, 64, 2, 2, 4>;   // sm80_128x64x32_w4_s4: 48 KB, 4 warps
 using Cfg3 = Sm80Tile<64, 128, 2, 2, 4>;   // sm80_64x128x32_w4_s4: 48 KB, 4 warps (wide N, e.g. swiglu)
