@@ -22,7 +22,7 @@
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 constexpr int kThreads = 512;
 

@@ -23,7 +23,7 @@
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 template <class T, bool kVector>
 __global__ void embedding_forward_kernel(T* __restrict__ out, const T* __restrict__ table, const int32_t* __restrict__ ids,
