@@ -62,7 +62,7 @@ export interface AttentionDims {
   reference: boolean;
 }
 
-/** Opaque handle on a communicator (lib/dist). */
+/** Opaque handle on a communicator (lib/parallel). */
 export interface NativeCommunicator {
   readonly __communicator: unique symbol;
 }
@@ -154,7 +154,7 @@ export interface NativeBuildInfo {
 }
 
 export interface KilnBinding {
-  // ---- runtime (native/binding/tensor_binding.cc) ----
+  // ---- tensors and runtime (lib/tensor.ts, lib/runtime.ts, lib/info.ts; native/binding/tensor_binding.cc) ----
   empty(device: DeviceCode, dtype: DTypeCode, numel: number): NativeTensor;
   fromBuffer(device: DeviceCode, dtype: DTypeCode, data: ArrayBufferView): NativeTensor;
   /** Raw bytes in the tensor's dtype, after every op enqueued before. */
@@ -174,13 +174,13 @@ export interface KilnBinding {
   resetPeakMemory(device: DeviceCode): void;
   emptyCache(device: DeviceCode): void;
 
-  // ---- benchmark timing (native/binding/timer_binding.cc) ----
+  // ---- benchmark timing (lib/runtime.ts; native/binding/timer_binding.cc; native/runtime/timer.h) ----
   /** A mark recorded when the queue reaches it (CUDA event on the device stream, or a CPU clock reading). */
   timerMark(device: DeviceCode): TimerMark;
   /** Device milliseconds between two recorded marks of one device. */
   timerElapsed(start: TimerMark, end: TimerMark): Promise<number>;
 
-  // ---- elementwise (native/binding/elementwise_binding.cc) ----
+  // ---- elementwise (lib/ops/elementwise.ts; native/binding/elementwise_binding.cc; contract native/ops/elementwise.h) ----
   /** op 0: out = a + b; op 1: out = a * b */
   binary(op: 0 | 1, out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   scale(out: NativeTensor, a: NativeTensor, alpha: number): void;
@@ -188,7 +188,7 @@ export interface KilnBinding {
   /** in (rows, cols) -> out (rows): sums or means of each row */
   reduceRows(out: NativeTensor, input: NativeTensor, rows: number, cols: number, mean: boolean): void;
 
-  // ---- matmul (native/binding/matmul_binding.cc; contract native/ops/matmul.h) ----
+  // ---- matmul (lib/ops/matmul.ts, matmul_tuning.ts; native/binding/matmul_binding.cc; contract native/ops/matmul.h) ----
   /** out = epilogue(alpha · op(a) · op(b) + beta · out), batched with strides (elements). */
   matmul(out: NativeTensor, a: NativeTensor, b: NativeTensor, residual: NativeTensor | null, params: MatmulParams): void;
   /** CUDA: the candidate configurations that can run this call, and its tune-cache key. */
@@ -200,7 +200,7 @@ export interface KilnBinding {
   /** Records the dispatcher's winner for a tune key on a device (-1 erases). */
   matmulSetTuned(device: DeviceCode, key: string, config: number): void;
 
-  // ---- attention (native/binding/attention_binding.cc; contract native/ops/attention.h) ----
+  // ---- attention (lib/ops/attention.ts; native/binding/attention_binding.cc; contract native/ops/attention.h) ----
   attentionForward(out: NativeTensor, lse: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, dims: AttentionDims): void;
   attentionBackward(
     dq: NativeTensor, dk: NativeTensor, dv: NativeTensor,
@@ -221,7 +221,7 @@ export interface KilnBinding {
     dims: { B: number; Hq: number; Hkv: number; D: number; blockSize: number; maxBlocks: number; numBlocks: number; scale: number; maxSeqLen: number; reference: boolean },
   ): void;
 
-  // ---- model layers (native/binding/model_binding.cc; contract native/ops/model_ops.h; CPU + CUDA) ----
+  // ---- layers (lib/ops/layers.ts; native/binding/layers_binding.cc; contract native/ops/layers.h; CPU + CUDA) ----
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor, N: number, V: number, D: number): void;
   /** dtable += scatter of dout rows by ids */
   embeddingBackward(dtable: NativeTensor, ids: NativeTensor, dout: NativeTensor, N: number, V: number, D: number): void;
@@ -236,7 +236,7 @@ export interface KilnBinding {
   /** norm (1) f32 = global L2 norm of the tensors; scales them by min(1, maxNorm / (norm + 1e-6)) when maxNorm > 0 */
   gradNormClip(tensors: NativeTensor[], maxNorm: number, norm: NativeTensor): void;
 
-  // ---- DiLoCo outer step (native/binding/diloco_binding.cc; contract native/ops/outer_step.h) ----
+  // ---- outer step, DiLoCo (lib/ops/outer_step.ts; native/binding/outer_step_binding.cc; contract native/ops/outer_step.h) ----
   /** packed (f32 view of packedBytes(n, bits) bytes) = quantize(anchor − current + residual); residual = Δ − dequantized (bits 0: packed = Δ in f32) */
   pseudoGradientQuantize(packed: NativeTensor, residual: NativeTensor | null, anchor: NativeTensor, current: NativeTensor, bits: number): void;
   /** mean (n) = average over worldSize packed pseudo-gradients laid end to end in gathered */
@@ -244,28 +244,26 @@ export interface KilnBinding {
   /** m = μm + Δ̄; anchor −= lr(nesterov ? Δ̄ + μm : m); weights = mix ? αw + (1−α)anchor : anchor */
   outerNesterov(anchor: NativeTensor, momentum: NativeTensor, weights: NativeTensor, meanDelta: NativeTensor, lr: number, momentumFactor: number, nesterov: boolean, alpha: number, mix: boolean): void;
 
-  // ---- optimizer (native/binding/optimizer_binding.cc; contracts native/ops/newton_schulz.h, optimizer.h, optimizer_cpu.h) ----
+  // ---- Newton–Schulz (lib/ops/newton_schulz.ts; native/binding/newton_schulz_binding.cc; contract native/ops/newton_schulz.h) ----
   /** CPU: f32 in/out, compute f64/f32/bf16. CUDA: f32/bf16/f16 in, f32/bf16 out, compute bf16. */
   newtonSchulz(
     out: NativeTensor, g: NativeTensor,
     params: { batch: number; rows: number; cols: number; steps: number; coefficients: number[]; normScale: number; eps: number; compute: DTypeCode; reference: boolean },
   ): void;
-  /** m = beta·m + (1-beta)·g; update = nesterov ? (1-beta)·g + beta·m : m (CPU f32) */
-  muonMomentum(momentum: NativeTensor, update: NativeTensor, grad: NativeTensor, beta: number, nesterov: boolean): void;
+  newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
+
+  // ---- optimizer (lib/ops/optimizer.ts; native/binding/optimizer_binding.cc; contract native/ops/optimizer.h) ----
   /** NorMuon: per-row second-moment EMA, row normalization, Frobenius norm restored (CPU f32; CUDA f32 or bf16 ortho) */
   normuonNormalize(ortho: NativeTensor, rowSecondMoment: NativeTensor, rows: number, cols: number, beta2: number, eps: number): void;
-  /** w = w·(1 - lr·wd) - lr·scale·ortho (CPU f32) */
-  muonApply(weight: NativeTensor, ortho: NativeTensor, lr: number, weightDecay: number, scale: number): void;
-  adamw(weight: NativeTensor, m: NativeTensor, v: NativeTensor, grad: NativeTensor, params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
-  // Multi-tensor forms: one native call (CPU) or one kernel launch (CUDA) per list; every tensor on one device.
+  // Multi-tensor updates: one native call (CPU) or one kernel launch (CUDA) per list; every tensor on one device.
   /** AdamW over the list (all f32). */
   adamwMulti(weights: NativeTensor[], m: NativeTensor[], v: NativeTensor[], grads: NativeTensor[], params: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
-  /** Muon momentum over the list; updates f32 or bf16 (one dtype). */
+  /** m_i = beta·m_i + (1-beta)·g_i; updates_i = nesterov ? (1-beta)·g_i + beta·m_i : m_i; updates f32 or bf16 (one dtype). */
   muonMomentumMulti(momenta: NativeTensor[], updates: NativeTensor[], grads: NativeTensor[], beta: number, nesterov: boolean): void;
   /** w_i = w_i·(1 - lr·wd) - lr·scales[i]·orthos_i; orthos f32 or bf16 (one dtype). */
   muonApplyMulti(weights: NativeTensor[], orthos: NativeTensor[], scales: number[], lr: number, weightDecay: number): void;
-  newtonSchulzFlops(batch: number, rows: number, cols: number, steps: number, symmetric: boolean): number;
-  // ---- collectives (lib/ops/collectives.ts; native/binding/dist_binding.cc) ----
+
+  // ---- collectives (lib/ops/collectives.ts; native/binding/collectives_binding.cc; native/runtime/communicator.h, nccl_comm.h) ----
   /** Whether this build has Gloo (more than one rank needs it). */
   distAvailable(): boolean;
   /** Joins the run through the rank-0 store; resolves once every rank connected. */

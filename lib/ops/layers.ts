@@ -1,6 +1,6 @@
 /**
  * The model's layers: embedding, RMSNorm, SwiGLU and the
- * fused cross-entropy, forward and backward (contract: native/ops/model_ops.h). CPU f32/f64/
+ * fused cross-entropy, forward and backward (contract: native/ops/layers.h). CPU f32/f64/
  * bf16/f16; CUDA f32/bf16/f16 (compiled, not yet run on a GPU). rstd, loss and the parameter
  * gradients (dtable, dweight) are f32 (f64 for f64 inputs).
  */

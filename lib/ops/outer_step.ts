@@ -8,7 +8,7 @@
  * quantization (the packed tensor is Δ itself, n f32 values).
  *
  * CUDA kernels are compiled but unverified without a GPU: refused unless KILN_CUDA_DIST=1
- * (the same opt-in as DiLoCo's staged collectives; test/cuda/diloco.test.ts checks them).
+ * (the same opt-in as DiLoCo's staged collectives; test/cuda/outer_step.test.ts checks them).
  */
 import { fail } from '../errors.js';
 import { binding } from '../native.js';

@@ -1,5 +1,6 @@
 // Shared N-API glue: argument conversion, error translation, the NativeTensor handle, the op
-// registry and promise completion from the worker. No math here (DESIGN.md).
+// registry and promise completion from the worker. No math here: the ops live in native/ops/
+// (plain C++ and CUDA, no N-API), and a binding function only converts, checks and enqueues.
 #pragma once
 #include <napi.h>
 

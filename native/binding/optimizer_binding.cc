@@ -1,46 +1,22 @@
-// Binding for the optimizer kernels. Newton–Schulz (ops/newton_schulz.h) and the fused
-// multi-tensor updates (ops/optimizer.h: one native call per list on the CPU, one kernel launch
-// per list on CUDA, with the device-side list in a workspace from the caching allocator) run on
-// both backends, and so does NorMuon's row normalization; the single-tensor momentum, apply and
-// AdamW entry points (ops/optimizer_cpu.h) are CPU only. CUDA paths compile here and are verified on a GPU by
-// test/cuda/optimizer.test.ts.
+// Binding for the optimizer kernels (ops/optimizer.h): the fused multi-tensor updates (one
+// native call per list on the CPU, one kernel launch per list on CUDA, with the device-side list
+// in a workspace from the caching allocator) and NorMuon's row normalization, on both backends.
+// Newton–Schulz has its own binding (newton_schulz_binding.cc). CUDA paths compile here and are
+// verified on a GPU by test/cuda/optimizer.test.ts.
 #include <cmath>
 #include <memory>
 #include <vector>
 
-#include "../ops/newton_schulz.h"
 #include "../ops/optimizer.h"
-#include "../ops/optimizer_cpu.h"
 #include "binding.h"
 
 namespace kiln::binding {
 namespace {
 
-void require_cpu_f32(const TensorRef& t, const char* name) {
-  if (t.device().is_cuda()) fail("ERR_DEVICE", std::string(name) + ": this single-tensor optimizer op runs on the CPU only (the multi-tensor ops take CUDA tensors)");
-  require_dtype(t, DType::f32, name);
-}
-
 CUstream_st* as_stream(void* stream) { return static_cast<CUstream_st*>(stream); }
 
 std::shared_ptr<Storage> scratch(Device device, size_t bytes) {
   return device.is_cuda() && bytes ? Storage::allocate(device, bytes) : nullptr;
-}
-
-std::shared_ptr<std::vector<double>> coefficient_list(const Napi::Object& o, int64_t steps) {
-  Napi::Value list = field_value(o, "coefficients", "newtonSchulz params");
-  if (!list.IsArray()) fail("ERR_ARG", "newtonSchulz params.coefficients must be an array of numbers");
-  auto array = list.As<Napi::Array>();
-  if (int64_t(array.Length()) != 3 * steps) fail("ERR_ARG", "newtonSchulz needs 3 coefficients per step");
-  auto coefficients = std::make_shared<std::vector<double>>();
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    require_plain_phase("newtonSchulz params.coefficients");
-    Napi::Value v = array.Get(i);  // may run an element getter: before any tensor is resolved
-    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) fail("ERR_ARG", "newtonSchulz coefficients must be finite numbers");
-    coefficients->push_back(v.As<Napi::Number>().DoubleValue());
-  }
-  if (int64_t(coefficients->size()) != 3 * steps) fail("ERR_ARG", "newtonSchulz needs 3 coefficients per step");
-  return coefficients;
 }
 
 // An array argument's elements, read now (plain phase); resolve them with tensor_values later.
@@ -78,95 +54,6 @@ std::vector<std::shared_ptr<Storage>> keep_all(std::initializer_list<const std::
   return keep;
 }
 
-// newtonSchulz(out, g, { batch, rows, cols, steps, coefficients, normScale, eps, compute, reference }).
-// CPU: the fast path or the double-loop oracle; CUDA: bf16 compute, the whole batch per launch
-// sequence, workspace from the caching allocator. Dtype and size rules: ops/newton_schulz.h.
-Napi::Value newton_schulz(const Napi::CallbackInfo& info) {
-  Napi::Object o = arg_object(info, 2, "params");
-  NewtonSchulzBatchParams p;
-  p.batch = field_int(o, "batch", "newtonSchulz params");
-  p.rows = field_int(o, "rows", "newtonSchulz params");
-  p.cols = field_int(o, "cols", "newtonSchulz params");
-  p.steps = int(field_int(o, "steps", "newtonSchulz params"));
-  p.norm_scale = field_number(o, "normScale", "newtonSchulz params");
-  p.eps = field_number(o, "eps", "newtonSchulz params");
-  p.compute_dtype = DType(int32_t(field_int(o, "compute", "newtonSchulz params")));
-  bool reference = field_bool(o, "reference", "newtonSchulz params");
-  if (p.steps > 100) fail("ERR_ARG", "newtonSchulz steps must be in [0, 100]");
-  auto coefficients = coefficient_list(o, p.steps);
-  // Tensor handles after every plain argument (binding.h: the order rule).
-  TensorRef out = arg_tensor(info, 0, "out");
-  TensorRef g = arg_tensor(info, 1, "g");
-  require_same_device(out, g, "out", "g");
-  Device device = out.device();
-  if (reference && device.is_cuda()) fail("ERR_ARG", "the reference Newton–Schulz runs on the CPU only");
-  int64_t numel = checked_product({p.batch, p.rows, p.cols});
-  require_numel(g, numel, "g");
-  require_numel(out, numel, "out");
-  p.input = g.data();
-  p.output = out.data();
-  p.input_dtype = g.dtype();
-  p.output_dtype = out.dtype();
-  p.coefficients = coefficients->data();
-  newton_schulz_validate(p, device.is_cuda());  // a typed error now, not inside the queue
-  std::vector<std::shared_ptr<Storage>> keep{out.storage(), g.storage()};
-  std::shared_ptr<Storage> ws;
-  if (device.is_cuda()) {
-#if KILN_WITH_CUDA
-    ws = scratch(device, newton_schulz_cuda_workspace_bytes(p));
-    if (ws) keep.push_back(ws);
-#else
-    fail("ERR_NO_CUDA", "this build has no CUDA kernels");
-#endif
-  }
-  run_on(device, std::move(keep), [p, coefficients, reference, device, ws](void* stream) mutable {
-    p.coefficients = coefficients->data();
-#if KILN_WITH_CUDA
-    if (device.is_cuda()) return newton_schulz_cuda(p, ws ? ws->data() : nullptr, ws ? ws->bytes() : 0, as_stream(stream));
-#endif
-    (void)stream;
-    (void)device;
-    reference ? newton_schulz_reference_cpu(p) : newton_schulz_cpu(p);
-  });
-  return info.Env().Undefined();
-}
-
-// muonMomentum(momentum, update, grad, beta, nesterov)
-Napi::Value muon_momentum(const Napi::CallbackInfo& info) {
-  TensorRef momentum = arg_tensor(info, 0, "momentum");
-  TensorRef update = arg_tensor(info, 1, "update");
-  TensorRef grad = arg_tensor(info, 2, "grad");
-  float beta = float(arg_number(info, 3, "beta"));
-  bool nesterov = arg_bool(info, 4, "nesterov");
-  for (auto [t, name] : {std::pair{&momentum, "momentum"}, {&update, "update"}, {&grad, "grad"}}) {
-    require_cpu_f32(*t, name);
-    require_numel(*t, momentum.numel(), name);
-  }
-  float* m = static_cast<float*>(momentum.data());
-  float* u = static_cast<float*>(update.data());
-  const float* g = static_cast<const float*>(grad.data());
-  int64_t n = momentum.numel();
-  run_on(Device{}, {momentum.storage(), update.storage(), grad.storage()}, [=](void*) { muon_momentum_cpu(m, u, g, n, beta, nesterov); });
-  return info.Env().Undefined();
-}
-
-// muonApply(weight, ortho, lr, weightDecay, scale)
-Napi::Value muon_apply(const Napi::CallbackInfo& info) {
-  TensorRef weight = arg_tensor(info, 0, "weight");
-  TensorRef ortho = arg_tensor(info, 1, "ortho");
-  float lr = float(arg_number(info, 2, "lr"));
-  float wd = float(arg_number(info, 3, "weightDecay"));
-  float scale = float(arg_number(info, 4, "scale"));
-  require_cpu_f32(weight, "weight");
-  require_cpu_f32(ortho, "ortho");
-  require_numel(ortho, weight.numel(), "ortho");
-  float* w = static_cast<float*>(weight.data());
-  const float* o = static_cast<const float*>(ortho.data());
-  int64_t n = weight.numel();
-  run_on(Device{}, {weight.storage(), ortho.storage()}, [=](void*) { muon_apply_cpu(w, o, n, lr, wd, scale); });
-  return info.Env().Undefined();
-}
-
 // normuonNormalize(ortho (rows, cols), rowSecondMoment (rows), rows, cols, beta2, eps): CPU f32;
 // CUDA f32 or bf16 ortho (three launches, workspace from the caching allocator).
 Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
@@ -202,33 +89,6 @@ Napi::Value normuon_normalize(const Napi::CallbackInfo& info) {
     (void)stream;
     normuon_normalize_cpu(static_cast<float*>(o), vp, rows, cols, beta2, eps);
   });
-  return info.Env().Undefined();
-}
-
-// adamw(weight, m, v, grad, { lr, beta1, beta2, eps, weightDecay, step })
-Napi::Value adamw(const Napi::CallbackInfo& info) {
-  Napi::Object o = arg_object(info, 4, "params");
-  float lr = float(field_number(o, "lr", "adamw params")), b1 = float(field_number(o, "beta1", "adamw params"));
-  float b2 = float(field_number(o, "beta2", "adamw params")), eps = float(field_number(o, "eps", "adamw params"));
-  float wd = float(field_number(o, "weightDecay", "adamw params"));
-  int64_t step = field_int(o, "step", "adamw params", 1);
-  // Tensor handles after every plain argument (binding.h: the order rule).
-  TensorRef weight = arg_tensor(info, 0, "weight");
-  TensorRef m = arg_tensor(info, 1, "m");
-  TensorRef v = arg_tensor(info, 2, "v");
-  TensorRef grad = arg_tensor(info, 3, "grad");
-  for (auto [t, name] : {std::pair{&weight, "weight"}, {&m, "m"}, {&v, "v"}, {&grad, "grad"}}) {
-    require_cpu_f32(*t, name);
-    require_numel(*t, weight.numel(), name);
-  }
-  require_disjoint({&weight, &m, &v, &grad}, "adamw");
-  float* w = static_cast<float*>(weight.data());
-  float* mp = static_cast<float*>(m.data());
-  float* vp = static_cast<float*>(v.data());
-  const float* g = static_cast<const float*>(grad.data());
-  int64_t n = weight.numel();
-  run_on(Device{}, {weight.storage(), m.storage(), v.storage(), grad.storage()},
-         [=](void*) { adamw_cpu(w, mp, vp, g, n, lr, b1, b2, eps, wd, step); });
   return info.Env().Undefined();
 }
 
@@ -377,23 +237,11 @@ Napi::Value muon_apply_multi(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// newtonSchulzFlops(batch, rows, cols, steps, symmetric)
-Napi::Value flops(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), newton_schulz_flops(arg_int(info, 0, "batch", 0), arg_int(info, 1, "rows", 0),
-                                                           arg_int(info, 2, "cols", 0), int(arg_int(info, 3, "steps", 0, 100)),
-                                                           arg_bool(info, 4, "symmetric")));
-}
-
 void register_optimizer(Napi::Env env, Napi::Object exports) {
-  set_function(env, exports, "newtonSchulz", newton_schulz);
-  set_function(env, exports, "muonMomentum", muon_momentum);
-  set_function(env, exports, "muonApply", muon_apply);
   set_function(env, exports, "normuonNormalize", normuon_normalize);
-  set_function(env, exports, "adamw", adamw);
   set_function(env, exports, "adamwMulti", adamw_multi);
   set_function(env, exports, "muonMomentumMulti", muon_momentum_multi);
   set_function(env, exports, "muonApplyMulti", muon_apply_multi);
-  set_function(env, exports, "newtonSchulzFlops", flops);
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #pragma once
 #include "../ops/attention.h"
 #include "../ops/cpu/attention.h"
-#include "../ops/model_ops.h"
+#include "../ops/layers.h"
 #include "../runtime/device.h"
 #if KILN_WITH_CUDA
 #include "../ops/cuda/attention/attention_cuda.h"

@@ -1,4 +1,4 @@
-// Newton–Schulz orthogonalization for Muon (issue 5): the contract shared by the CPU paths
+// Newton–Schulz orthogonalization for Muon: the contract shared by the CPU paths
 // (ops/cpu/newton_schulz.cc) and the CUDA path (ops/cuda/newton_schulz/).
 //
 // For each of `batch` matrices G_z (rows x cols, contiguous, matrix z at input + z·rows·cols):
@@ -20,9 +20,9 @@
 //         the CUDA kernels do (bf16 operands in shared memory, f32 tensor-core accumulation).
 //   The norm is accumulated in double on the CPU and in f32 (deterministic two-pass) on CUDA.
 //
-// FLOPs per matrix per step (REFERENCE.md): 2m²n (A) + 2m³ (A·A) + 2m²n (B·X). The symmetric
-// kernels compute only the upper triangle (diagonal included) of A and of A·A, i.e. a share
-// (m+1)/(2m) of the first two terms (newton_schulz_flops(..., symmetric = true)).
+// FLOPs per matrix per step, a multiply-add counting 2: 2m²n (A = X·Xᵀ) + 2m³ (A·A) + 2m²n
+// (B·X). The symmetric kernels compute only the upper triangle (diagonal included) of A and of
+// A·A, i.e. a share (m+1)/(2m) of the first two terms (newton_schulz_flops(..., symmetric = true)).
 //
 // dtypes:
 //   input   f32 | bf16 | f16 (CPU also f64)
@@ -52,8 +52,7 @@ constexpr double kNewtonSchulzPolarExpress[15] = {
     3.285753657755655,  -2.3681294933425376, 0.46449024233003106,  //
     2.3465413258596377, -1.7097828382687081, 0.42323551169305323};
 
-// Named differently from the older single-dtype NewtonSchulzParams (ops/optimizer_cpu.h) so both
-// contracts can coexist while the binding moves over.
+// One call: `batch` matrices of one shape (the optimizer stacks same-shape parameters).
 struct NewtonSchulzBatchParams {
   const void* input = nullptr;  // G: (batch, rows, cols) input_dtype
   void* output = nullptr;       // O: (batch, rows, cols) output_dtype
@@ -88,15 +87,15 @@ void newton_schulz_cpu(const NewtonSchulzBatchParams& p, void* workspace = nullp
 // Workspace: device memory, at least newton_schulz_cuda_workspace_bytes(p) bytes, 256-byte
 // aligned (cudaMalloc memory is). Holds two padded X buffers, A and B (bf16) and the norm
 // partial sums, for the whole batch. Asynchronous on `stream`; no host synchronization.
-// The path (sm80 mma.sync kernels, which also run on sm90) is the only one today;
-// KILN_NS_FORCE_SM80=1 is accepted for symmetry with the other ops.
+// There is one path, the sm80 mma.sync kernels (they also run on sm90); KILN_NS_FORCE_SM80=1 is
+// accepted, and changes nothing, for symmetry with the other ops.
 size_t newton_schulz_cuda_workspace_bytes(const NewtonSchulzBatchParams& p);
 void newton_schulz_cuda(const NewtonSchulzBatchParams& p, void* workspace, size_t workspace_bytes, CUstream_st* stream);
 
 // FLOPs of one matrix (rows x cols, `steps` steps), counting A = X·Xᵀ and A·A in full
 // (symmetric = false) or as their upper triangles including the diagonal (symmetric = true).
 double newton_schulz_flops(int64_t rows, int64_t cols, int steps, bool symmetric);
-// The same times `batch` (kept for ops/optimizer_cpu.h's callers).
+// The same times `batch` (the binding's newtonSchulzFlops).
 double newton_schulz_flops(int64_t batch, int64_t rows, int64_t cols, int steps, bool symmetric);
 
 }  // namespace kiln

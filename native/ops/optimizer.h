@@ -1,4 +1,4 @@
-// Fused multi-tensor optimizer kernels (issue 5): one call updates a whole list of parameter
+// Fused multi-tensor optimizer kernels: one call updates a whole list of parameter
 // tensors. CPU: ops/cpu/optimizer.cc; CUDA: ops/cuda/optimizer/multi_tensor.cu. Newton–Schulz is
 // in ops/newton_schulz.h.
 //
@@ -26,7 +26,7 @@
 //
 //   Scale (clipping): x_i *= factor, factor = scale · clip, where clip = 1 without a norm and
 //     clip = min(1, max_norm / (sqrt(sum_squares) + 1e-6)) when the CUDA call is given the
-//     device sum of squares (no host sync), the same rule as ops/model_ops.h's grad_clip.
+//     device sum of squares (no host sync), the same rule as ops/layers.h's grad_clip.
 //
 // Tensors: contiguous, `numel` elements each (numel 0 is skipped); pointers of one tensor must
 // not overlap each other except where noted (w, m, v, g distinct; u may not alias m or g).
@@ -115,7 +115,7 @@ void tensor_list_validate(const TensorListParams& p, const char* op);
 // NorMuon's row normalization of one orthogonalized update O (rows x cols, f32 or bf16) with its
 // per-row second-moment EMA v (rows, f32), in place:
 //   v_r = β2·v_r + (1−β2)·mean_c(O_rc²);  O_rc /= sqrt(v_r) + eps;  O *= ‖O_before‖ / (‖O_after‖ + eps).
-// CPU: normuon_normalize_cpu (ops/optimizer_cpu.h, f32). CUDA: three launches, deterministic.
+// CPU: normuon_normalize_cpu (f32, below). CUDA: three launches, deterministic.
 void normuon_normalize_validate(const void* ortho, DType ortho_dtype, const float* row_second_moment, int64_t rows,
                                 int64_t cols, float beta2, float eps);
 size_t normuon_normalize_cuda_workspace_bytes(int64_t rows);
@@ -130,6 +130,8 @@ void muon_apply_multi_tensor_cpu(const MuonApplyParams& p);
 double sum_of_squares_multi_tensor_cpu(const TensorListParams& p, double* per_tensor = nullptr);
 // x *= factor (rounded to nearest even for bf16).
 void scale_multi_tensor_cpu(const TensorListParams& p, float factor);
+// NorMuon's row normalization (above) of an f32 update; the norms accumulate in double.
+void normuon_normalize_cpu(float* ortho, float* row_second_moment, int64_t rows, int64_t cols, float beta2, float eps);
 
 // ---- CUDA ----
 size_t adamw_multi_tensor_cuda_workspace_bytes(const AdamWParams& p);

@@ -1,6 +1,6 @@
-// DiLoCo's outer step as three ops (issue 13; lib/parallel/diloco.ts composes them, lib/ops/outer_step.ts
+// DiLoCo's outer step as three ops (lib/parallel/diloco.ts composes them, lib/ops/outer_step.ts
 // validates). CPU: ops/cpu/{pseudo_gradient_quantize,dequantize_mean,outer_nesterov}.cc;
-// CUDA: ops/cuda/diloco/*.cu (same contracts, one launch each).
+// CUDA: ops/cuda/outer_step/*.cu (same contracts, one launch each).
 //
 // Packed pseudo-gradient (bits 8, 4 or 2; QUANT_BLOCK = 128 values per block), a byte buffer of
 // packed_pseudo_gradient_bytes(n, bits) bytes:

@@ -42,10 +42,10 @@ test('use after free: a params getter that disposes an accepted tensor gets ERR_
   // matmulCandidates parses the same way (on the CPU it would then refuse: tuning is for CUDA)
   const b2 = randn([4, 4], { seed: 3 });
   await assertKilnError(() => raw().matmulCandidates(c.handle, b2.handle, b.handle, null, { ...params, get M() { b2.dispose(); return 4; } }), 'ERR_DISPOSED');
-  // adamw (single tensor): a params getter disposing the weight
+  // adamwMulti: a params getter disposing the weight
   const [w, m, v, g] = [zeros([4]), zeros([4]), zeros([4]), zeros([4])];
   const adamwParams = { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, get step() { w.dispose(); canaries.push(full([4], 3)); return 1; } };
-  await assertKilnError(() => raw().adamw(w.handle, m.handle, v.handle, g.handle, adamwParams), 'ERR_DISPOSED');
+  await assertKilnError(() => raw().adamwMulti([w.handle], [m.handle], [v.handle], [g.handle], adamwParams), 'ERR_DISPOSED');
   await synchronize();
   await assertCanaries(canaries, 3);
   b.dispose();
@@ -178,7 +178,7 @@ test('silent wrong answer: the same tensor twice in any multi-tensor list is ref
   const [m, v, g, c, d] = [zeros([4]), zeros([4]), zeros([4]), zeros([4]), zeros([4])];
   await assertKilnError(() => raw().adamwMulti([a.handle, a.handle], [m.handle, c.handle], [v.handle, d.handle], [g.handle, b.handle], p), 'ERR_ARG', 'twice');
   await assertKilnError(() => raw().adamwMulti([a.handle], [a.handle], [v.handle], [g.handle], p), 'ERR_ARG', 'twice');
-  await assertKilnError(() => raw().adamw(a.handle, m.handle, m.handle, g.handle, p), 'ERR_ARG', 'twice');
+  await assertKilnError(() => raw().adamwMulti([a.handle], [m.handle], [m.handle], [g.handle], p), 'ERR_ARG', 'twice');
   await assertKilnError(() => raw().muonMomentumMulti([m.handle, m.handle], [c.handle, d.handle], [g.handle, b.handle], 0.9, true), 'ERR_ARG', 'twice');
   await assertKilnError(() => raw().muonApplyMulti([a.handle, a.handle], [c.handle, d.handle], [1, 1], 0.1, 0), 'ERR_ARG', 'twice');
   await assertKilnError(

@@ -121,10 +121,7 @@ export const bindingTargets: Target[] = [
   bind('dequantizeMean', (c) => [h(T(c, [5])), h(T(c, [4])), 2, 4]),
   bind('outerNesterov', (c) => [h(T(c, [4])), h(T(c, [4])), h(T(c, [4])), h(T(c, [4])), 0.7, 0.9, true, 0.5, true]),
   bind('newtonSchulz', (c) => [h(T(c, [12])), h(T(c, [12])), nsParams()]),
-  bind('muonMomentum', (c) => [h(T(c, [4])), h(T(c, [4])), h(T(c, [4])), 0.9, true]),
   bind('normuonNormalize', (c) => [h(T(c, [6])), h(T(c, [2])), 2, 3, 0.9, 1e-8]),
-  bind('muonApply', (c) => [h(T(c, [4])), h(T(c, [4])), 0.1, 0, 1]),
-  bind('adamw', (c) => [h(T(c, [4])), h(T(c, [4])), h(T(c, [4])), h(T(c, [4])), adamwParams()]),
   bind('adamwMulti', (c) => [[h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], adamwParams()]),
   bind('muonMomentumMulti', (c) => [[h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], 0.9, true]),
   bind('muonApplyMulti', (c) => [[h(T(c, [4])), h(T(c, [2]))], [h(T(c, [4])), h(T(c, [2]))], [1, 0.5], 0.1, 0]),
@@ -551,7 +548,7 @@ export function judgeError(error: unknown): string | undefined {
 }
 
 /** Entry points that must refuse one tensor in two places: they update every tensor of their lists. */
-const MUST_REFUSE_ALIAS = new Set(['gradNormClip', 'adamw', 'adamwMulti', 'muonMomentumMulti', 'muonApplyMulti', 'ops.gradNormClip']);
+const MUST_REFUSE_ALIAS = new Set(['gradNormClip', 'adamwMulti', 'muonMomentumMulti', 'muonApplyMulti', 'ops.gradNormClip']);
 
 export async function runCase(target: Target, mutations: Mutation[]): Promise<string | undefined> {
   const ctx: Ctx = { tensors: [], canaries: [], cleanups: [] };

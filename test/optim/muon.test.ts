@@ -260,8 +260,8 @@ test('bad optimizer configurations are typed errors', async () => {
   void (null as unknown as Tensor);
 });
 
-// The straightforward per-parameter optimizer the fused one replaced, on the single-tensor
-// bindings: the fused, shape-batched Optimizer must match it bit for bit.
+// The straightforward per-parameter optimizer the fused one replaced, one binding call per
+// parameter (one-tensor lists): the fused, shape-batched Optimizer must match it bit for bit.
 async function perParameterReference(
   variant: 'standard' | 'normuon' | 'extrapolated',
   params: { name: string; value: Tensor; grad: Tensor }[],
@@ -279,7 +279,7 @@ async function perParameterReference(
       for (const [i, p] of params.entries()) {
         binding().copy(state[i].current.handle, p.value.handle);
         const ahead = ops.scale(p.value, 1 + c);
-        binding().muonApply(ahead.handle, state[i].previous.handle, c, 0, 1);
+        binding().muonApplyMulti([ahead.handle], [state[i].previous.handle], [1], c, 0);
         binding().copy(p.value.handle, ahead.handle);
       }
     }
@@ -292,10 +292,10 @@ async function perParameterReference(
       }
       const [rows, cols] = p.value.shape;
       const update = zeros([rows, cols]);
-      binding().muonMomentum(state[i].momentum.handle, update.handle, p.grad.handle, beta, variant !== 'extrapolated');
+      binding().muonMomentumMulti([state[i].momentum.handle], [update.handle], [p.grad.handle], beta, variant !== 'extrapolated');
       const ortho = newtonSchulz(update, { compute: 'f32' });
       if (variant === 'normuon') binding().normuonNormalize(ortho.handle, state[i].v.handle, rows, cols, 0.95, 1e-8);
-      binding().muonApply(p.value.handle, ortho.handle, 0.03, 0.1, Math.sqrt(Math.max(1, rows / cols)));
+      binding().muonApplyMulti([p.value.handle], [ortho.handle], [Math.sqrt(Math.max(1, rows / cols))], 0.03, 0.1);
     }
   }
   return Promise.all(params.map((p) => p.value.toArray()));
@@ -334,7 +334,7 @@ test('the fused AdamW step equals the per-parameter one bit for bit, allocating 
   const ps = make();
   const opt = new Optimizer([{ rule: 'adamw', params: ps, lr: 0.01, weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }]);
   for (let step = 1; step <= 3; step++) {
-    for (const [i, p] of ref.entries()) binding().adamw(p.value.handle, ms[i].handle, vs[i].handle, p.grad.handle, { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.1, step });
+    for (const [i, p] of ref.entries()) binding().adamwMulti([p.value.handle], [ms[i].handle], [vs[i].handle], [p.grad.handle], { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.1, step });
     const before = memoryStats('cpu').allocations;
     opt.update();
     assert.is(memoryStats('cpu').allocations - before, 0);

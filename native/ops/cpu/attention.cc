@@ -21,7 +21,6 @@
 //     read contiguous, zero-padded memory; D is padded to a multiple of 64 bytes.
 //   The tile GEMMs use GCC vector extensions; the same source is compiled for AVX-512, AVX2+FMA
 //   and the baseline ISA (target attributes) and picked at run time.
-#include "../../runtime/cpu_isa.h"
 #include "attention.h"
 
 #include <algorithm>
@@ -38,11 +37,7 @@
 #include "../../runtime/error.h"
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
-
-// Vector types only cross always_inline boundaries, so the ABI note GCC prints for them is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-#define KILN_INLINE inline __attribute__((always_inline))
+#include "simd.h"
 
 namespace kiln {
 
@@ -150,12 +145,7 @@ inline int64_t last_visible_key(int64_t i, int64_t Tq, int64_t Tk, bool causal) 
   return causal ? std::min(Tk - 1, i + (Tk - Tq)) : Tk - 1;
 }
 
-// ---------- ISA selection (runtime/cpu_isa.h picks; these attributes compile each variant) ----------
-
-#if KILN_X86
-#define KILN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,prefer-vector-width=512")))
-#define KILN_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
+// ---------- ISA selection (runtime/cpu_isa.h picks; simd.h's attributes compile each variant) ----------
 
 // Kernel shapes per ISA: vector bytes, rows (R) and vectors per row (NV) of the GEMM micro-tile,
 // sized so R*NV accumulators plus NV operand vectors fit the register file.
@@ -170,23 +160,9 @@ int64_t padded_dim(int64_t D) {
   return (D + w - 1) / w * w;
 }
 
-template <class T, int Bytes>
-struct Vec {
-  typedef T type __attribute__((vector_size(Bytes)));
-  static constexpr int kLanes = Bytes / int(sizeof(T));
-};
-
-template <class V, class T>
-KILN_INLINE V vload(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-
-template <class V, class T>
-KILN_INLINE void vstore(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
+using simd::Vec;
+using simd::vload;
+using simd::vstore;
 
 // C[R][NV*W] (= or +=) A[R][K] · B[K][NV*W]; A, B, C row-major with leading dims lda, ldb, ldc.
 template <class T, int Bytes, int R, int NV, bool kAccumulate>
@@ -311,7 +287,7 @@ KILN_INLINE void exp2_row(T* s) {
 // uneven (causal) items balance. job.run is always_inline, so it is compiled for each ISA here.
 #if KILN_X86
 template <class Job>
-KILN_TARGET_AVX512 void run_job_avx512(const Job& job, std::atomic<int64_t>& next) { job.template run<CfgAvx512>(next); }
+KILN_TARGET_AVX512_PREFER512 void run_job_avx512(const Job& job, std::atomic<int64_t>& next) { job.template run<CfgAvx512>(next); }
 template <class Job>
 KILN_TARGET_AVX2 void run_job_avx2(const Job& job, std::atomic<int64_t>& next) { job.template run<CfgAvx2>(next); }
 #endif

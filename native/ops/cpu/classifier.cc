@@ -1,4 +1,4 @@
-// Fused classifier (cross-entropy loss and its gradient) on the CPU (contract: ops/model_ops.h).
+// Fused classifier (cross-entropy loss and its gradient) on the CPU (contract: ops/layers.h).
 //   lse = max + log Σ exp(logits − max)       (one read sweep, online over 512-wide chunks)
 //   loss[i] = lse − logits[i, t]                                                          (=)
 //   dlogits[i, v] = (exp(logits[i, v] − lse) − [v = t]) · dloss_scale   (second sweep, =)
@@ -13,11 +13,11 @@
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
-#include "../model_ops.h"
-#include "model_storage.h"
+#include "../layers.h"
+#include "layers_storage.h"
 
 namespace kiln {
-using namespace model_storage;
+using namespace layers_storage;
 namespace {
 
 void check_params(const CrossEntropyParams& p) {

@@ -1,4 +1,4 @@
-// Embedding lookup and its scatter-add backward on the CPU (contract and math: ops/model_ops.h).
+// Embedding lookup and its scatter-add backward on the CPU (contract and math: ops/layers.h).
 //   forward : out (N, D) = table (V, D)[ids (N)]                      (=)
 //   backward: dtable (V, D) += Σ_{i: ids[i]=v} dout[i, :], in position order     (+=)
 // The fast backward gives each thread a range of columns and walks all positions in order, so
@@ -12,11 +12,11 @@
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
-#include "../model_ops.h"
-#include "model_storage.h"
+#include "../layers.h"
+#include "layers_storage.h"
 
 namespace kiln {
-using namespace model_storage;
+using namespace layers_storage;
 namespace {
 
 

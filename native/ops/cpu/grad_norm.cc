@@ -1,4 +1,4 @@
-// Gradient norm over a list of tensors and clipping by it, on the CPU (contract: ops/model_ops.h).
+// Gradient norm over a list of tensors and clipping by it, on the CPU (contract: ops/layers.h).
 //   norm = sqrt(Σ_tensors Σ_j x_j²)      (f64 accumulation)
 //   clip: x_j *= min(1, max_norm / (norm + 1e-6))   (in place)
 // Every tensor is cut into fixed 64K-element chunks; each chunk's f64 sum is written to its own
@@ -13,11 +13,11 @@
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
-#include "../model_ops.h"
-#include "model_storage.h"
+#include "../layers.h"
+#include "layers_storage.h"
 
 namespace kiln {
-using namespace model_storage;
+using namespace layers_storage;
 namespace {
 
 constexpr int64_t kChunk = int64_t(1) << 16;
@@ -111,7 +111,7 @@ void grad_clip_cpu(const TensorSpan* tensors, int64_t count, double norm, double
 }
 
 size_t grad_norm_workspace_bytes(const TensorSpan* tensors, int64_t count) {
-  // one f32 partial per 16K-element chunk of the CUDA kernel (see cuda/model/grad_norm.cu)
+  // one f32 partial per 16K-element chunk of the CUDA kernel (see cuda/layers/grad_norm.cu)
   constexpr int64_t kCudaChunk = int64_t(1) << 14;
   int64_t chunks = 0;
   for (int64_t k = 0; k < count; ++k) chunks += (std::max<int64_t>(tensors[k].numel, 0) + kCudaChunk - 1) / kCudaChunk;

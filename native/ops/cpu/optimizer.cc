@@ -1,6 +1,5 @@
-// CPU optimizer kernels: the fused multi-tensor AdamW / Muon momentum / Muon apply / sum of
-// squares / scale (contract: ops/optimizer.h), and the older single-tensor entry points of
-// ops/optimizer_cpu.h, which now forward to the multi-tensor and batched Newton–Schulz code.
+// CPU optimizer kernels (contract: ops/optimizer.h): the fused multi-tensor AdamW / Muon
+// momentum / Muon apply / sum of squares / scale, and NorMuon's row normalization.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -9,9 +8,7 @@
 #include "../../runtime/error.h"
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
-#include "../newton_schulz.h"
 #include "../optimizer.h"
-#include "../optimizer_cpu.h"
 
 namespace kiln {
 
@@ -215,57 +212,6 @@ void scale_multi_tensor_cpu(const TensorListParams& p, float factor) {
         for (int64_t i = lo; i < hi; ++i) store_f(x, p.dtype, i, load_f(x, p.dtype, i) * factor);
       },
       numels);
-}
-
-// ---------- ops/optimizer_cpu.h (single tensor, f32) ----------
-
-namespace {
-
-NewtonSchulzBatchParams to_batch_params(const NewtonSchulzParams& p) {
-  NewtonSchulzBatchParams q;
-  q.input = p.g;
-  q.output = p.out;
-  q.input_dtype = DType::f32;
-  q.output_dtype = DType::f32;
-  q.compute_dtype = p.compute;
-  q.batch = p.batch, q.rows = p.rows, q.cols = p.cols;
-  q.steps = p.steps;
-  q.coefficients = p.coefficients;
-  q.norm_scale = p.norm_scale;
-  q.eps = p.eps;
-  return q;
-}
-
-}  // namespace
-
-void newton_schulz_cpu(const NewtonSchulzParams& p) { newton_schulz_cpu(to_batch_params(p)); }
-
-void newton_schulz_reference_cpu(const NewtonSchulzParams& p) { newton_schulz_reference_cpu(to_batch_params(p)); }
-
-void muon_momentum_cpu(float* momentum, float* update, const float* grad, int64_t n, float beta, bool nesterov) {
-  MuonMomentumTensor t;
-  t.momentum = momentum, t.grad = grad, t.update = update, t.numel = n;
-  MuonMomentumParams p;
-  p.tensors = &t, p.count = 1, p.beta = beta, p.nesterov = nesterov, p.update_dtype = DType::f32;
-  muon_momentum_multi_tensor_cpu(p);
-}
-
-void muon_apply_cpu(float* weight, const float* ortho, int64_t n, float lr, float weight_decay, float scale) {
-  MuonApplyTensor t;
-  t.weight = weight, t.ortho = ortho, t.numel = n, t.scale = scale;
-  MuonApplyParams p;
-  p.tensors = &t, p.count = 1, p.lr = lr, p.weight_decay = weight_decay, p.ortho_dtype = DType::f32;
-  muon_apply_multi_tensor_cpu(p);
-}
-
-void adamw_cpu(float* weight, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
-               float eps, float weight_decay, int64_t step) {
-  AdamWTensor t;
-  t.weight = weight, t.exp_avg = m, t.exp_avg_sq = v, t.grad = grad, t.numel = n;
-  AdamWParams p;
-  p.tensors = &t, p.count = 1, p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps, p.weight_decay = weight_decay;
-  p.step = step;
-  adamw_multi_tensor_cpu(p);
 }
 
 void normuon_normalize_validate(const void* ortho, DType ortho_dtype, const float* row_second_moment, int64_t rows,

@@ -1,5 +1,5 @@
 // Seeded uniform and normal fills on the CPU from the counter-based generator in philox.h.
-// Element i depends only on (seed, offset, i), so CUDA (ops/cuda/elementwise/random.cu)
+// Element i depends only on (seed, offset, i), so CUDA (ops/cuda/elementwise/elementwise.cu)
 // produces the same tensor.
 #include "../elementwise.h"
 

@@ -1,4 +1,4 @@
-// RMSNorm fused with the residual add, on the CPU (contract and math: ops/model_ops.h).
+// RMSNorm fused with the residual add, on the CPU (contract and math: ops/layers.h).
 //   forward : h = round(x + residual);  rstd = 1/sqrt(mean(h²) + eps);  y = h·rstd·w      (=)
 //   backward: dh = rstd·(dy·w − ĥ·mean(dy·w·ĥ)) (+ dresidual_in)                         (=)
 //             dweight += Σ_rows dy·ĥ                                                      (+=)
@@ -15,11 +15,11 @@
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
-#include "../model_ops.h"
-#include "model_storage.h"
+#include "../layers.h"
+#include "layers_storage.h"
 
 namespace kiln {
-using namespace model_storage;
+using namespace layers_storage;
 namespace {
 
 

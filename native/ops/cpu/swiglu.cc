@@ -1,4 +1,4 @@
-// SwiGLU on the CPU (contract and math: ops/model_ops.h).
+// SwiGLU on the CPU (contract and math: ops/layers.h).
 //   forward : out = silu(gate) · up,  silu(g) = g·σ(g)                                   (=)
 //   backward: dgate = dout·up·σ(g)·(1 + g·(1 − σ(g)));  dup = dout·g·σ(g)                 (=)
 // gate/up rows start at i·ld_in (the fused [gate | up] (N, 2F) layout: up = gate + F, ld 2F).
@@ -12,11 +12,11 @@
 #include "../../runtime/half.h"
 #include "../../runtime/parallel.h"
 #include "../element_access.h"
-#include "../model_ops.h"
-#include "model_storage.h"
+#include "../layers.h"
+#include "layers_storage.h"
 
 namespace kiln {
-using namespace model_storage;
+using namespace layers_storage;
 namespace {
 
 int64_t row_grain(int64_t width) { return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(width, 1)); }

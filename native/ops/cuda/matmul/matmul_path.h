@@ -1,6 +1,6 @@
 // The CUDA GEMM dispatcher's path decision, as plain C++ (no CUDA): which path (simt, sm80,
 // sm90) runs a call, and whether a tuned winner may replace the shape heuristic's config.
-// Kept free of CUDA so test/native/matmul_path_test.cc checks it on any machine.
+// Kept free of CUDA so test/native/host_logic_test.cc checks it on any machine.
 //
 // Rules (matmul_cuda.h, "Paths"):
 //   f32 operands               simt, whatever KILN_MATMUL_PATH says

@@ -1,6 +1,7 @@
 // Ampere tensor-core GEMM, host side: configurations, support checks, the shape heuristic and
 // the dispatch to the per-configuration launchers; also configuration 0's 16 kernel variants
-// (1 to 4 are in matmul_sm80_cfg<N>.cu). The kernel: matmul_sm80_kernel.cuh.
+// (sm80_128x128x32_w8_s3; 1 to 4 are in the files named after their configuration,
+// matmul_sm80_<BM>x<BN>x<BK>_w<warps>_s<stages>.cu). The kernel: matmul_sm80_kernel.cuh.
 #include "matmul_sm80_kernel.cuh"
 
 namespace kiln {

@@ -22,8 +22,9 @@
 //
 // This header holds the kernel and its launchers; each of the five tile configurations is
 // instantiated (16 variants: trans_a x trans_b x f16 x swiglu) in its own translation unit
-// (configuration 0 with the host-side dispatch in matmul_sm80.cu, 1 to 4 in
-// matmul_sm80_cfg<N>.cu), so a parallel build compiles them side by side.
+// (configuration 0 with the host-side dispatch in matmul_sm80.cu, 1 to 4 in files named after
+// their configuration, matmul_sm80_<BM>x<BN>x<BK>_w<warps>_s<stages>.cu), so a parallel build
+// compiles them side by side.
 #pragma once
 #include <cstdio>
 
@@ -47,12 +48,13 @@ struct Sm80Tile {
   static_assert(BM % 64 == 0 && BN % 64 == 0, "M/N-contiguous tiles need >= 8 chunks per row");
 };
 
-// The configurations, in the order of matmul_sm80_config_name.
-using Cfg0 = Sm80Tile<128, 128, 2, 4, 3>;  // 48 KB smem (registers, ~164, allow 1 CTA/SM today)
-using Cfg1 = Sm80Tile<128, 128, 2, 4, 4>;  // 64 KB
-using Cfg2 = Sm80Tile<128, 64, 2, 2, 4>;   // 48 KB, 4 warps
-using Cfg3 = Sm80Tile<64, 128, 2, 2, 4>;   // 48 KB, 4 warps (wide N, e.g. swiglu)
-using Cfg4 = Sm80Tile<64, 64, 2, 2, 4>;    // 32 KB, small / skinny problems
+// The configurations, in the order of matmul_sm80_config_name. Configuration 0 is compiled in
+// matmul_sm80.cu, 1 to 4 each in matmul_<its name>.cu.
+using Cfg0 = Sm80Tile<128, 128, 2, 4, 3>;  // sm80_128x128x32_w8_s3: 48 KB smem (registers, ~164, allow 1 CTA/SM)
+using Cfg1 = Sm80Tile<128, 128, 2, 4, 4>;  // sm80_128x128x32_w8_s4: 64 KB
+using Cfg2 = Sm80Tile<128, 64, 2, 2, 4>;   // sm80_128x64x32_w4_s4: 48 KB, 4 warps
+using Cfg3 = Sm80Tile<64, 128, 2, 2, 4>;   // sm80_64x128x32_w4_s4: 48 KB, 4 warps (wide N, e.g. swiglu)
+using Cfg4 = Sm80Tile<64, 64, 2, 2, 4>;    // sm80_64x64x32_w4_s4: 32 KB, small / skinny problems
 // (A 256x128 config with 64x64 warp tiles was tried: 128 accumulators/thread hit 254-255
 // registers and spilled on sm_90a, so it is left out.)
 
@@ -335,7 +337,8 @@ void launch_sm80_config(const MatmulParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// The launchers of the five configurations (matmul_sm80.cu, matmul_sm80_cfg1.cu ... cfg4.cu).
+// The launchers of the five configurations, by index (matmul_sm80.cu and the four
+// matmul_sm80_<BM>x<BN>x<BK>_w<warps>_s<stages>.cu files).
 void matmul_sm80_launch_cfg0(const MatmulParams& p, cudaStream_t stream);
 void matmul_sm80_launch_cfg1(const MatmulParams& p, cudaStream_t stream);
 void matmul_sm80_launch_cfg2(const MatmulParams& p, cudaStream_t stream);

@@ -4,8 +4,8 @@
 //
 // Scope (matmul_sm90_supported): the "TN" layout only — A row-major M x K (!trans_a) and B
 // stored N x K (trans_b), i.e. both operands K-major: the forward x·Wᵀ and the swiglu gate/up
-// projection. The other layouts (dy·W, dyᵀ·x) go to the sm80 path on Hopper for now; adding
-// them needs MN-major smem descriptors (imm-trans-a/b = 1) with their LBO/SBO rules.
+// projection. The other layouts (dy·W, dyᵀ·x) go to the sm80 path on Hopper; this kernel would
+// need MN-major smem descriptors for them (imm-trans-a/b = 1) with their LBO/SBO rules.
 // Also required: 16-byte aligned A and B, lda, ldb % 8 == 0, K > 0, and for batch > 1
 // stride_a, stride_b > 0 and % 8 == 0 (TMA global strides are multiples of 16 bytes).
 //

@@ -15,7 +15,7 @@
 // run unpredicated full tiles and any rows/cols are handled. A 100x37 matrix computes on a
 // 128x128 X — wasteful only for matrices that are tiny anyway.
 //
-// GEMM kernel (Ampere path; also what runs on Hopper today): 128x128x32 block tile, 8 warps as
+// GEMM kernel (Ampere path; Hopper runs it too): 128x128x32 block tile, 8 warps as
 // 2 (M) x 4 (N) of 64x32 warp tiles, bf16 mma.sync.m16n8k16 with f32 accumulation, ldmatrix
 // (.trans for the K x N operand of B·X) and a 3-stage cp.async pipeline; shared rows padded by
 // 16 bytes so ldmatrix is conflict-free. 60 KB of dynamic shared memory per block (opt-in).
@@ -384,7 +384,7 @@ void newton_schulz_cuda(const NewtonSchulzBatchParams& p, void* workspace, size_
   KILN_CUDA_CHECK(cudaGetDevice(&device));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   check(major >= 8, "ERR_CUDA", "newton_schulz_cuda: needs compute capability 8.0 or newer (bf16 tensor cores)");
-  // Only the sm80 (mma.sync) path exists; KILN_NS_FORCE_SM80 therefore changes nothing today.
+  // Only the sm80 (mma.sync) path exists, so KILN_NS_FORCE_SM80 changes nothing (read for symmetry).
   (void)std::getenv("KILN_NS_FORCE_SM80");
 
   char* ws = static_cast<char*>(workspace);

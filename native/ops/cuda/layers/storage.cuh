@@ -1,4 +1,4 @@
-// Shared device helpers of the CUDA model layers (ops/model_ops.h): storage <-> f32 conversions,
+// Shared device helpers of the CUDA model layers (ops/layers.h): storage <-> f32 conversions,
 // 16-byte vector loads/stores, alignment checks and the storage-type dispatch.
 #pragma once
 #include <cuda_bf16.h>
@@ -11,7 +11,7 @@
 #include "../../../runtime/dtype.h"
 #include "../../../runtime/error.h"
 
-namespace kiln::model_cuda {
+namespace kiln::layers_cuda {
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -50,4 +50,4 @@ inline void dispatch_cuda_dtype(DType dtype, const char* op, Body&& body) {
   }
 }
 
-}  // namespace kiln::model_cuda
+}  // namespace kiln::layers_cuda

@@ -1,5 +1,5 @@
 /**
- * DiLoCo's outer-step kernels (native/ops/cuda/diloco/) against the CPU ops on fresh random data
+ * DiLoCo's outer-step kernels (native/ops/cuda/outer_step/) against the CPU ops on fresh random data
  * (skipped without a GPU): packing and residuals, the mean of gathered buffers, the outer
  * Nesterov step and merge. The kernels use the CPU's float operations (no FMA), so the results
  * must match bit for bit. Gated: without KILN_CUDA_DIST=1 the ops refuse CUDA tensors.

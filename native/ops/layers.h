@@ -1,5 +1,6 @@
-// The LLaMA model's remaining ops (issue 6), CPU and CUDA: embedding, RMSNorm fused with the
-// residual add, SwiGLU, the fused classifier (cross-entropy), gradient norm and clipping.
+// The LLaMA model's layer ops besides matmul and attention, CPU and CUDA: embedding, RMSNorm
+// fused with the residual add, SwiGLU, the fused classifier (cross-entropy), gradient norm and
+// clipping.
 // Plain C++ contract: one params struct per op, destination pointers first; CUDA launchers take
 // the stream last. All tensors are contiguous, row-major; sizes and leading dims in elements.
 //

@@ -1,4 +1,4 @@
-// Gradient norm over a list of tensors, and clipping by it, on CUDA (contract: ops/model_ops.h).
+// Gradient norm over a list of tensors, and clipping by it, on CUDA (contract: ops/layers.h).
 //   norm = sqrt(Σ_tensors Σ_j x_j²);  clip: x_j *= min(1, max_norm / (norm + 1e-6))  (in place)
 // Deterministic: every tensor is cut into fixed 16K-element chunks, one block per chunk writes
 // its f32 sum of squares to its own workspace slot, then one block adds the slots in a fixed
@@ -12,13 +12,13 @@
 #include <cstdint>
 #include <string>
 
-#include "../../model_ops.h"
+#include "../../layers.h"
 #include "../common.cuh"
 #include "storage.cuh"
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 __device__ __forceinline__ float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

@@ -348,7 +348,7 @@ Napi::Value dist_close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-void register_dist(Napi::Env env, Napi::Object exports) {
+void register_collectives(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "distAvailable", dist_available);
   set_function(env, exports, "distConnect", dist_connect);
   set_function(env, exports, "distAllReduce", dist_all_reduce);
@@ -363,5 +363,5 @@ void register_dist(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
-KILN_REGISTER_BINDING(register_dist);
+KILN_REGISTER_BINDING(register_collectives);
 }  // namespace kiln::binding

@@ -1,4 +1,4 @@
-// Fused classifier: cross-entropy loss and dlogits in one kernel on CUDA (contract: ops/model_ops.h).
+// Fused classifier: cross-entropy loss and dlogits in one kernel on CUDA (contract: ops/layers.h).
 //   sweep 1 (read):  online softmax statistics: each thread keeps (max, Σ exp(x − max)) over its
 //                    elements; the block merges the pairs (fixed tree) -> lse = max + log(sum)
 //   loss[i] = lse − logits[i, t]                                             (=, f32)
@@ -16,13 +16,13 @@
 #include <cstdint>
 #include <string>
 
-#include "../../model_ops.h"
+#include "../../layers.h"
 #include "../common.cuh"
 #include "storage.cuh"
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 constexpr int kThreads = 512;
 

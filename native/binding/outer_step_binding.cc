@@ -108,12 +108,12 @@ Napi::Value outer_nesterov(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-void register_diloco(Napi::Env env, Napi::Object exports) {
+void register_outer_step(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "pseudoGradientQuantize", pseudo_gradient_quantize);
   set_function(env, exports, "dequantizeMean", dequantize_mean);
   set_function(env, exports, "outerNesterov", outer_nesterov);
 }
 
 }  // namespace
-KILN_REGISTER_BINDING(register_diloco);
+KILN_REGISTER_BINDING(register_outer_step);
 }  // namespace kiln::binding

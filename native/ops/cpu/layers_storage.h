@@ -1,4 +1,4 @@
-// Typed storage for the CPU model layers (ops/model_ops.h): half types are 16-bit tags widened
+// Typed storage for the CPU model layers (ops/layers.h): half types are 16-bit tags widened
 // to f32 on load and rounded once on store; f64 computes in f64, everything else in f32.
 #pragma once
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include "../../runtime/error.h"
 #include "../../runtime/half.h"
 
-namespace kiln::model_storage {
+namespace kiln::layers_storage {
 
 struct Bf16 { uint16_t bits; };
 struct F16 { uint16_t bits; };
@@ -39,4 +39,4 @@ void dispatch_storage(DType dtype, const char* op, Body&& body) {
 // Parameter-gradient dtype (rstd, loss, dtable, dweight): f32, or f64 for f64 inputs.
 inline DType gradient_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
 
-}  // namespace kiln::model_storage
+}  // namespace kiln::layers_storage

@@ -1,4 +1,4 @@
-// SwiGLU on CUDA (contract and math: ops/model_ops.h).
+// SwiGLU on CUDA (contract and math: ops/layers.h).
 //   forward : out = silu(gate)·up                                                      (=)
 //   backward: dgate = dout·up·σ(g)·(1 + g·(1 − σ(g)));  dup = dout·g·σ(g)              (=)
 // gate/up rows at i·ld_in ([gate | up] (N, 2F): up = gate + F, ld_in = 2F). Element-wise, f32
@@ -11,13 +11,13 @@
 #include <cstdint>
 #include <string>
 
-#include "../../model_ops.h"
+#include "../../layers.h"
 #include "../common.cuh"
 #include "storage.cuh"
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 __device__ __forceinline__ float sigmoid(float g) { return 1.0f / (1.0f + __expf(-g)); }
 

@@ -1,8 +1,8 @@
-// Binding for the model layers (ops/model_ops.h): embedding, RMSNorm, SwiGLU, cross-entropy.
+// Binding for the model layers (ops/layers.h): embedding, RMSNorm, SwiGLU, cross-entropy.
 // CPU (f32/f64/bf16/f16) and CUDA (f32/bf16/f16) launchers share one params struct per op;
 // CUDA workspaces come from the caching allocator. Gradient-side tensors (rstd, loss, dtable,
 // dweight) are f32, or f64 for f64 inputs.
-#include "../ops/model_ops.h"
+#include "../ops/layers.h"
 #include "binding.h"
 #include "validate_calls.h"
 
@@ -299,7 +299,7 @@ Napi::Value grad_norm_clip(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-void register_model(Napi::Env env, Napi::Object exports) {
+void register_layers(Napi::Env env, Napi::Object exports) {
   set_function(env, exports, "gradNormClip", grad_norm_clip);
   set_function(env, exports, "embedding", embedding);
   set_function(env, exports, "embeddingBackward", embedding_backward);
@@ -311,5 +311,5 @@ void register_model(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
-KILN_REGISTER_BINDING(register_model);
+KILN_REGISTER_BINDING(register_layers);
 }  // namespace kiln::binding

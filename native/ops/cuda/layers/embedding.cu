@@ -1,4 +1,4 @@
-// Embedding lookup and its deterministic scatter-add backward on CUDA (contract: ops/model_ops.h).
+// Embedding lookup and its deterministic scatter-add backward on CUDA (contract: ops/layers.h).
 //   forward : out (N, D) = table (V, D)[ids (N)]; an id outside [0, V) gives a NaN row  (=)
 //   backward: dtable (V, D) f32 += Σ_{i: ids[i]=v} dout[i, :], positions in ascending order (+=)
 // Backward without float atomics, in four steps on the stream (workspace: counts, starts, order):
@@ -17,13 +17,13 @@
 #include <cstdint>
 #include <string>
 
-#include "../../model_ops.h"
+#include "../../layers.h"
 #include "../common.cuh"
 #include "storage.cuh"
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 template <class T, bool kVector>
 __global__ void embedding_forward_kernel(T* __restrict__ out, const T* __restrict__ table, const int32_t* __restrict__ ids,

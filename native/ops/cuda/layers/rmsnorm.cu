@@ -1,4 +1,4 @@
-// RMSNorm fused with the residual add on CUDA (contract and math: ops/model_ops.h).
+// RMSNorm fused with the residual add on CUDA (contract and math: ops/layers.h).
 //   forward : h = round_T(x + residual);  rstd = 1/sqrt(mean(h²) + eps);  y = h·rstd·w      (=)
 //   backward: dh = rstd·(dy·w − ĥ·mean(dy·w·ĥ)) (+ dresidual_in);  dweight += Σ_rows dy·ĥ   (+=)
 // One block per row (grid-stride), f32 math, block sums by a fixed shuffle tree. The forward
@@ -15,13 +15,13 @@
 #include <cstdint>
 #include <string>
 
-#include "../../model_ops.h"
+#include "../../layers.h"
 #include "../common.cuh"
 #include "storage.cuh"
 
 namespace kiln {
 namespace {
-using namespace model_cuda;
+using namespace layers_cuda;
 
 __device__ __forceinline__ float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

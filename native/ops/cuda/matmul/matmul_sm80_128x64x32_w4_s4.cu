@@ -1,0 +1,13 @@
+// Configuration 2 of the Ampere GEMM (matmul_sm80_kernel.cuh), sm80_128x64x32_w4_s4: a 128x64 tile,
+// BK 32, 4 warps, 4 stages. Its 16 kernel variants, in a translation unit of their own so that
+// the five configurations compile in parallel; the file is named after the configuration
+// (matmul_sm80_config_name).
+#include "matmul_sm80_kernel.cuh"
+
+namespace kiln {
+namespace matmul_detail {
+
+void matmul_sm80_launch_cfg2(const MatmulParams& p, cudaStream_t stream) { launch_sm80_config<Cfg2>(p, stream); }
+
+}  // namespace matmul_detail
+}  // namespace kiln
