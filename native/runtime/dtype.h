@@ -5,7 +5,7 @@
 
 namespace kiln {
 
-// The numeric codes are part of the binding contract (binding.d.ts DTypeCode): never renumber.
+// The numeric codes are part of the binding contract (binding.ts DTypeCode): never renumber.
 enum class DType : int32_t { f32 = 0, f64 = 1, bf16 = 2, f16 = 3, i32 = 4 };
 
 inline size_t dtype_size(DType t) {
