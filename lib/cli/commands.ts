@@ -157,13 +157,13 @@ export const COMMANDS = {
     summary: 'tokenize .txt/.md/.jsonl files (default: the bundled corpus) into train.bin and val.bin token shards',
     operands: [{ name: '[inputs...]', description: '.txt, .md and .jsonl files, or directories of them', default: 'the bundled nlp-corpus' }],
     flags: {
-      tokenizer: { type: 'string', value: 'NAME', default: 'byte', description: 'byte or gpt2' },
+      tokenizer: { type: 'string', value: 'NAME|DIR|FILE', default: 'byte', description: 'byte, gpt2, or a model\'s own: a directory holding tokenizer.json, or the file' },
       val: { type: 'string', value: 'FRACTION', default: '0.01', description: 'share of documents held out for validation, in (0, 1)' },
       out: { type: 'string', value: 'DIR', default: 'data', description: 'directory for train.bin and val.bin' },
       seed: { type: 'string', value: 'N', default: '0', description: 'seed of the train/validation split' },
       strict: { type: 'boolean', description: 'refuse input that is not valid UTF-8 (else its bytes become U+FFFD, with a warning)' },
     },
-    after: 'Documents: in .txt and .md files, text separated by blank lines; in .jsonl files, the "text" field\nof each line. Files with other extensions in a directory are skipped (and counted); named on the\ncommand line, they are refused.',
+    after: 'Documents: in .txt and .md files, text separated by blank lines; in .jsonl files, the "text" field\nof each line. Files with other extensions in a directory are skipped (and counted); named on the\ncommand line, they are refused. With a tokenizer.json, EOS goes between documents and BOS where the\ntokenizer\'s post-processor puts it; the shards record the file\'s sha256, and kiln train refuses them\nfor a model with another tokenizer.',
   },
   export: {
     summary: 'write a checkpoint as a GGUF file for llama.cpp',
