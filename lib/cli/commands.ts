@@ -58,15 +58,17 @@ export const COMMANDS = {
     after: 'Run again, `npm start` trains a new run beside the earlier ones (runs/tiny, then runs/tiny-2, ...):\nit never overwrites one. `kiln train --resume runs/tiny ...` continues a run.',
   },
   train: {
-    summary: 'pretrain a preset on token shards from kiln prepare; SIGINT saves a checkpoint and exits',
+    summary: 'pretrain a preset, a config.json or a model (--from) on token shards from kiln prepare; SIGINT saves a checkpoint and exits',
     flags: {
       preset: { type: 'string', value: 'NAME', default: 'tiny', description: 'model preset: tiny, 125m, 350m, 760m, 1.4b' },
+      config: { type: 'string', value: 'FILE', description: 'train this config.json (llama, qwen2 or qwen3, Hugging Face fields) from random weights instead of a preset' },
+      from: { type: 'string', value: 'CHECKPOINT', description: 'start from a Hugging Face or kiln checkpoint: its config and weights, fresh optimizer, step 0' },
       data: { type: 'string', value: 'DIR', description: 'directory with train.bin and val.bin (kiln prepare); required' },
       steps: { type: 'string', value: 'N', default: '200', description: 'train until this step' },
       batch: { type: 'string', value: 'N', default: '16', description: 'sequences per step (per rank with --nproc)' },
       seq: { type: 'string', value: 'N', defaultText: 'the preset\'s context, at most 128', description: 'tokens per sequence' },
       device: { type: 'string', value: 'DEVICE', defaultText: 'cpu', description: 'cpu or cuda:N (cuda: each rank\'s own GPU with --nproc); CUDA training needs KILN_CUDA_TRAINING=1' },
-      out: { type: 'string', value: 'DIR', defaultText: 'runs/<preset>', description: 'run directory: checkpoints (step-NNNNNN/, latest) and metrics.jsonl' },
+      out: { type: 'string', value: 'DIR', defaultText: 'runs/<preset>', description: 'run directory: checkpoints (step-NNNNNN/, latest) and metrics.jsonl (default runs/model with --from or --config)' },
       resume: { type: 'string', value: 'CHECKPOINT', description: 'continue from a checkpoint, a run directory or its latest pointer' },
       overwrite: { type: 'boolean', description: 'replace the run --out holds (its checkpoints and metrics.jsonl)' },
       accumulation: { type: 'string', value: 'N', default: '1', description: 'micro-batches per step (gradient accumulation)' },
@@ -98,7 +100,7 @@ export const COMMANDS = {
       'dist-store-bind': { type: 'string', value: 'ADDRESS', defaultText: '127.0.0.1', description: 'rank 0: address the rendezvous store binds' },
       'baseline-tokens-per-second': { type: 'string', value: 'N', description: 'one rank\'s tokens/s, for the scaling efficiency in the metrics' },
     },
-    after: 'An --out that holds a run (checkpoints, latest or metrics.jsonl) is refused unless --resume continues\nthat run or --overwrite replaces it. Across machines: torchrun\'s MASTER_ADDR, MASTER_PORT, RANK and\nWORLD_SIZE, the same command on each.',
+    after: 'An --out that holds a run (checkpoints, latest or metrics.jsonl) is refused unless --resume continues\nthat run or --overwrite replaces it. --from takes no --preset, --config or --resume; its checkpoints keep\nthe source\'s model_type, config.json fields and tokenizer files, and its data must come from its\ntokenizer (kiln prepare --tokenizer CHECKPOINT). --resume alone continues a --from or --config run.\nAcross machines: torchrun\'s MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE, the same command on each.',
   },
   generate: {
     summary: 'stream a completion from a kiln or Hugging Face LLaMA checkpoint and print tokens/s',
