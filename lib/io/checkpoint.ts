@@ -13,7 +13,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { types } from 'node:util';
-import type { DType } from '../dtype.js';
+import { type DType, f16ToFloat } from '../dtype.js';
 import { describe, fail } from '../errors.js';
 import { atomicWriteFile } from './atomic.js';
 import { type RawTensor, readSafetensors, writeSafetensors } from './safetensors.js';
@@ -176,11 +176,19 @@ export function checkpointConfig(path: string): ModelConfig {
   return fromHfConfig(json);
 }
 
+/** A tensor's values: f32 and f64 as stored; bf16 and f16 (Hugging Face releases) widened to f32 exactly. */
 function decode(t: RawTensor, name: string): Float32Array | Float64Array {
   const copy = t.data.slice().buffer;
   if (t.dtype === 'f32') return new Float32Array(copy);
   if (t.dtype === 'f64') return new Float64Array(copy);
-  fail('ERR_CHECKPOINT', `${name} is ${t.dtype}: kiln checkpoints hold f32 weights`);
+  if (t.dtype === 'bf16') {
+    const bits = new Uint16Array(copy);
+    const wide = new Uint32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
+    return new Float32Array(wide.buffer);
+  }
+  if (t.dtype === 'f16') return Float32Array.from(new Uint16Array(copy), f16ToFloat);
+  fail('ERR_CHECKPOINT', `${name} is ${t.dtype}: checkpoint weights must be f32, f64, bf16 or f16`);
 }
 
 export function loadCheckpoint(path: string): LoadedCheckpoint {
@@ -197,7 +205,7 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
   const config = fromHfConfig(json);
   const model = readSafetensors(join(dir, 'model.safetensors'));
   const weights = new Map<string, { dtype: DType; shape: number[]; values: Float32Array | Float64Array }>();
-  for (const [name, t] of model.tensors) weights.set(name, { dtype: t.dtype, shape: t.shape, values: decode(t, name) });
+  for (const [name, t] of model.tensors) weights.set(name, { dtype: t.dtype === 'bf16' || t.dtype === 'f16' ? 'f32' : t.dtype, shape: t.shape, values: decode(t, name) });
   const loaded: LoadedCheckpoint = { config, weights };
   if (existsSync(join(dir, 'optimizer.safetensors'))) {
     loaded.optimizer = new Map();

@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Engine } from '../../lib/index.js';
-import { saveCheckpoint } from '../../lib/io/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint } from '../../lib/io/checkpoint.js';
+import { f32ToBf16Bits } from '../../lib/io/gguf.js';
+import { type RawTensor, readSafetensors, writeSafetensors } from '../../lib/io/safetensors.js';
 import { type ModelConfig, fromHfConfig } from '../../lib/model/config.js';
 import { LlamaModel } from '../../lib/model/llama.js';
 import { kiln, lenmlModels, output, shardDir, tempDir } from './fixture.js';
@@ -79,6 +81,25 @@ test('--from a qwen3 HF directory: the loss falls; the checkpoint keeps model_ty
   assert.is(configOf(next).model_type, 'qwen3');
   assert.is(configOf(next).bos_token_id, 1);
   assert.ok(existsSync(join(next, 'generation_config.json')));
+});
+
+test('--from takes bf16 weights (as Hugging Face releases ship them), widened to f32', async () => {
+  const source = await hfDir('qwen3-bf16', qwen3Json(256));
+  const f32 = loadCheckpoint(source).weights;
+  const bf16 = new Map<string, RawTensor>();
+  for (const [name, t] of readSafetensors(join(source, 'model.safetensors')).tensors) {
+    const bits = f32ToBf16Bits(new Float32Array(t.data.slice().buffer));
+    bf16.set(name, { dtype: 'bf16', shape: t.shape, data: new Uint8Array(bits.buffer) });
+  }
+  writeSafetensors(join(source, 'model.safetensors'), bf16, { format: 'pt' });
+  for (const [name, w] of loadCheckpoint(source).weights) {
+    assert.is(w.dtype, 'f32');
+    const original = f32.get(name)!.values;
+    for (let i = 0; i < w.values.length; i++) assert.ok(Math.abs(w.values[i] - original[i]) <= Math.abs(original[i]) * 2 ** -8, `${name}[${i}]`);
+  }
+  const r = kiln(['train', '--from', source, ...(await flags(2)), '--out', join(root, 'bf16')]);
+  assert.is(r.status, 0, output(r));
+  assert.is(losses(r.stdout).length, 2);
 });
 
 test('refusals: --from with --preset, --config or --resume; --config with --preset; a --config that is not JSON (ERR_ARG, saying why)', async () => {
