@@ -1,4 +1,6 @@
 /** `kiln prepare`: tokenizes .txt/.md/.jsonl files (default: the bundled corpus) into train.bin and val.bin token shards, with byte, gpt2 or a model's tokenizer.json. */
+import { copyFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { KilnError } from '../errors.js';
 import { tokenizerOf } from '../data/hf_tokenizer.js';
 import { bundledCorpus, prepareDocuments, prepareFiles } from '../io/shards.js';
@@ -24,6 +26,13 @@ export async function prepareCommand(rest: string[]): Promise<number> {
   const skipped = result.skipped ?? [];
   if (skipped.length) {
     console.error(`note: skipped ${skipped.length} file${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not .txt, .md or .jsonl: ${skipped.slice(0, 5).join(', ')}${skipped.length > 5 ? ', ...' : ''}`);
+  }
+  if (tokenizer.sha256 && 'path' in tokenizer) {
+    // beside the shards, so that a run of a preset or --config on them saves the tokenizer with its checkpoints
+    const from = tokenizer.path as string;
+    copyFileSync(from, join(values.out, 'tokenizer.json'));
+    const config = join(dirname(from), 'tokenizer_config.json');
+    if (existsSync(config)) copyFileSync(config, join(values.out, 'tokenizer_config.json'));
   }
   for (const shard of [result.train, result.val]) {
     console.log(`${shard.path}: ${shard.tokens.toLocaleString()} ${tokenizer.sha256 ? `tokenizer.json (sha256 ${tokenizer.sha256.slice(0, 16)}…)` : tokenizer.name} tokens (${shard.bytesPerToken} bytes each)`);

@@ -178,6 +178,11 @@ export async function train(args: string[]): Promise<number> {
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out,
     gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute, ...(values.from !== undefined ? { from: values.from } : {}),
   };
+  // a preset or --config on shards of a tokenizer.json: the checkpoints carry the one kiln prepare left beside them
+  const dataTokenizer = join(values.data, 'tokenizer.json');
+  if (!source && shard.tokenizerHash !== undefined && existsSync(dataTokenizer) && shardHashOf(tokenizerHash(dataTokenizer)) === shard.tokenizerHash) {
+    options.tokenizerFiles = values.data;
+  }
   checkTrainingDevice(options.device ?? 'cpu'); // before the rendezvous and the model's checks, which would name the wrong problem
   const dist = env ? await joinRun(env, options, flags) : undefined;
   if (values.zero1 && (dist?.comm.worldSize ?? 1) === 1) console.log('note: --zero1 shards the optimizer state across ranks; this run has one, so its state is whole');

@@ -48,6 +48,8 @@ export interface SaveOptions {
    * ...) are kept under the ones kiln writes.
    */
   source?: string;
+  /** without a source: a directory whose TOKENIZER_FILES are copied (the data's, from kiln prepare --tokenizer) */
+  tokenizerFiles?: string;
 }
 
 function sourceConfig(source: string): Record<string, unknown> {
@@ -92,6 +94,8 @@ export async function saveCheckpoint(
     for (const file of TOKENIZER_FILES) if (existsSync(join(options.source, file))) copyFileSync(join(options.source, file), join(temp, file));
   } else {
     writeJson(join(temp, 'config.json'), written);
+    const files = options.tokenizerFiles;
+    if (files !== undefined) for (const file of TOKENIZER_FILES) if (existsSync(join(files, file))) copyFileSync(join(files, file), join(temp, file));
   }
   const model = new Map<string, RawTensor>();
   for (const [name, t] of weights) model.set(name, await raw(t));

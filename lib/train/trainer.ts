@@ -100,6 +100,8 @@ export interface TrainOptions {
    * its config.json fields and tokenizer files.
    */
   from?: string;
+  /** without `from`: a directory whose tokenizer files the checkpoints carry (the data's, from kiln prepare --tokenizer) */
+  tokenizerFiles?: string;
 }
 
 export interface StepMetrics {
@@ -159,7 +161,7 @@ export function configDifferences(checkpoint: ModelConfig, model: ModelConfig, l
 }
 
 export class Trainer {
-  readonly options: Required<Omit<TrainOptions, 'out' | 'schedule' | 'parallel' | 'from'>> & Pick<TrainOptions, 'out' | 'parallel' | 'from'> & { schedule: ScheduleConfig };
+  readonly options: Required<Omit<TrainOptions, 'out' | 'schedule' | 'parallel' | 'from' | 'tokenizerFiles'>> & Pick<TrainOptions, 'out' | 'parallel' | 'from' | 'tokenizerFiles'> & { schedule: ScheduleConfig };
   readonly model: LlamaModel;
   readonly optimizer: Optimizer;
   private train: TokenLoader;
@@ -394,7 +396,7 @@ export class Trainer {
       extra = await this.options.parallel?.stateTensors?.();
       if (!this.isWriter) return target;
       for (const [k, t] of extra ?? []) state.set(k, t);
-      return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state(), { source: this.source });
+      return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state(), { source: this.source, tokenizerFiles: this.options.tokenizerFiles });
     } catch (e) {
       throw this.options.parallel ? await this.options.parallel.explain(e) : e;
     } finally {

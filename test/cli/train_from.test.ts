@@ -142,6 +142,12 @@ test('the data must come from the model\'s tokenizer: shards of another tokenize
   const big = kiln(['train', '--preset', 'tiny', '--data', own, '--steps', '1', '--batch', '1', '--seq', '16', '--out', join(root, 'big')]);
   assert.is(big.status, 1, output(big));
   assert.match(big.stderr, /ERR_ARG: the data uses the tokenizer\.json with sha256 [0-9a-f]{16}… \(128256 ids\): too many for the tiny preset's vocabulary \(256\)/);
+  // kiln prepare leaves the tokenizer beside the shards; a --config run on them saves it with its checkpoints
+  assert.equal(readFileSync(join(own, 'tokenizer.json')), readFileSync(join(models, 'tokenizer.json')));
+  const configured = kiln(['train', '--config', join(source, 'config.json'), '--data', own, '--steps', '1', '--batch', '1', '--seq', '16', '--eval-every', '0', '--out', join(root, 'configured')]);
+  assert.is(configured.status, 0, output(configured));
+  assert.equal(readFileSync(join(root, 'configured', 'step-000001', 'tokenizer.json')), readFileSync(join(models, 'tokenizer.json')));
+  assert.ok(existsSync(join(root, 'configured', 'step-000001', 'tokenizer_config.json')));
   const ok = train(own, 'own');
   assert.is(ok.status, 0, output(ok));
   const saved = join(root, 'own', 'step-000001');
