@@ -1,6 +1,8 @@
-/** `kiln prepare`: tokenizes .txt/.md/.jsonl files (default: the bundled corpus) into train.bin and val.bin token shards. */
+/** `kiln prepare`: tokenizes .txt/.md/.jsonl files (default: the bundled corpus) into train.bin and val.bin token shards, with byte, gpt2 or a model's tokenizer.json. */
+import { copyFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { KilnError } from '../errors.js';
-import { tokenizerByName } from '../data/tokenizer.js';
+import { tokenizerOf } from '../data/hf_tokenizer.js';
 import { bundledCorpus, prepareDocuments, prepareFiles } from '../io/shards.js';
 import { parseCommand } from './commands.js';
 
@@ -12,7 +14,7 @@ export async function prepareCommand(rest: string[]): Promise<number> {
   if (!(valFraction > 0 && valFraction < 1)) throw new KilnError('ERR_ARG', `--val takes the share of documents held out for validation, a number in (0, 1) such as 0.01, got ${values.val}`);
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(seed)) throw new KilnError('ERR_ARG', `--seed takes an integer, got ${values.seed}`);
-  const tokenizer = await tokenizerByName(values.tokenizer);
+  const tokenizer = await tokenizerOf(values.tokenizer);
   const options = { valFraction, seed, strict: values.strict };
   const started = performance.now();
   const result = positionals.length
@@ -25,8 +27,15 @@ export async function prepareCommand(rest: string[]): Promise<number> {
   if (skipped.length) {
     console.error(`note: skipped ${skipped.length} file${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not .txt, .md or .jsonl: ${skipped.slice(0, 5).join(', ')}${skipped.length > 5 ? ', ...' : ''}`);
   }
+  if (tokenizer.sha256 && 'path' in tokenizer) {
+    // beside the shards, so that a run of a preset or --config on them saves the tokenizer with its checkpoints
+    const from = tokenizer.path as string;
+    copyFileSync(from, join(values.out, 'tokenizer.json'));
+    const config = join(dirname(from), 'tokenizer_config.json');
+    if (existsSync(config)) copyFileSync(config, join(values.out, 'tokenizer_config.json'));
+  }
   for (const shard of [result.train, result.val]) {
-    console.log(`${shard.path}: ${shard.tokens.toLocaleString()} ${tokenizer.name} tokens (${shard.bytesPerToken} bytes each)`);
+    console.log(`${shard.path}: ${shard.tokens.toLocaleString()} ${tokenizer.sha256 ? `tokenizer.json (sha256 ${tokenizer.sha256.slice(0, 16)}…)` : tokenizer.name} tokens (${shard.bytesPerToken} bytes each)`);
   }
   console.log(`prepared in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   return 0;

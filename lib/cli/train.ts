@@ -1,5 +1,5 @@
 /** `kiln train`, `kiln generate` and `kiln start` (the main job). */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
@@ -7,13 +7,14 @@ import { type Device, parseDevice } from '../device.js';
 import { fail } from '../errors.js';
 import { formatInfo } from '../info.js';
 import { defaultDevice } from '../runtime.js';
-import { PRESETS, preset } from '../model/config.js';
-import { bundledCorpus, prepareDocuments, readShardInfo } from '../io/shards.js';
+import { type ModelConfig, PRESETS, fromHfConfig, preset } from '../model/config.js';
+import { type ShardInfo, bundledCorpus, describeTokenizer, prepareDocuments, readShardInfo, shardHashOf } from '../io/shards.js';
+import { tokenizerHash } from '../data/hf_tokenizer.js';
 import { byteTokenizer } from '../data/tokenizer.js';
 import { Engine } from '../serve/engine.js';
 import type { StreamEnd } from '../serve/types.js';
 import { type StepMetrics, Trainer, type TrainOptions, checkTrainingDevice, configDifferences } from '../train/trainer.js';
-import { checkpointConfig } from '../io/checkpoint.js';
+import { checkpointConfig, resolveCheckpoint } from '../io/checkpoint.js';
 import { attachTrainingDashboard } from '../monitor/dashboard.js';
 import { dashboardOptionsFrom, normalizeDashboardFlag } from './monitor.js';
 import { parseCommand } from './commands.js';
@@ -76,13 +77,60 @@ export function trainDevice(flag: string | undefined, localRank?: number): Devic
   return parseDevice(flag);
 }
 
+/** --config FILE: an HF-style config.json of a registry family. */
+function configFile(path: string): ModelConfig {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    fail('ERR_ARG', `--config ${path}: ${existsSync(path) ? 'not valid JSON' : 'no such file'} (${(error as Error).message})`);
+  }
+  return fromHfConfig(json);
+}
+
+/**
+ * The data must come from the model's own tokenizer: with a tokenizer.json in the checkpoint the
+ * model comes from (--from, --resume), the shards' recorded sha256 must be its; a model from a
+ * checkpoint without one (kiln's byte and gpt2 models) refuses shards made from a tokenizer.json.
+ * Shards without a record (byte, gpt2, written before tokenizer.json was read) keep the vocabulary rule.
+ */
+function checkDataTokenizer(shard: ShardInfo, data: string, source: { flag: string; dir: string } | undefined): void {
+  if (!source) return;
+  const file = join(source.dir, 'tokenizer.json');
+  const model = existsSync(file) ? shardHashOf(tokenizerHash(file)) : undefined;
+  const theData = describeTokenizer(shard.tokenizer, shard.tokenizerHash);
+  if (model !== undefined && shard.tokenizerHash !== model) {
+    fail('ERR_ARG', `--data ${data} was made with ${theData}, but the model (${source.flag}) uses its tokenizer.json with sha256 ${model.slice(0, 16)}…: run kiln prepare --tokenizer ${source.dir}`);
+  }
+  if (model === undefined && shard.tokenizerHash !== undefined) {
+    fail('ERR_ARG', `--data ${data} was made with ${theData}, but the model (${source.flag}) has no tokenizer.json (a byte or gpt2 model): prepare the data with its tokenizer`);
+  }
+}
+
 export async function train(args: string[]): Promise<number> {
   const parsed = parseCommand('train', normalizeDashboardFlag(args));
   if (!parsed) return 0;
   const { values } = parsed;
   if (!values.data) fail('ERR_ARG', '--data DIR (from kiln prepare) is required');
-  const config = preset(values.preset);
-  if (values.resume !== undefined) {
+  const explicitPreset = args.some((a) => a === '--preset' || a.startsWith('--preset='));
+  if (values.from !== undefined && explicitPreset) fail('ERR_ARG', '--from and --preset both name the model: --from trains the checkpoint\'s own config (drop --preset)');
+  if (values.from !== undefined && values.config !== undefined) fail('ERR_ARG', '--from and --config both name the model: --from trains the checkpoint\'s own config (drop --config)');
+  if (values.from !== undefined && values.resume !== undefined) {
+    fail('ERR_ARG', '--from starts a new run from a model\'s weights (fresh optimizer, step 0); --resume continues a run: pass one (to continue a --from run, --resume its checkpoint)');
+  }
+  if (values.config !== undefined && explicitPreset) fail('ERR_ARG', '--config and --preset both name the model: pass one');
+  const resumed = values.resume !== undefined ? checkpointConfig(values.resume) : undefined;
+  // --resume alone of a model that is no preset (a --from or --config run): the checkpoint's own config
+  const ownConfig = resumed !== undefined && !explicitPreset && values.config === undefined &&
+    !Object.values(PRESETS).some((p) => configDifferences(resumed, p).length === 0);
+  const config = values.from !== undefined ? checkpointConfig(values.from)
+    : values.config !== undefined ? configFile(values.config)
+    : ownConfig ? resumed! : preset(values.preset);
+  const modelName = values.from !== undefined ? `--from ${values.from}` : values.config !== undefined ? `--config ${values.config}` : ownConfig ? `--resume ${values.resume}` : `the ${values.preset} preset`;
+  if (values.resume !== undefined && values.config !== undefined) {
+    const differs = configDifferences(resumed!, config, ['checkpoint', `--config ${values.config}`]);
+    if (differs.length) fail('ERR_CHECKPOINT', `--resume ${values.resume} holds another model than --config ${values.config} (${differs.join('; ')}): resume it with the config it was trained with`);
+  } else if (values.resume !== undefined && !ownConfig) {
     // the config is checked here, before any model is built, and named field by field
     const trained = checkpointConfig(values.resume);
     const differs = configDifferences(trained, config, ['checkpoint', `--preset ${values.preset}`]);
@@ -94,7 +142,7 @@ export async function train(args: string[]): Promise<number> {
   // before starting ranks: each would refuse it
   checkZero1({ sync: values.sync as ParallelFlags['sync'], zero1: values.zero1, distributedMuon: !values['no-distributed-muon'] });
   const env = distEnvFromProcess();
-  const out = values.out ?? join('runs', values.preset);
+  const out = values.out ?? join('runs', values.from !== undefined || values.config !== undefined || ownConfig ? 'model' : values.preset);
   // before anything starts: an --out holding a run is refused unless resumed or overwritten (rank 0 writes)
   const writer = (env?.rank ?? 0) === 0;
   if (writer) checkOut(out, { resume: values.resume, overwrite: values.overwrite });
@@ -116,15 +164,25 @@ export async function train(args: string[]): Promise<number> {
     baselineTokensPerSecond: values['baseline-tokens-per-second'] !== undefined ? num(values['baseline-tokens-per-second'], 'baseline-tokens-per-second') : undefined,
   };
   const shard = readShardInfo(join(values.data, 'train.bin'));
-  if (shard.vocabSize > config.vocabSize) fail('ERR_ARG', `the data uses the ${shard.tokenizer} tokenizer (${shard.vocabSize} ids): too many for the ${values.preset} preset's vocabulary (${config.vocabSize})`);
+  const source = values.from !== undefined ? { flag: `--from ${values.from}`, dir: resolveCheckpoint(values.from) }
+    : values.resume !== undefined ? { flag: `--resume ${values.resume}`, dir: resolveCheckpoint(values.resume) } : undefined;
+  checkDataTokenizer(shard, values.data, source);
+  if (shard.vocabSize > config.vocabSize) {
+    fail('ERR_ARG', `the data uses ${describeTokenizer(shard.tokenizer, shard.tokenizerHash)} (${shard.vocabSize} ids): too many for ${modelName === `the ${values.preset} preset` ? `the ${values.preset} preset's` : `the model's (${modelName})`} vocabulary (${config.vocabSize})`);
+  }
   const options: TrainOptions = {
     config, data: values.data, steps: int(values.steps, 'steps'), batch: int(values.batch, 'batch'),
     seqLen: values.seq ? int(values.seq, 'seq') : Math.min(config.context, 128),
     device: trainDevice(values.device, env?.localRank), accumulation: int(values.accumulation, 'accumulation'),
     muonLr: num(values['muon-lr'], 'muon-lr'), adamwLr: num(values['adamw-lr'], 'adamw-lr'), evalEvery: int(values['eval-every'], 'eval-every'),
     checkpointEvery: int(values['checkpoint-every'], 'checkpoint-every'), seed: int(values.seed, 'seed'), out,
-    gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute,
+    gradClip: num(values['grad-clip'], 'grad-clip'), recompute: values.recompute, ...(values.from !== undefined ? { from: values.from } : {}),
   };
+  // a preset or --config on shards of a tokenizer.json: the checkpoints carry the one kiln prepare left beside them
+  const dataTokenizer = join(values.data, 'tokenizer.json');
+  if (!source && shard.tokenizerHash !== undefined && existsSync(dataTokenizer) && shardHashOf(tokenizerHash(dataTokenizer)) === shard.tokenizerHash) {
+    options.tokenizerFiles = values.data;
+  }
   checkTrainingDevice(options.device ?? 'cpu'); // before the rendezvous and the model's checks, which would name the wrong problem
   const dist = env ? await joinRun(env, options, flags) : undefined;
   if (values.zero1 && (dist?.comm.worldSize ?? 1) === 1) console.log('note: --zero1 shards the optimizer state across ranks; this run has one, so its state is whole');

