@@ -19,11 +19,12 @@ export interface FileTokenizer extends Tokenizer {
   readonly path: string;
 }
 
-function readJson(path: string): Record<string, unknown> {
+/** A JSON file as an object; anything unreadable is a KilnError with `code` naming the file. */
+export function readJsonFile(path: string, code: 'ERR_ARG' | 'ERR_CHECKPOINT'): Record<string, unknown> {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
   } catch (error) {
-    fail('ERR_ARG', `${path} is not valid JSON: ${(error as Error).message}`);
+    fail(code, `${path} is not valid JSON: ${(error as Error).message}`);
   }
 }
 
@@ -31,6 +32,30 @@ function tokenContent(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
   if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
   return undefined;
+}
+
+/**
+ * tokenizer.json at `file` read by @huggingface/tokenizers with the tokenizer_config.json beside
+ * it (prepare and serving read a model's tokenizer the same way); failures are `code`.
+ */
+export function openHfTokenizer(file: string, code: 'ERR_ARG' | 'ERR_CHECKPOINT'): { hf: HfTokenizer; config: Record<string, unknown> } {
+  const json = readJsonFile(file, code);
+  const configPath = join(dirname(file), 'tokenizer_config.json');
+  const config = existsSync(configPath) ? readJsonFile(configPath, code) : {};
+  try {
+    return { hf: new HfTokenizer(json, config), config };
+  } catch (error) {
+    fail(code, `${file} could not be read as a tokenizer: ${(error as Error).message}`);
+  }
+}
+
+/** The end-of-text id: tokenizer_config.json's eos_token, else config.json's eos_token_id (its first, when a list). */
+export function endOfTextId(hf: HfTokenizer, tokenizerConfig: Record<string, unknown>, modelConfig: Record<string, unknown> | undefined): number | undefined {
+  const eosName = tokenContent(tokenizerConfig.eos_token);
+  const byName = eosName !== undefined ? hf.token_to_id(eosName) : undefined;
+  if (byName !== undefined) return byName;
+  const fromConfig = modelConfig?.eos_token_id;
+  return typeof fromConfig === 'number' ? fromConfig : Array.isArray(fromConfig) && typeof fromConfig[0] === 'number' ? fromConfig[0] : undefined;
 }
 
 /** The tokenizer.json a model directory (or the file itself) stands for; undefined when a directory has none. */
@@ -49,22 +74,11 @@ export function tokenizerHash(file: string): string {
 
 /** The tokenizer of tokenizer.json at `file` (tokenizer_config.json and config.json beside it supply EOS). */
 export function fileTokenizer(file: string): FileTokenizer {
-  const json = readJson(file);
-  const dir = dirname(file);
-  const configPath = join(dir, 'tokenizer_config.json');
-  const config = existsSync(configPath) ? readJson(configPath) : {};
-  let hf: HfTokenizer;
-  try {
-    hf = new HfTokenizer(json, config);
-  } catch (error) {
-    fail('ERR_ARG', `${file} could not be read as a tokenizer: ${(error as Error).message}`);
-  }
-  const eosName = tokenContent(config.eos_token);
-  let eot = eosName !== undefined ? hf.token_to_id(eosName) : undefined;
-  if (eot === undefined && existsSync(join(dir, 'config.json'))) {
-    const fromConfig = readJson(join(dir, 'config.json')).eos_token_id;
-    eot = typeof fromConfig === 'number' ? fromConfig : Array.isArray(fromConfig) && typeof fromConfig[0] === 'number' ? fromConfig[0] : undefined;
-  }
+  const { hf, config } = openHfTokenizer(file, 'ERR_ARG');
+  // config.json beside it is read only when tokenizer_config.json names no eos_token
+  const modelConfigPath = join(dirname(file), 'config.json');
+  let eot = endOfTextId(hf, config, undefined);
+  if (eot === undefined && existsSync(modelConfigPath)) eot = endOfTextId(hf, config, readJsonFile(modelConfigPath, 'ERR_ARG'));
   if (eot === undefined) fail('ERR_ARG', `${file}: no end-of-text token: tokenizer_config.json beside it names none (eos_token), nor does config.json (eos_token_id)`);
   // ids run from 0 to the largest of the vocabulary and the added tokens
   let vocabSize = 0;

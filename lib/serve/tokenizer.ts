@@ -4,10 +4,10 @@
  * kiln's own tokenizers for kiln checkpoints (byte-level for vocabularies up to 256 ids, GPT-2
  * BPE otherwise: the rule `kiln generate` always used), or one named explicitly.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { fail } from '../errors.js';
+import { endOfTextId, openHfTokenizer } from '../data/hf_tokenizer.js';
 import { type Tokenizer, byteTokenizer, tokenizerByName } from '../data/tokenizer.js';
 
 export interface ServingTokenizer {
@@ -18,39 +18,12 @@ export interface ServingTokenizer {
   readonly vocabSize: number;
 }
 
-function readJson(path: string): Record<string, unknown> {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch (error) {
-    fail('ERR_CHECKPOINT', `${path} is not valid JSON: ${(error as Error).message}`);
-  }
-}
-
-function tokenContent(value: unknown): string | undefined {
-  if (typeof value === 'string') return value;
-  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
-  return undefined;
-}
-
 /** tokenizer.json (+ tokenizer_config.json) in `dir`; undefined when there is none. */
 export function loadHfTokenizer(dir: string, modelConfig: Record<string, unknown>, vocabSize: number): { tokenizer: ServingTokenizer; chatTemplate?: string } | undefined {
   const path = join(dir, 'tokenizer.json');
   if (!existsSync(path)) return undefined;
-  const json = readJson(path);
-  const configPath = join(dir, 'tokenizer_config.json');
-  const config = existsSync(configPath) ? readJson(configPath) : {};
-  let hf: HfTokenizer;
-  try {
-    hf = new HfTokenizer(json, config);
-  } catch (error) {
-    fail('ERR_CHECKPOINT', `${path} could not be read as a tokenizer: ${(error as Error).message}`);
-  }
-  const eosName = tokenContent(config.eos_token);
-  let eot = eosName !== undefined ? hf.token_to_id(eosName) : undefined;
-  if (eot === undefined) {
-    const fromConfig = modelConfig.eos_token_id;
-    eot = typeof fromConfig === 'number' ? fromConfig : Array.isArray(fromConfig) && typeof fromConfig[0] === 'number' ? fromConfig[0] : -1;
-  }
+  const { hf, config } = openHfTokenizer(path, 'ERR_CHECKPOINT');
+  const eot = endOfTextId(hf, config, modelConfig) ?? -1;
   const tokenizer: ServingTokenizer = {
     name: 'hf',
     vocabSize,
