@@ -178,5 +178,5 @@ export function distSection(results: LoadedResult[], fallback: Targets | undefin
   if (parts.length === 0) return '';
   return `<section id="data-parallel"><h2>Data parallel</h2><p class="note">bench/dist.ts and bench/dist_wan.ts on this machine's shared cores (the load average beside each row says how busy it was). ` +
     `Bandwidths as nccl-tests define them (algbw: buffer bytes ÷ time; busbw: algbw · 2(n−1)/n for an all-reduce). Scaling efficiency = tokens/s of two ranks ÷ (2 × one rank's). ` +
-    `Figures over several rounds are medians of the round medians (the rounds in each cell's tooltip). Targets are the issue's; met or missed is read from the figure beside it.</p>${parts.join('')}</section>`;
+    `Figures over several rounds are medians of the round medians (the rounds in each cell's tooltip). Targets are the ones each result file records (else bench/targets.json's); met or missed is read from the figure beside it.</p>${parts.join('')}</section>`;
 }
