@@ -132,7 +132,7 @@ export async function train(args: string[]): Promise<number> {
     if (differs.length) fail('ERR_CHECKPOINT', `--resume ${values.resume} holds another model than --config ${values.config} (${differs.join('; ')}): resume it with the config it was trained with`);
   } else if (values.resume !== undefined && !ownConfig) {
     // the config is checked here, before any model is built, and named field by field
-    const trained = checkpointConfig(values.resume);
+    const trained = resumed!;
     const differs = configDifferences(trained, config, ['checkpoint', `--preset ${values.preset}`]);
     if (differs.length) {
       const match = Object.keys(PRESETS).find((name) => configDifferences(trained, PRESETS[name]).length === 0);

@@ -86,17 +86,12 @@ export async function saveCheckpoint(
   rmSync(temp, { recursive: true, force: true });
   mkdirSync(temp);
   const written = toHfConfig(config, 'float32');
-  if (options.source !== undefined) {
-    const base = sourceConfig(options.source);
-    // newer transformers read "dtype" before "torch_dtype": the weights here are f32
-    if ('dtype' in base) base.dtype = written.torch_dtype;
-    writeJson(join(temp, 'config.json'), { ...base, ...written });
-    for (const file of TOKENIZER_FILES) if (existsSync(join(options.source, file))) copyFileSync(join(options.source, file), join(temp, file));
-  } else {
-    writeJson(join(temp, 'config.json'), written);
-    const files = options.tokenizerFiles;
-    if (files !== undefined) for (const file of TOKENIZER_FILES) if (existsSync(join(files, file))) copyFileSync(join(files, file), join(temp, file));
-  }
+  const base = options.source !== undefined ? sourceConfig(options.source) : {};
+  // newer transformers read "dtype" before "torch_dtype": the weights here are f32
+  if ('dtype' in base) base.dtype = written.torch_dtype;
+  writeJson(join(temp, 'config.json'), { ...base, ...written });
+  const tokenizerDir = options.source ?? options.tokenizerFiles;
+  if (tokenizerDir !== undefined) for (const file of TOKENIZER_FILES) if (existsSync(join(tokenizerDir, file))) copyFileSync(join(tokenizerDir, file), join(temp, file));
   const model = new Map<string, RawTensor>();
   for (const [name, t] of weights) model.set(name, await raw(t));
   writeSafetensors(join(temp, 'model.safetensors'), model, { format: 'pt' });
@@ -198,15 +193,7 @@ function decode(t: RawTensor, name: string): Float32Array | Float64Array {
 export function loadCheckpoint(path: string): LoadedCheckpoint {
   if (typeof path !== 'string' || path.length === 0) fail('ERR_ARG', `checkpoint path must be a non-empty string, got ${describe(path)}`);
   const dir = resolveCheckpoint(path);
-  const configPath = join(dir, 'config.json');
-  if (!existsSync(configPath)) fail('ERR_CHECKPOINT', `${dir} has no config.json: not a checkpoint`);
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(configPath, 'utf8'));
-  } catch {
-    fail('ERR_CHECKPOINT', `${configPath} is not valid JSON`);
-  }
-  const config = fromHfConfig(json);
+  const config = checkpointConfig(dir);
   const model = readSafetensors(join(dir, 'model.safetensors'));
   const weights = new Map<string, { dtype: DType; shape: number[]; values: Float32Array | Float64Array }>();
   for (const [name, t] of model.tensors) weights.set(name, { dtype: t.dtype === 'bf16' || t.dtype === 'f16' ? 'f32' : t.dtype, shape: t.shape, values: decode(t, name) });

@@ -296,7 +296,7 @@ export class Trainer {
   /** One optimizer step (with accumulation); returns its metrics. */
   async trainStep(): Promise<StepMetrics> {
     const o = this.options;
-        resetPeakMemory(o.device);
+    resetPeakMemory(o.device);
     await o.parallel?.beforeStep?.(this.step + 1);
     const started = performance.now();
     this.model.zeroGrad();
