@@ -107,6 +107,8 @@ export const bindingTargets: Target[] = [
     h(T(c, [16])), h(T(c, [8])), h(T(c, [8])), h(T(c, [16])), h(T(c, [8])), h(T(c, [8])), h(T(c, [16])), h(T(c, [4])), h(T(c, [16])), attentionDims(),
   ]),
   bind('rope', (c) => [h(T(c, [16])), h(T(c, [16])), h(I(c, [0, 1])), { B: 1, T: 2, H: 2, D: 4, base: 10000, backward: false }]),
+  // rope's optional fifth argument (a scaled RoPE's per-pair inverse frequencies, (D/2) f32): a tensor like the others
+  { name: 'rope+invFreq', kind: 'binding', make: (c) => [h(T(c, [16])), h(T(c, [16])), h(I(c, [0, 1])), { B: 1, T: 2, H: 2, D: 4, base: 10000, backward: false }, h(T(c, [2]))], call: (args) => b().rope(...args) },
   bind('kvAppend', (c) => [h(T(c, [16])), h(T(c, [16])), h(T(c, [8])), h(T(c, [8])), h(I(c, [0, 1])), h(I(c, [0])), kvDims()]),
   bind('attentionDecode', (c) => [h(T(c, [8])), h(T(c, [2])), h(T(c, [8])), h(T(c, [16])), h(T(c, [16])), h(I(c, [0, 1])), h(I(c, [3])), decodeDims()]),
   bind('embedding', (c) => [h(T(c, [8])), h(T(c, [12])), h(I(c, [0, 2])), 2, 3, 4]),
